@@ -1,0 +1,1 @@
+"""Subcommands of ``local-features`` (one module each, imported lazily by ``cli.py``)."""

@@ -1,0 +1,1 @@
+"""Extractors: one module per method; see ``registry.METHODS``."""

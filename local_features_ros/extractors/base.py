@@ -1,0 +1,243 @@
+"""One interface for every method (learned or classical).
+
+Why: the node, the CLI, evaluation and training all talk to ``Extractor.extract`` and never to a
+method's internals, so adding a method is one module plus one registry line.
+
+Construction path (one, for every method): ``__init__(**conf)`` builds the architecture with
+random weights; ``load_weights(path)`` loads a local checkpoint strictly. ``build_extractor`` in
+``registry.py`` does both from a method name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..image.preprocess import ResizeInfo, prepare_image
+from ..types import Features
+from ..weights import check_state_dict, load_checkpoint, unwrap_state_dict
+
+logger = logging.getLogger(__name__)
+
+#: Config keys shared by every method (design.md "Contracts"); same names as the node
+#: parameters and the CLI's ``--set key=value``.
+SHARED_DEFAULTS: dict[str, Any] = {
+    "max_keypoints": -1,  # -1 keeps all
+    "detection_threshold": 0.0,
+    "nms_radius": 4,  # pixels
+    "remove_borders": 4,  # pixels
+    "resize_max_edge": 0,  # 0 = native size
+}
+
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+
+
+class ConfigError(ValueError):
+    """Unknown key or out-of-range value in an extractor config."""
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 dot products (AVX512-BF16 / AMX), where autocast pays."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        return False
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> first CUDA device when present, else CPU; explicit names are validated."""
+    if device in ("", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device '{device}' requested but CUDA is not available")
+    return dev
+
+
+class Extractor(nn.Module):
+    """Base class: subclasses set ``name``, ``default_conf``, ``input_channels`` and implement
+    ``_extract`` on a prepared ``(1, C, H, W)`` float tensor in [0, 1]."""
+
+    name: ClassVar[str] = "base"
+    default_conf: ClassVar[dict[str, Any]] = {}
+    #: keys that may change while running (node runtime parameters); others need a rebuild.
+    runtime_keys: ClassVar[frozenset[str]] = frozenset(SHARED_DEFAULTS)
+    input_channels: ClassVar[int] = 1  # 1 = gray, 3 = RGB
+    multiple_of: ClassVar[int] = 1  # network input size constraint
+    #: wrapper keys official checkpoints use around the state dict (e.g. D2-Net's 'model').
+    checkpoint_wrapper_keys: ClassVar[tuple[str, ...]] = ()
+    is_learned: ClassVar[bool] = True
+
+    def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
+        super().__init__()
+        self.conf: dict[str, Any] = self._merge_conf(conf)
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+        self.precision = precision
+        self._device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
+        self.weights_source: str = "random"
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def full_default_conf(cls) -> dict[str, Any]:
+        return {**SHARED_DEFAULTS, **cls.default_conf}
+
+    def _merge_conf(self, conf: Mapping[str, Any]) -> dict[str, Any]:
+        merged = self.full_default_conf()
+        for k, v in conf.items():
+            if k not in merged:
+                raise ConfigError(
+                    f"unknown config key '{k}' for method '{self.name}' "
+                    f"(known: {', '.join(sorted(merged))})"
+                )
+            merged[k] = _coerce(k, v, merged[k])
+        self.validate_conf(merged)
+        return merged
+
+    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+        """Range checks; subclasses extend. Raise ``ConfigError`` with the reason."""
+        if int(conf["max_keypoints"]) < -1 or int(conf["max_keypoints"]) == 0:
+            raise ConfigError("max_keypoints must be -1 (all) or a positive number")
+        if int(conf["nms_radius"]) < 0:
+            raise ConfigError("nms_radius must be >= 0")
+        if int(conf["remove_borders"]) < 0:
+            raise ConfigError("remove_borders must be >= 0")
+        if int(conf["resize_max_edge"]) < 0:
+            raise ConfigError("resize_max_edge must be >= 0 (0 = native size)")
+
+    def update_conf(self, **changes: Any) -> None:
+        """Apply runtime-changeable keys atomically (all validated before any is applied)."""
+        bad = [k for k in changes if k not in self.runtime_keys]
+        if bad:
+            raise ConfigError(f"'{bad[0]}' cannot change at runtime for '{self.name}' (restart)")
+        new = {**self.conf}
+        for k, v in changes.items():
+            new[k] = _coerce(k, v, self.conf[k])
+        self.validate_conf(new)
+        self.conf = new
+
+    # ------------------------------------------------------------------ device / precision
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def setup(self) -> "Extractor":
+        """Move to the configured device, eval mode, and memory format for speed."""
+        self.to(self._device).eval()
+        if self._device.type == "cpu" or self.use_reduced_precision:
+            self.to(memory_format=torch.channels_last)
+        return self
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        p = self.precision
+        if p == "auto":
+            if self._device.type == "cuda":
+                return torch.float16
+            return torch.bfloat16 if cpu_supports_bf16() else None
+        return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[p]
+
+    @property
+    def use_reduced_precision(self) -> bool:
+        return self.autocast_dtype is not None
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        dt = self.autocast_dtype
+        if dt is None:
+            return contextlib.nullcontext()
+        if self._device.type == "cpu" and dt == torch.float16:
+            dt = torch.bfloat16  # fp16 autocast on CPU is slow and lossy; bf16 is the CPU path
+        return torch.autocast(device_type=self._device.type, dtype=dt)
+
+    # ------------------------------------------------------------------ weights
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Map an official layout to this module's keys (identity by default)."""
+        return state
+
+    def load_weights(self, path: str) -> "Extractor":
+        ckpt = load_checkpoint(path)
+        state = self.adapt_state_dict(unwrap_state_dict(ckpt, self.checkpoint_wrapper_keys))
+        check_state_dict(self, state, source=str(path))
+        self.load_state_dict(state, strict=True)
+        self.on_weights_loaded(ckpt)
+        self.weights_source = str(path)
+        return self
+
+    def on_weights_loaded(self, ckpt: Mapping[str, Any]) -> None:
+        """Hook for checkpoints carrying more than tensors (e.g. DELF's PCA)."""
+
+    # ------------------------------------------------------------------ inference
+    def prepare(self, image: np.ndarray) -> tuple[torch.Tensor, ResizeInfo]:
+        return prepare_image(image, self.input_channels, int(self.conf["resize_max_edge"]),
+                             self.multiple_of, device=self._device)
+
+    @torch.inference_mode()
+    def extract(self, image: np.ndarray) -> Features:
+        """Numpy image ``(H, W)`` gray or ``(H, W, 3)`` RGB (uint8, uint16 or float [0, 1]) ->
+        ``Features`` in original pixels, float32, on this extractor's device."""
+        tensor, info = self.prepare(image)
+        feats = self._extract(tensor)
+        return self.finish(feats, info)
+
+    def finish(self, feats: Features, info: ResizeInfo) -> Features:
+        """Top-k by score, fp32, and back to original pixels (scales follow the resize)."""
+        feats = feats.float()
+        k = int(self.conf["max_keypoints"])
+        if k > 0 and len(feats) > k:
+            feats = feats.select(torch.topk(feats.scores, k).indices)
+        kpts = info.to_original(feats.keypoints)
+        return Features(
+            keypoints=kpts,
+            scores=feats.scores,
+            descriptors=feats.descriptors,
+            scales=feats.scales * info.mean_scale,
+            orientations=feats.orientations,
+            image_size=info.orig_size,
+            extra=feats.extra,
+        )
+
+    def _extract(self, image: torch.Tensor) -> Features:
+        """``(1, C, H, W)`` in [0, 1] -> Features in network-input pixels."""
+        raise NotImplementedError
+
+    @property
+    def descriptor_dim(self) -> int:
+        raise NotImplementedError
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Cast a value (e.g. from ``--set key=value`` strings or ROS params) to the default's type."""
+    if default is None or value is None:
+        return value
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if isinstance(default, int):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if isinstance(default, float):
+            v = float(value)
+            if v != v:
+                raise ValueError("NaN")
+            return v
+        if isinstance(default, (list, tuple)):
+            if isinstance(value, str):
+                value = [float(x) for x in value.strip("[]").split(",") if x.strip()]
+            return type(default)(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad value {value!r} for '{key}' (expected {type(default).__name__})") from exc
+    return value

@@ -1,0 +1,1 @@
+"""Image decoding (cv_bridge semantics without cv_bridge) and network-input preparation."""

@@ -1,0 +1,1 @@
+"""ROS 2 layer: the only code in the package that imports rclpy."""

@@ -1,0 +1,41 @@
+"""ament_python build of local_features_ros (colcon / ``ros2 run``) and plain pip install."""
+
+from glob import glob
+
+from setuptools import find_packages, setup
+
+package_name = "local_features_ros"
+
+setup(
+    name=package_name,
+    version="0.1.0",
+    packages=find_packages(include=[package_name, f"{package_name}.*", "training", "training.*"]),
+    package_data={package_name: ["data/weights/*.pth", "data/weights/*.md"],
+                  "training": ["configs/*.yaml"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
+        (f"share/{package_name}", ["package.xml"]),
+        (f"share/{package_name}/launch", glob("launch/*.launch.py")),
+        (f"share/{package_name}/config", glob("config/*.yaml")),
+        (f"share/{package_name}/rviz", glob("rviz/*.rviz")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=False,
+    maintainer="local_features_ros maintainers",
+    maintainer_email="maintainers@local-features-ros.invalid",
+    description="Learned local features for ROS 2 with a training stack",
+    license="BSD-3-Clause",
+    extras_require={"test": ["pytest"]},
+    entry_points={
+        "console_scripts": [
+            "local-features = local_features_ros.cli:main",
+            "feature_extractor = local_features_ros.ros.extractor_node:main",
+            "bag_player = local_features_ros.ros.bag_player:main",
+            "synthetic_camera = local_features_ros.ros.synthetic_camera:main",
+        ],
+        "local_features_ros.commands": [
+            "train = training.commands.train",
+            "bag-to-dataset = training.commands.bag_to_dataset",
+        ],
+    },
+)

@@ -1,0 +1,48 @@
+"""Shared fixtures. Every ROS process started by a test gets loopback-only DDS and its own domain."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+
+# DDS must never leave loopback on these machines; each pytest session gets its own domain.
+os.environ["ROS_LOCALHOST_ONLY"] = "1"
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(100, 199)))
+os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def ros_env() -> dict[str, str]:
+    """Environment for ROS subprocesses: loopback DDS, a fresh domain id per test."""
+    env = dict(os.environ)
+    env["ROS_LOCALHOST_ONLY"] = "1"
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    env["ROS_DOMAIN_ID"] = str(random.randint(100, 199))
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def textured_image(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
+    """A gray uint8 image with corners and blobs (features for every detector)."""
+    import cv2
+
+    r = np.random.default_rng(seed)
+    img = (cv2.GaussianBlur(r.integers(0, 255, (h // 8, w // 8)).astype(np.uint8), (3, 3), 0))
+    img = cv2.resize(img, (w, h), interpolation=cv2.INTER_NEAREST)
+    for _ in range(12):
+        x0, y0 = int(r.integers(0, w - 40)), int(r.integers(0, h - 40))
+        cv2.rectangle(img, (x0, y0), (x0 + int(r.integers(10, 40)), y0 + int(r.integers(10, 40))),
+                      int(r.integers(0, 255)), -1)
+    return cv2.GaussianBlur(img, (3, 3), 0)

@@ -1,0 +1,1 @@
+"""Offline training for every method; reuses the runtime models in ``local_features_ros``."""

@@ -1,0 +1,326 @@
+"""Geometric verification of matches (homography / fundamental / essential) and relative motion.
+
+Why OpenCV: its RANSAC family is fast, battle-tested and already a dependency. The estimator is
+``VerifyConfig.method``: ``"ransac"`` (default, ``cv2.RANSAC``), ``"magsac"`` (``cv2.USAC_MAGSAC``,
+MAGSAC++) or ``"accurate"`` (``cv2.USAC_ACCURATE``, GC-RANSAC). The default is measured, not
+assumed: on 9 rendered pairs (0.5 px noise, 30 % outliers, 1 px threshold, pose refinement on)
+median rotation / translation-direction errors were RANSAC 0.09 / 1.0 deg, GC-RANSAC
+0.11 / 1.4 deg, MAGSAC++ 0.11 / 2.1 deg (MAGSAC++ without refinement: 0.59 / 8.5 deg).
+``threshold_px`` is the inlier threshold in pixels for every model; for the essential matrix the
+points are normalised with each camera's K and the threshold is divided by the mean focal
+length, so two different cameras work too.
+
+Relative motion: the essential matrix + cheirality on normalised coordinates (the decision of
+``cv2.recoverPose``, re-implemented vectorised because recoverPose is slow here; the tests check
+they agree), then a robust Sampson refinement, gives ``x1 = R x0 + t`` with unit ``t``
+(monocular scale is unknown).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .types import MatchResult, RelativeMotion
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "VerifyConfig",
+    "verify_matches",
+    "relative_motion",
+    "rotation_error_deg",
+    "translation_angle_error_deg",
+    "normalize_points",
+]
+
+MODELS = ("auto", "homography", "fundamental", "essential", "none")
+_METHODS = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC, "accurate": cv2.USAC_ACCURATE}
+#: Minimal sample size of each model (fewer matches: nothing to verify).
+_MIN_SAMPLE = {"homography": 4, "fundamental": 8, "essential": 5}
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """``model`` auto = essential when K is known, else fundamental. A model with fewer than
+    ``min_inliers`` inliers is rejected (no inliers, ``model`` None)."""
+
+    model: str = "auto"
+    threshold_px: float = 1.0
+    confidence: float = 0.999
+    max_iters: int = 10000
+    min_inliers: int = 8
+    method: str = "ransac"
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ValueError(f"verify model must be one of {MODELS}, got '{self.model}'")
+        if self.method not in _METHODS:
+            raise ValueError(f"verify method must be one of {tuple(_METHODS)}, got '{self.method}'")
+        if not float(self.threshold_px) > 0:
+            raise ValueError(f"verify threshold_px must be > 0, got {self.threshold_px}")
+        if not 0.0 < float(self.confidence) < 1.0:
+            raise ValueError(f"verify confidence must be in (0, 1), got {self.confidence}")
+        if int(self.max_iters) < 1:
+            raise ValueError(f"verify max_iters must be >= 1, got {self.max_iters}")
+        if int(self.min_inliers) < 0:
+            raise ValueError(f"verify min_inliers must be >= 0, got {self.min_inliers}")
+
+
+def _as_points(kpts) -> np.ndarray:
+    if hasattr(kpts, "detach"):  # torch tensor
+        kpts = kpts.detach().float().cpu().numpy()
+    return np.asarray(kpts, np.float64).reshape(-1, 2)
+
+
+def normalize_points(pts: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """Pixels -> normalised image coordinates ``K^-1 [x, y, 1]`` (no distortion)."""
+    K = np.asarray(K, np.float64)
+    p = np.asarray(pts, np.float64).reshape(-1, 2)
+    return np.stack([(p[:, 0] - K[0, 2] - K[0, 1] * (p[:, 1] - K[1, 2]) / K[1, 1]) / K[0, 0],
+                     (p[:, 1] - K[1, 2]) / K[1, 1]], axis=1)
+
+
+def _mean_focal(K0: np.ndarray, K1: np.ndarray) -> float:
+    return float(np.mean([K0[0, 0], K0[1, 1], K1[0, 0], K1[1, 1]]))
+
+
+def _resolve_model(cfg: VerifyConfig, K0, K1) -> str:
+    if cfg.model == "auto":
+        return "essential" if K0 is not None else "fundamental"
+    if cfg.model == "essential" and K0 is None:
+        raise ValueError("verify model 'essential' needs the camera intrinsics K")
+    return cfg.model
+
+
+def _rejected(result: MatchResult, model_type: str) -> MatchResult:
+    return dataclasses.replace(result, inliers=np.zeros(len(result), bool), model=None,
+                               model_type=model_type)
+
+
+def verify_matches(kpts0: np.ndarray, kpts1: np.ndarray, result: MatchResult, cfg: VerifyConfig,
+                   K0: np.ndarray | None = None, K1: np.ndarray | None = None) -> MatchResult:
+    """Robustly fit ``cfg.model`` to the matches; returns a new ``MatchResult`` with ``inliers``,
+    ``model`` (3x3 H / F / E, E in normalised coordinates) and ``model_type`` filled.
+
+    ``kpts0``/``kpts1`` are the *full* keypoint arrays (pixels) that ``result.matches`` indexes.
+    ``K1`` defaults to ``K0`` (one camera). When there are too few matches for the model or it
+    has fewer than ``cfg.min_inliers`` inliers, every match is marked outlier and ``model`` is
+    None. ``model="none"`` keeps every match an inlier.
+    """
+    if K0 is not None and K1 is None:
+        K1 = K0
+    model_type = _resolve_model(cfg, K0, K1)
+    if model_type == "none":
+        return dataclasses.replace(result, inliers=np.ones(len(result), bool), model=None,
+                                   model_type="none")
+    n = len(result)
+    if n < max(_MIN_SAMPLE[model_type], int(cfg.min_inliers)):
+        return _rejected(result, model_type)
+    p0 = _as_points(kpts0)[result.matches[:, 0]]
+    p1 = _as_points(kpts1)[result.matches[:, 1]]
+    method = _METHODS[cfg.method]
+    thr, conf, iters = float(cfg.threshold_px), float(cfg.confidence), int(cfg.max_iters)
+    try:
+        if model_type == "homography":
+            model, mask = cv2.findHomography(p0, p1, method, thr, maxIters=iters, confidence=conf)
+        elif model_type == "fundamental":
+            model, mask = cv2.findFundamentalMat(p0, p1, method, thr, conf, iters)
+        else:
+            K0a, K1a = np.asarray(K0, np.float64), np.asarray(K1, np.float64)
+            n0, n1 = normalize_points(p0, K0a), normalize_points(p1, K1a)
+            model, mask = cv2.findEssentialMat(n0, n1, np.eye(3), method, conf,
+                                               thr / _mean_focal(K0a, K1a), iters)
+    except cv2.error as exc:  # degenerate input (e.g. all points identical)
+        logger.debug("%s estimation failed: %s", model_type, exc)
+        return _rejected(result, model_type)
+    if model is None or mask is None or model.size < 9:
+        return _rejected(result, model_type)
+    model = np.asarray(model, np.float64)[:3, :3]  # E/F solvers may stack several solutions
+    inliers = mask.reshape(-1).astype(bool)
+    if inliers.sum() < int(cfg.min_inliers):
+        return _rejected(result, model_type)
+    return dataclasses.replace(result, inliers=inliers, model=model, model_type=model_type)
+
+
+def relative_motion(kpts0: np.ndarray, kpts1: np.ndarray, result: MatchResult, K0: np.ndarray,
+                    K1: np.ndarray | None = None, cfg: VerifyConfig | None = None,
+                    refine: bool = True) -> RelativeMotion | None:
+    """Rotation and unit translation (``x1 = R x0 + t``) from the essential matrix.
+
+    Uses ``result``'s essential matrix and inliers when it was verified with one, else estimates
+    E first (with ``cfg``, default ``VerifyConfig(model="essential")``). The cheirality check
+    (as ``cv2.recoverPose``) picks the one of four decompositions that puts the points in front
+    of both cameras; ``num_inliers`` counts the inliers that pass it. None when fewer than
+    ``cfg.min_inliers`` (and at least 5) remain.
+
+    ``refine``: the RANSAC model comes from a minimal sample and its inlier set can hold a few
+    outliers that happen to lie near the epipolar lines; with the weakly constrained translation
+    direction of small baselines, those few pull t by degrees. So R and t are refined by least
+    squares on the Sampson error (5 DoF, Cauchy loss at ``cfg.threshold_px``), re-selecting the
+    inliers among *all* matches with the refined model, up to 3 rounds. On the synthetic scene
+    (0.5 px noise, 30 % outliers) this brought the median translation error from ~1.5 deg to
+    the level of an oracle fit on the true inliers.
+    """
+    if K0 is None:
+        raise ValueError("relative_motion needs the camera intrinsics K0")
+    K0 = np.asarray(K0, np.float64)
+    K1 = K0 if K1 is None else np.asarray(K1, np.float64)
+    cfg = cfg or VerifyConfig(model="essential")
+    min_inl = max(5, int(cfg.min_inliers))
+    if result.model_type != "essential" or result.model is None:
+        result = verify_matches(kpts0, kpts1, result, dataclasses.replace(cfg, model="essential"),
+                                K0, K1)
+        if result.model is None:
+            return None
+    if result.num_inliers < min_inl:
+        return None
+    p0_all = normalize_points(_as_points(kpts0)[result.matches[:, 0]], K0)
+    p1_all = normalize_points(_as_points(kpts1)[result.matches[:, 1]], K1)
+    sel = result.inliers.copy()
+    pose = _recover(result.model, p0_all[sel], p1_all[sel])
+    if pose is None:
+        return None
+    R, t, n_good = pose
+    if refine:
+        thr = float(cfg.threshold_px) / _mean_focal(K0, K1)
+        for _ in range(3):
+            R, t = _refine_pose(R, t, p0_all[sel], p1_all[sel], thr)
+            new_sel = np.abs(sampson_residuals(_skew(t) @ R, p0_all, p1_all)) < thr
+            if new_sel.sum() < min_inl or np.array_equal(new_sel, sel):
+                break
+            sel = new_sel
+        pose = _recover(_skew(t) @ R, p0_all[sel], p1_all[sel])
+        if pose is None:
+            return None
+        R, t, n_good = pose
+    if n_good < min_inl:
+        return None
+    return RelativeMotion(R=R, t=t, num_inliers=n_good)
+
+
+def _recover(E: np.ndarray, p0: np.ndarray, p1: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray, int] | None:
+    """Cheirality: which of E's four (R, t) decompositions puts the points in front of both
+    cameras. Returns (R, unit t, number of points in front of both, closer than 50 baselines).
+
+    Same decision as ``cv2.recoverPose`` (cross-checked in the tests), but the depths come from
+    a closed-form two-ray least squares, vectorised: recoverPose took ~0.3 s for 1000 points
+    with this OpenCV build, this takes ~1 ms.
+    """
+    if len(p0) < 5:
+        return None
+    try:
+        R1, R2, t = cv2.decomposeEssentialMat(np.ascontiguousarray(E, np.float64))
+    except cv2.error as exc:
+        logger.debug("decomposeEssentialMat failed: %s", exc)
+        return None
+    t = np.asarray(t, np.float64).reshape(3)
+    norm = np.linalg.norm(t)
+    if not norm > 0:
+        return None
+    t = t / norm
+    x0 = np.concatenate([p0, np.ones((len(p0), 1))], 1)
+    x1 = np.concatenate([p1, np.ones((len(p1), 1))], 1)
+    best: tuple[np.ndarray, np.ndarray, int] | None = None
+    for R in (R1, R2):
+        a = x0 @ R.T  # R x0, per point
+        for tt in (t, -t):
+            z0, z1 = _two_ray_depths(a, x1, tt)
+            good = int(np.sum((z0 > 0) & (z1 > 0) & (z0 < _MAX_DEPTH) & (z1 < _MAX_DEPTH)))
+            if best is None or good > best[2]:
+                best = (np.asarray(R, np.float64), tt.copy(), good)
+    return best
+
+
+#: Points farther than this many baselines count as "at infinity" (cv2.recoverPose's default).
+_MAX_DEPTH = 50.0
+
+
+def _two_ray_depths(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares depths of ``z1 b = z0 a + t`` (a = R x0, b = x1), one 2x2 solve per point."""
+    aa = np.einsum("ij,ij->i", a, a)
+    bb = np.einsum("ij,ij->i", b, b)
+    ab = np.einsum("ij,ij->i", a, b)
+    at, bt = a @ t, b @ t
+    det = ab * ab - aa * bb  # normal equations of [a, -b] [z0, z1]^T = -t
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z0 = (bb * at - ab * bt) / det
+        z1 = (ab * at - aa * bt) / det
+    bad = np.abs(det) < 1e-15  # parallel rays: depth undetermined
+    z0[bad] = np.inf
+    z1[bad] = np.inf
+    return z0, z1
+
+
+def _skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0.0, -v[2], v[1]], [v[2], 0.0, -v[0]], [-v[1], v[0], 0.0]])
+
+
+def sampson_residuals(E: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarray:
+    """Signed Sampson distances (first-order geometric error) of normalised point pairs."""
+    x0 = np.concatenate([p0, np.ones((len(p0), 1))], 1)
+    x1 = np.concatenate([p1, np.ones((len(p1), 1))], 1)
+    Ex0 = x0 @ E.T
+    Etx1 = x1 @ E
+    num = np.einsum("ij,ij->i", x1, Ex0)
+    den = Ex0[:, 0] ** 2 + Ex0[:, 1] ** 2 + Etx1[:, 0] ** 2 + Etx1[:, 1] ** 2
+    return num / np.sqrt(np.maximum(den, 1e-30))
+
+
+def _refine_pose(R0: np.ndarray, t0: np.ndarray, p0: np.ndarray, p1: np.ndarray,
+                 scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise the robust Sampson error over (R, unit t); falls back to the input on failure."""
+    from scipy.optimize import least_squares
+
+    if len(p0) < 5:
+        return R0, t0
+    # Tangent basis of the unit sphere at t0: t stays unit length, 2 DoF.
+    b1 = np.cross(t0, [1.0, 0.0, 0.0] if abs(t0[0]) < 0.9 else [0.0, 1.0, 0.0])
+    b1 /= np.linalg.norm(b1)
+    b2 = np.cross(t0, b1)
+
+    def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        R = R0 @ cv2.Rodrigues(x[:3].reshape(3, 1))[0]
+        t = t0 + x[3] * b1 + x[4] * b2
+        return R, t / np.linalg.norm(t)
+
+    def fun(x: np.ndarray) -> np.ndarray:
+        R, t = unpack(x)
+        return sampson_residuals(_skew(t) @ R, p0, p1) / scale
+
+    try:
+        sol = least_squares(fun, np.zeros(5), loss="cauchy", f_scale=1.0, method="trf",
+                            x_scale=1e-3, max_nfev=100)
+    except (ValueError, np.linalg.LinAlgError) as exc:
+        logger.debug("pose refinement failed: %s", exc)
+        return R0, t0
+    if not np.all(np.isfinite(sol.x)):
+        return R0, t0
+    return unpack(sol.x)
+
+
+def rotation_error_deg(R_est: np.ndarray, R_gt: np.ndarray) -> float:
+    """Angle of ``R_est^T R_gt`` in degrees (geodesic distance on SO(3))."""
+    R = np.asarray(R_est, np.float64).T @ np.asarray(R_gt, np.float64)
+    c = np.clip((np.trace(R) - 1.0) / 2.0, -1.0, 1.0)
+    return float(math.degrees(math.acos(c)))
+
+
+def translation_angle_error_deg(t_est: np.ndarray, t_gt: np.ndarray,
+                                sign_agnostic: bool = False) -> float:
+    """Angle between two translation directions in degrees; ``sign_agnostic`` takes
+    ``min(a, 180 - a)`` (for methods that cannot resolve the sign). NaN when a vector is zero."""
+    a = np.asarray(t_est, np.float64).reshape(3)
+    b = np.asarray(t_gt, np.float64).reshape(3)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    if na < 1e-12 or nb < 1e-12:
+        return float("nan")
+    c = float(np.clip(a @ b / (na * nb), -1.0, 1.0))
+    ang = math.degrees(math.acos(c))
+    return min(ang, 180.0 - ang) if sign_agnostic else ang

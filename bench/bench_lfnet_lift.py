@@ -1,0 +1,173 @@
+"""Whole-extractor time and per-stage breakdown for LF-Net (500 kpts) and LIFT (1000 kpts).
+
+    OMP_NUM_THREADS=2 python bench/bench_lfnet_lift.py --runs 3                      # 640x480, CPU
+    python bench/bench_lfnet_lift.py --device cuda --runs 10                          # GPU
+    OMP_NUM_THREADS=1 python bench/bench_lfnet_lift.py --size 160x120 --runs 1 --warmup 0 \\
+        --lift-min-log2 2                                                             # smoke
+
+Stages (each timed on its own, inputs prepared by the previous stage, median over runs):
+- ``detector``: LF-Net ``detector_forward`` + ``detect`` (scale space, soft/hard NMS, top-K,
+  refinement); LIFT ``score_pyramid`` + ``detect`` (pyramid, 3-D NMS, edge test, interpolation).
+- ``crops``: batched ``grid_sample`` patch extraction (LIFT: upright + rotated crops).
+- ``orientation``: LIFT orientation network (LF-Net's orientation is part of the detector).
+- ``descriptor``: the patch descriptor network.
+- ``extract``: ``Extractor.extract`` on the numpy image (everything, including the host sync).
+Weights are random: network time does not depend on them; the keypoint count (printed) does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+import torch
+
+from local_features_ros.registry import build_extractor
+
+
+def make_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """Smooth gray noise plus rectangles (blobs and corners for both detectors)."""
+    r = np.random.default_rng(seed)
+    img = cv2.resize(r.integers(0, 256, (h // 6 + 1, w // 6 + 1)).astype(np.uint8), (w, h),
+                     interpolation=cv2.INTER_LINEAR)
+    for _ in range(40):
+        x0, y0 = int(r.integers(0, max(1, w - 30))), int(r.integers(0, max(1, h - 30)))
+        cv2.rectangle(img, (x0, y0), (x0 + int(r.integers(5, 30)), y0 + int(r.integers(5, 30))),
+                      int(r.integers(0, 255)), -1)
+    return img
+
+
+def timed(fn: Callable[[], Any], runs: int, warmup: int, device: torch.device) -> tuple[float, Any]:
+    """Median milliseconds of ``fn`` (CUDA synchronised) and its last result."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(max(runs, 1)):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t = time.perf_counter()
+        out = fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times), out
+
+
+@torch.inference_mode()
+def bench_lfnet(img: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    ex = build_extractor("lfnet", weights="random", device=args.device, precision=args.precision,
+                         max_keypoints=args.lfnet_k)
+    x, _ = ex.prepare(img)
+    dev = ex.device
+    res: dict[str, Any] = {"method": "lfnet", "max_keypoints": args.lfnet_k}
+
+    def detector() -> dict:
+        with ex.autocast():
+            return ex.detect(ex.detector_forward(ex.normalize_input(x)), args.lfnet_k)
+
+    res["detector_ms"], det = timed(detector, args.runs, args.warmup, dev)
+    v = det["valid"][0]
+    kp, sc, ori = det["keypoints"][:, v], det["scales"][:, v], det["orientations"][:, v]
+    res["keypoints"] = int(v.sum())
+
+    def crops() -> torch.Tensor:
+        with ex.autocast():
+            return ex.crop_patches(x, kp, sc, ori)
+
+    res["crops_ms"], patches = timed(crops, args.runs, args.warmup, dev)
+
+    def descriptor() -> torch.Tensor:
+        with ex.autocast():
+            return ex.describe_patches(patches)
+
+    res["descriptor_ms"], _ = timed(descriptor, args.runs, args.warmup, dev)
+    res["extract_ms"], feats = timed(lambda: ex.extract(img), args.runs, args.warmup, dev)
+    res["extract_keypoints"] = len(feats)
+    return res
+
+
+@torch.inference_mode()
+def bench_lift(img: np.ndarray, args: argparse.Namespace) -> dict[str, Any]:
+    conf: dict[str, Any] = {"max_keypoints": args.lift_k, "desc_variant": args.lift_desc}
+    if args.lift_min_log2 is not None:
+        conf["min_scale_log2"] = args.lift_min_log2
+    ex = build_extractor("lift", weights="random", device=args.device, precision=args.precision, **conf)
+    x, _ = ex.prepare(img)
+    dev = ex.device
+    res: dict[str, Any] = {"method": "lift", "max_keypoints": args.lift_k,
+                           "levels": len(ex.levels(*x.shape[-2:]))}
+
+    def detector() -> dict:
+        with ex.autocast():
+            return ex.detect(ex.score_pyramid(x), args.lift_k)
+
+    res["detector_ms"], det = timed(detector, args.runs, args.warmup, dev)
+    v = det["valid"][0]
+    kp, sig = det["keypoints"][:, v], det["scales"][:, v]
+    res["keypoints"] = int(v.sum())
+    ang = torch.zeros_like(sig)
+
+    def crops() -> tuple[torch.Tensor, torch.Tensor]:
+        with ex.autocast():
+            return ex.crop(x, kp, sig, None), ex.crop(x, kp, sig, ang)
+
+    res["crops_ms"], (upright, rotated) = timed(crops, args.runs, args.warmup, dev)
+
+    def orientation() -> torch.Tensor:
+        with ex.autocast():
+            return ex.orientation(upright)[1]
+
+    res["orientation_ms"], _ = timed(orientation, args.runs, args.warmup, dev)
+
+    def descriptor() -> torch.Tensor:
+        with ex.autocast():
+            return ex.describe_patches(rotated)
+
+    res["descriptor_ms"], _ = timed(descriptor, args.runs, args.warmup, dev)
+    res["extract_ms"], feats = timed(lambda: ex.extract(img), args.runs, args.warmup, dev)
+    res["extract_keypoints"] = len(feats)
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", default="640x480", help="WxH of the test image")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "auto"])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--methods", default="lfnet,lift")
+    ap.add_argument("--lfnet-k", type=int, default=500)
+    ap.add_argument("--lift-k", type=int, default=1000)
+    ap.add_argument("--lift-desc", default="tflift", choices=["tflift", "original"])
+    ap.add_argument("--lift-min-log2", type=float, default=None,
+                    help="override min_scale_log2 (2 skips the 2x-upsampled levels; smoke runs)")
+    ap.add_argument("--json", default="", help="also write the rows to this file")
+    args = ap.parse_args(argv)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    img = make_image(h, w)
+    rows = []
+    for m in [s.strip() for s in args.methods.split(",") if s.strip()]:
+        rows.append({"lfnet": bench_lfnet, "lift": bench_lift}[m](img, args))
+    print(f"# {w}x{h}, device={args.device}, precision={args.precision}, "
+          f"torch threads={torch.get_num_threads()}, runs={args.runs}")
+    print(f"{'method':7} {'kpts':>5} {'detector':>10} {'crops':>8} {'orient.':>8} {'descr.':>9} {'extract':>9}")
+    for r in rows:
+        ori = f"{r['orientation_ms']:>6.1f}ms" if "orientation_ms" in r else f"{'-':>8}"
+        print(f"{r['method']:7} {r['keypoints']:>5} {r['detector_ms']:>8.1f}ms {r['crops_ms']:>6.1f}ms "
+              f"{ori} {r['descriptor_ms']:>7.1f}ms {r['extract_ms']:>7.1f}ms")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

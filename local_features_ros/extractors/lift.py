@@ -1,0 +1,580 @@
+"""LIFT (Yi, Trulls, Lepetit, Fua, ECCV 2016), re-implemented from methods.md §4.
+
+Pipeline (tf-lift ``tester.py`` semantics, batched): TILDE-style detector (25x25 conv + GHH) run
+fully convolutionally on a scale pyramid -> score maps resampled onto the input grid (the 12-px
+VALID border is -inf) -> 3-D NMS over space and scale + edge test + quadratic interpolation ->
+top-K -> orientation net on upright 64x64 crops -> descriptor net on rotated 64x64 crops.
+
+Geometry (methods.md §4.1): the 128-px patch spans 24 sigma (half width 12 sigma); the
+descriptor/orientation input is its central 64 px, i.e. a 64x64 crop of half width 6 sigma
+(pixel-area grid, ``patches.extract_patches(corners=False)``). Level ``scale`` = keypoint sigma.
+
+Deviations and assumptions are listed in docs/lfnet_lift.md.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..types import Features
+from .base import ConfigError, Extractor
+from .lfnet import convert_arrays
+from .patches import extract_patches, sample_image
+
+logger = logging.getLogger(__name__)
+
+KP_INPUT_SIZE = 48  # kp_input_size
+KP_FILTER_SIZE = 25  # kp_filter_size
+RATIO_SCALE = 12.0  # (kp_input_size / 2) / kp_base_scale
+DESC_INPUT_SIZE = 64
+DESC_HALF_WIDTH_SIGMA = 6.0  # central 64 of the 128-px patch (half width 12 sigma)
+
+#: mean/std on the 0..255 scale: (kp/ori, desc) per ``mean_std_type`` (tf-lift networks/lift.py).
+MEAN_STD: dict[str, tuple[tuple[float, float], tuple[float, float]]] = {
+    "hardcoded": ((128.0, 128.0), (128.0, 128.0)),
+    "old": ((116.4368, 88.0831), (110.7539, 61.5369)),
+}
+
+
+def ghh(x: torch.Tensor, ns: int = 4, nm: int = 4, dim: int = 1) -> torch.Tensor:
+    """Generalised Hinging Hyperplanes: consecutive blocks of ``nm`` channels -> max, then
+    consecutive blocks of ``ns`` maxima -> signed sum with signs (+1, -1, +1, -1, ...).
+
+    One output unit per ``ns * nm`` inputs along ``dim``.
+    """
+    c = x.shape[dim]
+    if c % (ns * nm):
+        raise ValueError(f"GHH needs a multiple of {ns * nm} channels, got {c}")
+    shape = list(x.shape)
+    shape[dim:dim + 1] = [c // (ns * nm), ns, nm]
+    m = x.reshape(shape).amax(dim=dim + 2)  # (..., units, ns, ...)
+    sign_shape = [1] * m.ndim
+    sign_shape[dim + 1] = ns
+    signs = torch.tensor([1.0 if j % 2 == 0 else -1.0 for j in range(ns)], device=x.device,
+                         dtype=x.dtype).view(sign_shape)
+    return (m * signs).sum(dim=dim + 1)
+
+
+@dataclass(frozen=True)
+class PyramidLevel:
+    """One test scale: keypoint sigma, image resize factor and resized size (h, w)."""
+
+    scale: float
+    factor: float
+    height: int
+    width: int
+
+
+def pyramid_levels(height: int, width: int, min_log2: float = 1.0, max_log2: float = 4.0,
+                   intervals: int = 4, double_scale: bool = True, max_double_side: int = 1600,
+                   min_side: int = 26) -> list[PyramidLevel]:
+    """Test-time pyramid (methods.md §4.3): scales ``2^linspace(min, max, (max-min)(intv+1)+1)``,
+    min lowered by 1 when ``min(H, W) <= 1600`` ("double scale"), factor ``((48-1)/2)/(12 s)``,
+    resized size ``round(side * factor)``; levels with resized min side ``<= 26`` are dropped."""
+    lo = float(min_log2)
+    if double_scale and min(height, width) <= max_double_side:
+        lo -= 1.0
+    n = int(round((max_log2 - lo) * (intervals + 1))) + 1
+    levels = []
+    for s in np.power(2.0, np.linspace(lo, max_log2, n)):
+        f = ((KP_INPUT_SIZE - 1) / 2.0) / (RATIO_SCALE * float(s))
+        h, w = int(round(height * f)), int(round(width * f))
+        if min(h, w) <= min_side:
+            continue
+        levels.append(PyramidLevel(float(s), f, h, w))
+    return levels
+
+
+@dataclass
+class ScorePyramid:
+    """Detector output on the input pixel grid, one slice per pyramid level."""
+
+    score: torch.Tensor  # (B, L, H, W), -inf outside the VALID region
+    deriv: torch.Tensor  # (B, L, 5, H, W) [Dx, Dy, Dxx, Dyy, Dxy] in level pixels
+    sigmas: torch.Tensor  # (L,) keypoint sigma of each level
+    level_px: torch.Tensor  # (L, 2) input pixels per level pixel (x, y)
+
+
+# ---------------------------------------------------------------------------------- networks
+class LIFTDetector(nn.Module):
+    """``kp/conv-ghh-1``: one 25x25 conv 1 -> ns*nm, VALID, bias -> GHH -> 1 channel."""
+
+    def __init__(self, ns: int = 4, nm: int = 4):
+        super().__init__()
+        self.ns, self.nm = ns, nm
+        self.conv = nn.Conv2d(1, ns * nm, KP_FILTER_SIZE)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return ghh(self.conv(x), self.ns, self.nm)
+
+
+class LIFTOrientation(nn.Module):
+    """3 x [conv VALID -> (BN) -> ReLU -> max-pool 2], FC -> (BN) -> GHH -> 100, FC -> (BN) -> GHH -> 2.
+
+    ``variant='tflift'``: FC-4 takes the pooled conv-3 output (50x5x5). ``'theano'``: FC-4 takes
+    conv-3's activation *before* pooling (50x11x11), as the original ``cvpr16.py``.
+    """
+
+    def __init__(self, variant: str = "tflift", use_bn: bool = False, ns: int = 4, nm: int = 4):
+        super().__init__()
+        self.variant, self.ns, self.nm = variant, ns, nm
+        chans = [1, 10, 20, 50]
+        ks = [5, 5, 3]
+        self.convs = nn.ModuleList([nn.Conv2d(chans[i], chans[i + 1], ks[i]) for i in range(3)])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(c, eps=1e-3) if use_bn else nn.Identity()
+                                  for c in chans[1:]])
+        self.flat_shape = (50, 5, 5) if variant == "tflift" else (50, 11, 11)
+        self.fc4 = nn.Linear(int(np.prod(self.flat_shape)), 100 * ns * nm)
+        self.bn4 = nn.BatchNorm1d(100 * ns * nm, eps=1e-3) if use_bn else nn.Identity()
+        self.fc5 = nn.Linear(100, 2 * ns * nm)
+        self.bn5 = nn.BatchNorm1d(2 * ns * nm, eps=1e-3) if use_bn else nn.Identity()
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        """``(N, 1, 64, 64)`` -> raw 2-vector ``(N, 2)`` (before the max/eps/L2 normalisation)."""
+        x = patches
+        pre_pool = x
+        for conv, bn in zip(self.convs, self.bns):
+            pre_pool = F.relu(bn(conv(x)))
+            x = F.max_pool2d(pre_pool, 2)
+        x = (x if self.variant == "tflift" else pre_pool).flatten(1)
+        x = ghh(self.bn4(self.fc4(x)), self.ns, self.nm)
+        return ghh(self.bn5(self.fc5(x)), self.ns, self.nm)
+
+
+def orientation_from_output(out: torch.Tensor, variant: str = "tflift") -> tuple[torch.Tensor, torch.Tensor]:
+    """Divide by max |.|, add sign-preserving 1e-3, L2-normalise -> (unit vec, angle).
+
+    tf-lift: index 0 = cos, angle = atan2(out[1], out[0]); Theano: angle = atan2(out[0], out[1]).
+    """
+    m = out.abs().amax(dim=-1, keepdim=True).clamp_min(1e-12)
+    v = out / m
+    v = v + torch.where(v >= 0, torch.full_like(v, 1e-3), torch.full_like(v, -1e-3))
+    v = F.normalize(v, dim=-1)
+    ang = torch.atan2(v[..., 1], v[..., 0]) if variant == "tflift" else torch.atan2(v[..., 0], v[..., 1])
+    return v, ang
+
+
+def l2_pool(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``sqrt(k^2 avg_pool(x^2))`` = sqrt of the sum of squares in each k x k block."""
+    return torch.sqrt((F.avg_pool2d(x * x, k) * float(k * k)).clamp_min(1e-12))
+
+
+def gaussian_kernel(ksize: int, sigma: float) -> torch.Tensor:
+    r = torch.arange(ksize, dtype=torch.float32) - (ksize - 1) / 2.0
+    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    k = g[:, None] * g[None, :]
+    return k / k.sum()
+
+
+class SubtractiveNorm(nn.Module):
+    """Torch7 ``SpatialSubtractiveNormalization`` semantics (assumed): subtract the Gaussian-
+    weighted local mean over all channels; borders renormalised by the kernel mass inside.
+
+    The kernel is a buffer so a converted original model can carry its stored kernel.
+    """
+
+    def __init__(self, ksize: int = 5, sigma: float = 1.25):
+        super().__init__()
+        self.register_buffer("kernel", gaussian_kernel(ksize, sigma))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = (self.kernel / self.kernel.sum()).to(x)[None, None]
+        pad = (k.shape[-2] // 2, k.shape[-1] // 2)
+        mean_c = x.mean(dim=1, keepdim=True)
+        local = F.conv2d(mean_c, k, padding=pad)
+        coef = F.conv2d(torch.ones_like(mean_c[:1]), k, padding=pad)
+        return x - local / coef
+
+
+class LIFTDescriptor(nn.Module):
+    """conv 7x7/32, 6x6/64, 5x5/128 VALID; ``tflift``: ReLU + avg-pool 2/3/4 (BN optional);
+    ``original``: tanh + L2-pool 2/3/4 + subtractive norm after layers 1 and 2. -> 128-D."""
+
+    def __init__(self, variant: str = "tflift", use_bn: bool = False, subnorm_ksize: int = 5,
+                 subnorm_sigma: float = 1.25):
+        super().__init__()
+        self.variant = variant
+        chans, ks, self.pools = [1, 32, 64, 128], [7, 6, 5], [2, 3, 4]
+        self.convs = nn.ModuleList([nn.Conv2d(chans[i], chans[i + 1], ks[i]) for i in range(3)])
+        self.bns = nn.ModuleList([nn.BatchNorm2d(c, eps=1e-3) if use_bn and variant == "tflift"
+                                  else nn.Identity() for c in chans[1:]])
+        if variant == "original":
+            self.subnorms = nn.ModuleList([SubtractiveNorm(subnorm_ksize, subnorm_sigma) for _ in range(2)])
+
+    def forward(self, patches: torch.Tensor) -> torch.Tensor:
+        x = patches
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns)):
+            if self.variant == "tflift":
+                x = F.avg_pool2d(F.relu(bn(conv(x))), self.pools[i])
+            else:
+                x = l2_pool(torch.tanh(conv(x)), self.pools[i])
+                if i < 2:
+                    x = self.subnorms[i](x)
+        return x.flatten(1)
+
+
+# ---------------------------------------------------------------------------------- detection
+def nms_3d(stack: torch.Tensor, radius: int, scale_radius: int) -> torch.Tensor:
+    """``(B, L, H, W)`` -> bool: value equals the max of its (2q+1) x (2r+1)^2 neighbourhood
+    (scale x space) and is finite."""
+    m = F.max_pool3d(stack[:, None], (2 * scale_radius + 1, 2 * radius + 1, 2 * radius + 1),
+                     stride=1, padding=(scale_radius, radius, radius))[:, 0]
+    return (stack >= m) & torch.isfinite(stack)
+
+
+def derivative_maps(score: torch.Tensor) -> torch.Tensor:
+    """``(B, 1, h, w)`` -> ``(B, 5, h, w)`` [Dx, Dy, Dxx, Dyy, Dxy] by central differences
+    (replicate border), in the level's own pixel units."""
+    p = F.pad(score, (1, 1, 1, 1), mode="replicate")
+    c = p[..., 1:-1, 1:-1]
+    dx = 0.5 * (p[..., 1:-1, 2:] - p[..., 1:-1, :-2])
+    dy = 0.5 * (p[..., 2:, 1:-1] - p[..., :-2, 1:-1])
+    dxx = p[..., 1:-1, 2:] - 2 * c + p[..., 1:-1, :-2]
+    dyy = p[..., 2:, 1:-1] - 2 * c + p[..., :-2, 1:-1]
+    dxy = 0.25 * (p[..., 2:, 2:] - p[..., 2:, :-2] - p[..., :-2, 2:] + p[..., :-2, :-2])
+    return torch.cat([dx, dy, dxx, dyy, dxy], dim=1)
+
+
+def edge_ok(hess: torch.Tensor, edge_th: float) -> torch.Tensor:
+    """SIFT-style principal-curvature test on ``(..., 3)`` [Dxx, Dyy, Dxy]:
+    ``det > 0`` and ``tr^2 / det < (r + 1)^2 / r``; ``edge_th <= 0`` disables it."""
+    if edge_th <= 0:
+        return torch.ones(hess.shape[:-1], dtype=torch.bool, device=hess.device)
+    tr = hess[..., 0] + hess[..., 1]
+    det = hess[..., 0] * hess[..., 1] - hess[..., 2] ** 2
+    return (det > 0) & (tr * tr * edge_th < (edge_th + 1) ** 2 * det)
+
+
+def newton_offset(d: torch.Tensor, limit: float = 1.0) -> torch.Tensor:
+    """``-H^-1 g`` from ``(..., 5)`` [Dx, Dy, Dxx, Dyy, Dxy]; 0 where H is not negative definite,
+    clamped to +-``limit`` (level pixels)."""
+    dx, dy, dxx, dyy, dxy = d.unbind(-1)
+    det = dxx * dyy - dxy * dxy
+    ok = (det > 0) & (dxx < 0)
+    safe = torch.where(ok, det, torch.ones_like(det))
+    ox = -(dyy * dx - dxy * dy) / safe
+    oy = -(-dxy * dx + dxx * dy) / safe
+    off = torch.stack([ox, oy], dim=-1).clamp(-limit, limit)
+    return torch.where(ok[..., None], off, torch.zeros_like(off))
+
+
+def _parabola_offset(fm: torch.Tensor, f0: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    """Vertex offset in [-0.5, 0.5] of the parabola through (-1, fm), (0, f0), (1, fp)."""
+    den = fm - 2 * f0 + fp
+    ok = torch.isfinite(fm) & torch.isfinite(fp) & (den < 0)
+    off = 0.5 * (fm - fp) / torch.where(ok, den, torch.ones_like(den))
+    return torch.where(ok, off.clamp(-0.5, 0.5), torch.zeros_like(off))
+
+
+def patch_soft_argmax(score: torch.Tensor, strength: float = 10.0, score_strength: float = 10.0,
+                      req_boundary: int = 17, cur_boundary: int = KP_FILTER_SIZE // 2
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Patch-mode keypoint (methods.md §4.2, differentiable): crop the ``(N, 1, 24, 24)`` score maps of
+    48-px patches by ``17 - 12 = 5`` px per side (14x14), soft-argmax with ``softmax(10 (S - max S))``,
+    map to [-1, 1] patch coordinates ``x_n = (x + 17) / ((14 + 34 - 1) / 2) - 1`` (48-px patch pixel
+    ``i`` <-> ``-1 + 2i/47``), and score ``log(mean(exp(10 (S - max S)))) / 10 + max S``.
+
+    Returns ``xy_n (N, 2)`` and ``score (N,)``.
+    """
+    c = req_boundary - cur_boundary
+    s = score[..., c:score.shape[-2] - c, c:score.shape[-1] - c] if c > 0 else score
+    n, _, h, w = s.shape
+    flat = s.reshape(n, -1)
+    m = flat.amax(dim=1, keepdim=True)
+    p = torch.softmax(strength * (flat - m), dim=1).view(n, h, w)
+    x = (p.sum(dim=1) * torch.arange(w, device=s.device, dtype=s.dtype)).sum(dim=1)
+    y = (p.sum(dim=2) * torch.arange(h, device=s.device, dtype=s.dtype)).sum(dim=1)
+    xn = (x + req_boundary) / ((w + 2 * req_boundary - 1) / 2.0) - 1.0
+    yn = (y + req_boundary) / ((h + 2 * req_boundary - 1) / 2.0) - 1.0
+    sc = torch.log(torch.exp(score_strength * (flat - m)).mean(dim=1)) / score_strength + m[:, 0]
+    return torch.stack([xn, yn], dim=-1), sc
+
+
+# ---------------------------------------------------------------------------------- extractor
+class LIFT(Extractor):
+    """LIFT: pyramid detector, orientation and descriptor networks; gray input in [0, 1]."""
+
+    name: ClassVar[str] = "lift"
+    input_channels: ClassVar[int] = 1
+    default_conf: ClassVar[dict[str, Any]] = {
+        "max_keypoints": 1000,  # test_num_keypoint
+        "nms_radius": 3,  # "nearby": round(round(0.5 (48-1) 64/128) * 0.25 * 1.0) = 3 px (min 1)
+        "remove_borders": 0,  # the -inf 12-px VALID border already excludes edges
+        "detection_threshold": -1.0e9,  # off (LIFT scores are signed)
+        "min_scale_log2": 1.0,
+        "max_scale_log2": 4.0,
+        "scale_intervals": 4,
+        "double_scale": True,  # min_log2 -= 1 when min(H, W) <= 1600
+        "min_level_side": 26,  # levels with resized min side <= 26 px are dropped
+        "nms_scale_radius": 1,  # levels on each side in the 3-D NMS [assumed; see docs]
+        "edge_th": 10.0,
+        "interpolate": True,
+        "ori_variant": "tflift",  # or "theano" (FC-4 before pooling, atan2(out0, out1))
+        "desc_variant": "tflift",  # or "original" (tanh + L2 pool + subtractive norm)
+        "use_batch_norm": False,  # released tf-lift models: --use_batch_norm=False
+        "mean_std_type": "hardcoded",  # hardcoded | old | dataset | patch
+        "kp_mean": 128.0, "kp_std": 128.0,  # used by mean_std_type=dataset (0..255 scale)
+        "desc_mean": 128.0, "desc_std": 128.0,
+        "subnorm_ksize": 5,  # original variant: Gaussian kernel [assumed; stored in model file]
+        "subnorm_sigma": 1.25,
+        "desc_l2norm": True,  # the original had no final L2 normalisation
+        "kp_com_strength": 10.0,  # patch-mode soft-argmax strength (training)
+        "kp_scoremap_softmax_strength": 10.0,  # patch-mode soft-max score strength
+        "crop_batch": 0,  # >0: run ori/desc nets in chunks of this many crops (memory bound)
+    }
+
+    def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
+        super().__init__(device=device, precision=precision, **conf)
+        c = self.conf
+        self.det = LIFTDetector()
+        self.ori = LIFTOrientation(c["ori_variant"], bool(c["use_batch_norm"]))
+        self.desc = LIFTDescriptor(c["desc_variant"], bool(c["use_batch_norm"]),
+                                   int(c["subnorm_ksize"]), float(c["subnorm_sigma"]))
+
+    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+        super().validate_conf(conf)
+        if conf["ori_variant"] not in ("tflift", "theano"):
+            raise ConfigError("ori_variant must be 'tflift' or 'theano'")
+        if conf["desc_variant"] not in ("tflift", "original"):
+            raise ConfigError("desc_variant must be 'tflift' or 'original'")
+        if conf["mean_std_type"] not in ("hardcoded", "old", "dataset", "patch"):
+            raise ConfigError("mean_std_type must be hardcoded, old, dataset or patch")
+        if float(conf["max_scale_log2"]) < float(conf["min_scale_log2"]):
+            raise ConfigError("max_scale_log2 must be >= min_scale_log2")
+        if int(conf["scale_intervals"]) < 1 or int(conf["nms_scale_radius"]) < 0:
+            raise ConfigError("scale_intervals must be >= 1 and nms_scale_radius >= 0")
+        if float(conf["kp_std"]) <= 0 or float(conf["desc_std"]) <= 0:
+            raise ConfigError("kp_std and desc_std must be > 0")
+
+    @property
+    def descriptor_dim(self) -> int:
+        return 128
+
+    # ------------------------------------------------------------------ normalisation
+    def _mean_std(self, module: str) -> tuple[float, float]:
+        t = self.conf["mean_std_type"]
+        if t in MEAN_STD:
+            return MEAN_STD[t][0 if module == "kp" else 1]
+        key = "kp" if module == "kp" else "desc"
+        return float(self.conf[f"{key}_mean"]), float(self.conf[f"{key}_std"])
+
+    def normalize(self, x: torch.Tensor, module: str) -> torch.Tensor:
+        """[0, 1] image or ``(..., P, P)`` patches -> network input for ``module`` (kp/ori: "kp")."""
+        if self.conf["mean_std_type"] == "patch":
+            mean = x.mean(dim=(-2, -1), keepdim=True)
+            std = x.std(dim=(-2, -1), keepdim=True).clamp_min(1e-5)
+            return (x - mean) / std
+        mean, std = self._mean_std(module)
+        return (x * 255.0 - mean) / std
+
+    # ------------------------------------------------------------------ detection
+    def levels(self, height: int, width: int) -> list[PyramidLevel]:
+        c = self.conf
+        return pyramid_levels(height, width, float(c["min_scale_log2"]), float(c["max_scale_log2"]),
+                              int(c["scale_intervals"]), bool(c["double_scale"]),
+                              min_side=int(c["min_level_side"]))
+
+    def score_pyramid(self, image: torch.Tensor) -> ScorePyramid:
+        """``(B, 1, H, W)`` [0, 1] -> every level's score map (and its derivatives) resampled onto
+        the input pixel grid; -inf where the VALID 25x25 conv has no output (the 12-px border)."""
+        b, _, h, w = image.shape
+        x = self.normalize(image, "kp")
+        half = KP_FILTER_SIZE // 2
+        ys = torch.arange(h, device=image.device, dtype=image.dtype)
+        xs = torch.arange(w, device=image.device, dtype=image.dtype)
+        scores, derivs, sig, px = [], [], [], []
+        for lv in self.levels(h, w):
+            down = lv.height * lv.width < h * w
+            xl = F.interpolate(x, size=(lv.height, lv.width), mode="bilinear", align_corners=False,
+                               antialias=down)
+            s = self.det(xl)  # (B, 1, lh - 24, lw - 24)
+            maps = torch.cat([s, derivative_maps(s)], dim=1)
+            # input px -> level px (pixel centres aligned) -> score-map px (VALID offset 12)
+            ly = (ys + 0.5) * (lv.height / h) - 0.5 - half
+            lx = (xs + 0.5) * (lv.width / w) - 0.5 - half
+            gy, gx = torch.meshgrid(ly, lx, indexing="ij")
+            samp = sample_image(maps, torch.stack([gx, gy], dim=-1)[None].expand(b, h, w, 2))
+            inside = (gx >= 0) & (gx <= s.shape[-1] - 1) & (gy >= 0) & (gy <= s.shape[-2] - 1)
+            scores.append(torch.where(inside, samp[:, 0], torch.full_like(samp[:, 0], float("-inf"))))
+            derivs.append(samp[:, 1:])
+            sig.append(lv.scale)
+            px.append((w / lv.width, h / lv.height))
+        if not scores:
+            return ScorePyramid(image.new_zeros(b, 0, h, w), image.new_zeros(b, 0, 5, h, w),
+                                image.new_zeros(0), image.new_zeros(0, 2))
+        return ScorePyramid(torch.stack(scores, 1), torch.stack(derivs, 1),
+                            torch.tensor(sig, device=image.device, dtype=image.dtype),
+                            torch.tensor(px, device=image.device, dtype=image.dtype))
+
+    def detect(self, pyr: ScorePyramid, top_k: int) -> dict[str, torch.Tensor]:
+        """3-D NMS + edge test + threshold, top-K, then interpolation: one Newton step on the
+        level's own score map for x, y (SIFT-style, in level pixels) and a parabola over
+        neighbouring levels for log2 sigma. Fixed-size ``(B, K)`` outputs + ``valid`` (no sync)."""
+        c = self.conf
+        stack = pyr.score
+        b, nl, h, w = stack.shape
+        if nl == 0:
+            z = stack.new_zeros(b, 0)
+            return {"keypoints": stack.new_zeros(b, 0, 2), "scores": z, "scales": z,
+                    "valid": z.bool(), "level": z.long()}
+        keep = nms_3d(stack, max(int(c["nms_radius"]), 1), int(c["nms_scale_radius"]))
+        keep &= edge_ok(pyr.deriv[:, :, 2:].permute(0, 1, 3, 4, 2), float(c["edge_th"]))
+        keep &= stack > float(c["detection_threshold"])
+        rb = int(c["remove_borders"])
+        if rb > 0:
+            border = torch.zeros(h, w, dtype=torch.bool, device=stack.device)
+            border[rb:h - rb, rb:w - rb] = True
+            keep &= border
+        masked = torch.where(keep, stack, torch.full_like(stack, float("-inf"))).reshape(b, -1)
+        k = min(int(top_k), masked.shape[1])
+        top, idx = torch.topk(masked, k, dim=1)
+        valid = torch.isfinite(top)
+        lev = torch.div(idx, h * w, rounding_mode="floor")
+        pix = idx % (h * w)
+        y = torch.div(pix, w, rounding_mode="floor")
+        x = pix % w
+        xy = torch.stack([x, y], dim=-1).to(stack.dtype)
+        log_s = torch.log2(pyr.sigmas)[lev]
+        if c["interpolate"]:
+            dflat = pyr.deriv.reshape(b, -1)
+            d = torch.stack([torch.gather(dflat, 1, ((lev * 5 + ch) * h + y) * w + x)
+                             for ch in range(5)], dim=-1)  # (B, K, 5)
+            xy = xy + newton_offset(d) * pyr.level_px[lev]
+            if nl > 1:
+                flat = stack.reshape(b, -1)
+                inf = torch.full_like(top, float("-inf"))
+
+                def at(dl: int) -> torch.Tensor:
+                    ll = lev + dl
+                    ok = (ll >= 0) & (ll < nl)
+                    j = (ll.clamp(0, nl - 1) * h + y) * w + x
+                    return torch.where(ok, torch.gather(flat, 1, j), inf)
+
+                f0 = torch.where(valid, top, torch.zeros_like(top))
+                step = torch.log2(pyr.sigmas[1:] / pyr.sigmas[:-1]).mean()
+                log_s = log_s + _parabola_offset(at(-1), f0, at(1)) * step
+        return {"keypoints": xy, "scores": top, "scales": torch.pow(2.0, log_s), "valid": valid,
+                "level": lev}
+
+    def kp_patch_forward(self, patches: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training-time patch mode: ``(N, 1, S, S)`` patches in [0, 1] (S = 128: 24 sigma wide)
+        -> resized to 48x48 -> detector -> ``score_map (N, 1, 24, 24)``, soft-argmax location
+        ``xy (N, 2)`` in [-1, 1] patch coordinates and the soft-max patch ``score (N,)``."""
+        x = patches
+        if tuple(x.shape[-2:]) != (KP_INPUT_SIZE, KP_INPUT_SIZE):
+            x = F.interpolate(x, size=(KP_INPUT_SIZE, KP_INPUT_SIZE), mode="bilinear",
+                              align_corners=False, antialias=x.shape[-1] > KP_INPUT_SIZE)
+        s = self.det(self.normalize(x, "kp"))
+        xy, score = patch_soft_argmax(s, float(self.conf["kp_com_strength"]),
+                                      float(self.conf["kp_scoremap_softmax_strength"]))
+        return {"score_map": s, "xy": xy, "score": score}
+
+    # ------------------------------------------------------------------ ori / desc
+    def crop(self, image: torch.Tensor, kpts: torch.Tensor, sigmas: torch.Tensor,
+             oris: torch.Tensor | None) -> torch.Tensor:
+        """64x64 crops of half width 6 sigma (central 64 of the 128-px, 24-sigma patch) -> (B,K,1,64,64)."""
+        return extract_patches(image, kpts, sigmas * DESC_HALF_WIDTH_SIGMA, oris, DESC_INPUT_SIZE,
+                               corners=False)
+
+    def _run_chunked(self, net: nn.Module, patches: torch.Tensor) -> torch.Tensor:
+        n = int(self.conf["crop_batch"])
+        if n <= 0 or patches.shape[0] <= n:
+            return net(patches)
+        return torch.cat([net(p) for p in patches.split(n)], dim=0)
+
+    def orientation(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Upright crops ``(B, K, 1, 64, 64)`` in [0, 1] -> unit (cos, sin) ``(B, K, 2)``, angle ``(B, K)``."""
+        b, k = patches.shape[:2]
+        if k == 0:
+            return patches.new_zeros(b, 0, 2), patches.new_zeros(b, 0)
+        out = self._run_chunked(self.ori, self.normalize(patches.flatten(0, 1), "kp"))
+        vec, ang = orientation_from_output(out, self.conf["ori_variant"])
+        return vec.view(b, k, 2), ang.view(b, k)
+
+    def describe_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Rotated crops ``(B, K, 1, 64, 64)`` in [0, 1] -> ``(B, K, 128)``."""
+        b, k = patches.shape[:2]
+        if k == 0:
+            return patches.new_zeros(b, 0, 128)
+        d = self._run_chunked(self.desc, self.normalize(patches.flatten(0, 1), "desc"))
+        if self.conf["desc_l2norm"]:
+            d = F.normalize(d, dim=-1)
+        return d.view(b, k, -1)
+
+    def describe(self, image: torch.Tensor, kpts: torch.Tensor, sigmas: torch.Tensor,
+                 oris: torch.Tensor | None) -> torch.Tensor:
+        return self.describe_patches(self.crop(image, kpts, sigmas, oris))
+
+    # ------------------------------------------------------------------ inference
+    def _extract(self, image: torch.Tensor) -> Features:
+        h, w = image.shape[-2:]
+        with self.autocast():
+            pyr = self.score_pyramid(image)
+            k = int(self.conf["max_keypoints"])
+            det = self.detect(pyr, k if k > 0 else pyr.score[0].numel())
+            # One sync: drop invalid slots before the (expensive) patch networks.
+            v = det["valid"][0]
+            kpts, sig = det["keypoints"][:, v], det["scales"][:, v]
+            _, ang = self.orientation(self.crop(image, kpts, sig, None))
+            desc = self.describe(image, kpts, sig, ang)
+        return Features(
+            keypoints=kpts[0].float(),
+            scores=det["scores"][0][v].float(),
+            descriptors=desc[0].float(),
+            scales=sig[0].float(),
+            orientations=ang[0].float(),
+            image_size=(int(w), int(h)),
+        )
+
+    # ------------------------------------------------------------------ weights
+    def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """TF variable names (``network/lift/...``) convert on load."""
+        if any("lift/kp/" in k or "lift/ori/" in k or "lift/desc/" in k for k in state):
+            arrays = {k: v.detach().cpu().numpy() for k, v in state.items() if isinstance(v, torch.Tensor)}
+            return convert_tf_state(arrays, self.conf)
+        return state
+
+
+# ---------------------------------------------------------------------------------- TF names
+def tf_name_table(conf: Mapping[str, Any] | None = None) -> list[tuple[str, str, str]]:
+    """(tf-lift variable name, our key, kind) for the BN-free release models (see lfnet's table
+    for the kinds). ``subnorm`` kernels of the original descriptor are not TF variables; they
+    keep their configured Gaussian (or come from a Theano file, see docs)."""
+    c = {**LIFT.full_default_conf(), **(conf or {})}
+    if c["use_batch_norm"]:
+        raise ValueError("TF name mapping covers use_batch_norm=False (the released models) only")
+    rows: list[tuple[str, str, str]] = []
+
+    def layer(tf: str, ours: str, kind: str) -> None:
+        rows.append((f"network/lift/{tf}/weights", f"{ours}.weight", kind))
+        rows.append((f"network/lift/{tf}/biases", f"{ours}.bias", "vec"))
+
+    layer("kp/conv-ghh-1", "det.conv", "conv")
+    for i in range(3):
+        layer(f"ori/conv-act-pool-{i + 1}", f"ori.convs.{i}", "conv")
+    layer("ori/fc-ghh-drop-4", "ori.fc4", "fc_nhwc" if c["ori_variant"] == "tflift" else "fc")
+    layer("ori/fc-ghh-5", "ori.fc5", "fc")
+    layer("desc/conv-act-pool-norm-1", "desc.convs.0", "conv")
+    layer("desc/conv-act-pool-norm-2", "desc.convs.1", "conv")
+    layer("desc/conv-act-pool-3", "desc.convs.2", "conv")
+    return rows
+
+
+def convert_tf_state(arrays: Mapping[str, np.ndarray], conf: Mapping[str, Any] | None = None
+                     ) -> dict[str, torch.Tensor]:
+    """tf-lift variables (name -> numpy) -> our state dict (strict load)."""
+    c = {**LIFT.full_default_conf(), **(conf or {})}
+    out = convert_arrays(arrays, tf_name_table(c), flat_chw=(50, 5, 5))
+    if c["desc_variant"] == "original":
+        k = gaussian_kernel(int(c["subnorm_ksize"]), float(c["subnorm_sigma"]))
+        for i in range(2):
+            out[f"desc.subnorms.{i}.kernel"] = k.clone()
+    return out
+

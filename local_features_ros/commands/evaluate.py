@@ -1,0 +1,306 @@
+"""``local-features evaluate hpatches|pairs|sequence``: accuracy protocols with machine-readable output.
+
+Why one command for the three protocols: they share method building (registry methods plus the
+evaluation-only peers below), the ``--set`` config path, and the JSON writer, so every number in the
+README comes from the same features ``local-features extract`` would write for those options.
+
+Peers (evaluation only, not registry methods): ``akaze`` (OpenCV AKAZE, binary descriptors unpacked to
+0/1 floats, so squared L2 = Hamming as for ORB) and ``disk`` (kornia's DISK; only with
+``--peer-weights PATH`` to a local state dict, never downloaded). kornia 0.8.2 ships no ALIKED, so
+``aliked`` is refused with that reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+HELP = "evaluate a method: HPatches-style homographies, pose pairs, or VO sequences (JSON out)"
+
+PEERS = ("akaze", "disk", "aliked")
+
+
+# ---------------------------------------------------------------------------------------- peers
+class AKAZEPeer:
+    """OpenCV AKAZE behind the ``extract(image) -> Features`` interface."""
+
+    name = "akaze"
+    is_learned = False
+
+    def __init__(self, device: str = "cpu", **conf: Any) -> None:
+        known = {"max_keypoints": -1, "detection_threshold": 0.001}
+        bad = set(conf) - set(known)
+        if bad:
+            raise ValueError(f"unknown config key '{sorted(bad)[0]}' for peer 'akaze' "
+                             f"(known: {', '.join(known)})")
+        self.conf = {**known, **{k: type(known[k])(float(v)) if k == "detection_threshold"
+                                 else int(v) for k, v in conf.items()}}
+        self.device = device
+        self._akaze = None
+
+    def extract(self, image: np.ndarray) -> Any:
+        import cv2
+        import torch
+
+        from ..image.preprocess import to_float_image
+        from ..types import Features
+
+        if self._akaze is None:
+            self._akaze = cv2.AKAZE_create(threshold=float(self.conf["detection_threshold"]))
+        img = np.asarray(image)
+        gray = (cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 and img.dtype == np.uint8
+                else img if img.dtype == np.uint8
+                else np.round(to_float_image(img, 1) * 255).astype(np.uint8))
+        kps, desc = self._akaze.detectAndCompute(gray, None)
+        h, w = gray.shape[:2]
+        if desc is None or not kps:
+            return Features.empty(488, (w, h))
+        scores = np.array([k.response for k in kps], np.float32)
+        order = np.argsort(-scores, kind="stable")
+        k = int(self.conf["max_keypoints"])
+        if k > 0:
+            order = order[:k]
+        pts = np.array([kps[i].pt for i in order], np.float32).reshape(-1, 2)
+        bits = np.unpackbits(desc[order], axis=1).astype(np.float32)
+        return Features(
+            keypoints=torch.from_numpy(pts),
+            scores=torch.from_numpy(scores[order]),
+            descriptors=torch.from_numpy(bits),
+            scales=torch.tensor([kps[i].size for i in order], dtype=torch.float32),
+            orientations=torch.tensor([math.radians(kps[i].angle) for i in order],
+                                      dtype=torch.float32),
+            image_size=(w, h),
+        )
+
+
+class DISKPeer:
+    """kornia DISK with a user-supplied local state dict (``kornia.feature.DISK`` layout)."""
+
+    name = "disk"
+    is_learned = True
+
+    def __init__(self, weights: str, device: str = "cpu", **conf: Any) -> None:
+        import torch
+        from kornia.feature import DISK
+
+        known = {"max_keypoints": -1, "detection_threshold": 0.0, "nms_radius": 2}
+        bad = set(conf) - set(known)
+        if bad:
+            raise ValueError(f"unknown config key '{sorted(bad)[0]}' for peer 'disk' "
+                             f"(known: {', '.join(known)})")
+        self.conf = {**known, **{k: type(known[k])(float(v)) for k, v in conf.items()}}
+        if not weights or not Path(weights).is_file():
+            raise FileNotFoundError(f"peer 'disk' needs --peer-weights PATH to a local kornia "
+                                    f"DISK state dict (got {weights!r}); nothing is downloaded")
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        if isinstance(state, dict) and "extractor" in state:
+            state = state["extractor"]
+        self.device = torch.device(device if device not in ("", "auto") else
+                                   ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.model = DISK()
+        self.model.load_state_dict(state, strict=True)
+        self.model.to(self.device).eval()
+
+    def extract(self, image: np.ndarray) -> Any:
+        import torch
+
+        from ..image.preprocess import to_float_image
+        from ..types import Features
+
+        f = to_float_image(image, 3)
+        h, w = f.shape[:2]
+        t = torch.from_numpy(f).permute(2, 0, 1)[None].to(self.device)
+        k = int(self.conf["max_keypoints"])
+        with torch.inference_mode():
+            out = self.model(t, n=k if k > 0 else None,
+                             window_size=2 * int(self.conf["nms_radius"]) + 1,
+                             score_threshold=float(self.conf["detection_threshold"]),
+                             pad_if_not_divisible=True)[0]
+        return Features(keypoints=out.keypoints.float().cpu(),
+                        scores=out.detection_scores.float().cpu(),
+                        descriptors=out.descriptors.float().cpu(), image_size=(w, h))
+
+
+def build_method(method: str, weights: str | None = None, device: str = "cpu",
+                 precision: str = "fp32", conf: dict[str, Any] | None = None,
+                 peer_weights: str | None = None) -> Any:
+    """A registry extractor, or an evaluation peer when the registry has no such method."""
+    from ..registry import METHODS, build_extractor
+
+    conf = dict(conf or {})
+    if method in METHODS:
+        return build_extractor(method, weights, device, precision, **conf)
+    if method == "akaze":
+        return AKAZEPeer(device=device, **conf)
+    if method == "disk":
+        return DISKPeer(peer_weights or "", device=device, **conf)
+    if method == "aliked":
+        raise ValueError("peer 'aliked' is not available: the installed kornia (0.8.2) has no "
+                         "ALIKED model")
+    raise ValueError(f"unknown method '{method}' (registry: {', '.join(sorted(METHODS))}; "
+                     f"evaluation peers: {', '.join(PEERS)})")
+
+
+def parse_set(items: list[str] | None) -> dict[str, str]:
+    """``["k=v", ...]`` -> dict (values stay strings; the extractor coerces them)."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got '{item}'")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _floats(text: str | None) -> list[float] | None:
+    if not text:
+        return None
+    return [float(x) for x in text.replace(" ", ",").split(",") if x]
+
+
+def jsonable(obj: Any) -> Any:
+    """numpy -> python, inf/NaN -> None (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (np.bool_, bool)):
+        return bool(obj)
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    return obj
+
+
+# ---------------------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("protocol", choices=("hpatches", "pairs", "sequence"))
+    parser.add_argument("path", help="HPatches/Oxford folder | pair list or Strecha/TUM folder | "
+                                     "KITTI/TUM sequence folder")
+    parser.add_argument("--method", required=True,
+                        help="registry method, or an evaluation peer (akaze, disk)")
+    parser.add_argument("--weights", default=None, help="checkpoint path (default: shipped)")
+    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
+    parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | auto")
+    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
+                        help="extractor config override (repeatable)")
+    parser.add_argument("--json", required=True, metavar="OUT", help="write results here")
+    parser.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR")
+    parser.add_argument("--peer-weights", help="local state dict for the kornia peers (disk)")
+    g = parser.add_argument_group("pairs / sequence")
+    g.add_argument("--image-dir", help="image root of a pair list (default: the list's folder)")
+    g.add_argument("--intrinsics", help="fx,fy,cx,cy for TUM-style folders")
+    g.add_argument("--distortion", help="k1,k2,p1,p2[,k3] for TUM-style folders")
+    g.add_argument("--min-gap", type=int, default=1, help="folder pairs: smallest index gap")
+    g.add_argument("--max-gap", type=int, default=2, help="folder pairs: largest index gap")
+    g.add_argument("--ransac-thresh", type=float, default=None,
+                   help="px; hpatches: findHomography (default 3), pairs: essential (default 1)")
+    g.add_argument("--stride", type=int, default=1, help="sequence: use every N-th frame")
+    g.add_argument("--max-frames", type=int, default=0, help="sequence: stop after N frames")
+
+
+def main(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..evaluation import hpatches as hp
+    from ..evaluation import pairs as pp
+    from ..evaluation import sequence as sq
+
+    conf = parse_set(args.set)
+    extractor = build_method(args.method, args.weights, args.device, args.precision, conf,
+                             args.peer_weights)
+
+    def extract(image: np.ndarray) -> hp.NumpyFeatures:
+        return hp.extract_numpy(extractor, image)
+
+    if args.protocol == "hpatches":
+        cfg = hp.HPatchesConfig()
+        if args.ransac_thresh is not None:
+            cfg.ransac_reproj_thresh = args.ransac_thresh
+        result = hp.evaluate_hpatches(args.path, extract, cfg)
+    elif args.protocol == "pairs":
+        pcfg = pp.PairsConfig()
+        if args.ransac_thresh is not None:
+            pcfg.ransac_thresh_px = args.ransac_thresh
+        pairs, kind = pp.load_pose_pairs(args.path, args.image_dir, _floats(args.intrinsics),
+                                         _floats(args.distortion), args.min_gap, args.max_gap)
+        result = pp.evaluate_pairs(pairs, extract, pcfg)
+        result["input_kind"] = kind
+    else:
+        seq = sq.load_sequence(args.path, _floats(args.intrinsics), _floats(args.distortion))
+        result = sq.evaluate_sequence(seq, extract, stride=args.stride,
+                                      max_frames=args.max_frames)
+        result["input_kind"] = seq.kind
+
+    result = {
+        "protocol_name": args.protocol,
+        "method": args.method,
+        "weights": (args.peer_weights if args.method in PEERS
+                    else getattr(extractor, "weights_source", None)
+                    if getattr(extractor, "is_learned", False) else None),
+        "conf": dict(getattr(extractor, "conf", {})),
+        "device": str(args.device),
+        "precision": args.precision,
+        "path": str(args.path),
+        "threads": {"torch": torch.get_num_threads(),
+                    "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
+        **result,
+    }
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(jsonable(result), indent=1))
+    logger.info("wrote %s", out)
+
+    if args.plot:
+        from ..evaluation import plots
+
+        stem = f"{args.protocol}_{args.method}"
+        d = Path(args.plot)
+        if args.protocol == "hpatches":
+            plots.plot_mma({args.method: result["mma"]}, d / f"{stem}_mma.png")
+        else:
+            plots.plot_pose_auc({args.method: result["pose_auc"]}, d / f"{stem}_auc.png")
+        if args.protocol == "sequence":
+            plots.plot_trajectory(result["trajectory"]["estimated"],
+                                  result["trajectory"]["ground_truth"], d / f"{stem}_traj.png",
+                                  title=f"{args.method}: {Path(args.path).name}")
+    _print_summary(result)
+    return 0
+
+
+def _print_summary(r: dict[str, Any]) -> None:
+    """One human-readable line (CLI output); the JSON has everything."""
+    if r["protocol_name"] == "hpatches":
+        print(f"{r['method']}: MMA@1/3/5/10 {r['mma']['1']:.3f}/{r['mma']['3']:.3f}/"
+              f"{r['mma']['5']:.3f}/{r['mma']['10']:.3f}  H-acc@1/3/5 "
+              + "/".join(f"{r['homography_accuracy'][k]:.3f}" for k in ("1", "3", "5"))
+              + f"  rep {_fmt(r['repeatability'])}  MLE {_fmt(r['localization_error'])}"
+              f"  features {r['features']:.0f} matches {r['matches']:.0f} ({r['num_pairs']} pairs)")
+    else:
+        line = (f"{r['method']}: pose AUC@5/10/20 "
+                + "/".join(f"{100 * r['pose_auc'][k]:.1f}" for k in ("5", "10", "20")))
+        if r["protocol_name"] == "sequence":
+            d = r["drift"]
+            line += (f"  ATE {d['ate_rmse_m']:.3f} m  RPE {d['rpe_trans_rmse_m']:.3f} m "
+                     f"{d['rpe_rot_mean_deg']:.3f} deg  failures {r['failures']}/"
+                     f"{r['num_frames'] - 1}")
+        else:
+            line += f"  ({r['num_pairs']} pairs, {r['matches']:.0f} matches/pair)"
+        print(line)
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.3f}"

@@ -188,17 +188,19 @@ def relative_motion(kpts0: np.ndarray, kpts1: np.ndarray, result: MatchResult, K
         return None
     R, t, n_good = pose
     if refine:
+        # Refinement may only improve on the RANSAC pose: when it collapses (e.g. small
+        # baselines where most points lie beyond the cheirality depth limit), keep the RANSAC one.
         thr = float(cfg.threshold_px) / _mean_focal(K0, K1)
+        Rr, tr, sel_r = R, t, sel
         for _ in range(3):
-            R, t = _refine_pose(R, t, p0_all[sel], p1_all[sel], thr)
-            new_sel = np.abs(sampson_residuals(_skew(t) @ R, p0_all, p1_all)) < thr
-            if new_sel.sum() < min_inl or np.array_equal(new_sel, sel):
+            Rr, tr = _refine_pose(Rr, tr, p0_all[sel_r], p1_all[sel_r], thr)
+            new_sel = np.abs(sampson_residuals(_skew(tr) @ Rr, p0_all, p1_all)) < thr
+            if new_sel.sum() < min_inl or np.array_equal(new_sel, sel_r):
                 break
-            sel = new_sel
-        pose = _recover(_skew(t) @ R, p0_all[sel], p1_all[sel])
-        if pose is None:
-            return None
-        R, t, n_good = pose
+            sel_r = new_sel
+        refined = _recover(_skew(tr) @ Rr, p0_all[sel_r], p1_all[sel_r])
+        if refined is not None and refined[2] >= max(min_inl, n_good // 2):
+            R, t, n_good = refined
     if n_good < min_inl:
         return None
     return RelativeMotion(R=R, t=t, num_inliers=n_good)

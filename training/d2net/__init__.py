@@ -1,0 +1,2 @@
+"""D2-Net training (methods.md §2.5): stride-8 training network sharing weights with the
+stride-4 runtime network, soft detection, margin ranking loss with hardest negatives."""

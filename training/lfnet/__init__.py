@@ -1,0 +1,1 @@
+"""LF-Net training (methods.md §3.2): two-branch scheme with depth/pose-warped targets."""

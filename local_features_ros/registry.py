@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .extractors.base import ConfigError, Extractor
+from .weights import WeightsError, is_project_checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -62,18 +63,26 @@ def build_extractor(method: str, weights: str | None = None, device: str = "cpu"
     package's shipped weights for that method (error if there are none); ``"random"`` = untrained.
     """
     cls = get_extractor_class(method)
-    extractor = cls(device=device, precision=precision, **conf)
-    if cls.is_learned:
-        if weights in (None, ""):
-            shipped = default_weights(method)
-            if shipped is None:
-                raise FileNotFoundError(
-                    f"method '{method}' needs weights: pass weights=PATH to a local checkpoint "
-                    f"(or weights={RANDOM_WEIGHTS} for an untrained network)"
-                )
-            weights = str(shipped)
-        if weights != RANDOM_WEIGHTS:
-            extractor.load_weights(weights)
-        else:
+    if cls.is_learned and weights in (None, ""):
+        shipped = default_weights(method)
+        if shipped is None:
+            raise FileNotFoundError(
+                f"method '{method}' needs weights: pass weights=PATH to a local checkpoint "
+                f"(or weights={RANDOM_WEIGHTS} for an untrained network)"
+            )
+        weights = str(shipped)
+    if not cls.is_learned or weights == RANDOM_WEIGHTS:
+        if cls.is_learned:
             logger.warning("method '%s' runs with RANDOM weights (testing only)", method)
+        return cls(device=device, precision=precision, **conf).setup()
+    ckpt = load_checkpoint(weights)
+    if is_project_checkpoint(ckpt) and ckpt.get("method") not in (None, method):
+        raise WeightsError(f"{weights} is a '{ckpt.get('method')}' checkpoint, not '{method}'")
+    # Our own checkpoints carry the architecture/input keys they were trained with
+    # (``extractor_conf``); they are defaults here, explicit user settings win.
+    stored = dict(ckpt.get("extractor_conf") or {}) if is_project_checkpoint(ckpt) else {}
+    known = cls.full_default_conf()
+    extractor = cls(device=device, precision=precision,
+                    **{**{k: v for k, v in stored.items() if k in known}, **conf})
+    extractor.load_weights(weights, checkpoint=ckpt)
     return extractor.setup()

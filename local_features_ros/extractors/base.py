@@ -161,8 +161,9 @@ class Extractor(nn.Module):
         """Map an official layout to this module's keys (identity by default)."""
         return state
 
-    def load_weights(self, path: str) -> "Extractor":
-        ckpt = load_checkpoint(path)
+    def load_weights(self, path: str, checkpoint: Mapping[str, Any] | None = None) -> "Extractor":
+        """Strictly load a local checkpoint (``checkpoint``: already read from ``path``)."""
+        ckpt = load_checkpoint(path) if checkpoint is None else checkpoint
         state = self.adapt_state_dict(unwrap_state_dict(ckpt, self.checkpoint_wrapper_keys))
         check_state_dict(self, state, source=str(path))
         self.load_state_dict(state, strict=True)

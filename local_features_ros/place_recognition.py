@@ -1,0 +1,301 @@
+"""Keyframe database for place recognition / loop-closure candidates (any local feature method).
+
+Why local-feature voting (DELF-style) rather than a global descriptor: every method in the
+registry gives local descriptors, so loop candidates come for free from whatever the node already
+extracts, and the RANSAC inlier count on the winning keyframe is a *geometric* confidence.
+
+Pipeline of ``query``: (1) kNN of every query descriptor against all stored descriptors (brute
+force, ``torch.cdist`` in chunks bounded to ~``chunk_bytes``), (2) each query descriptor gives one
+vote to each keyframe owning one of its ``knn`` neighbours within ``max_distance``, (3) the
+``num_verify`` keyframes with most votes are verified: mutual-nearest-neighbour matches between
+query and keyframe, then OpenCV RANSAC (fundamental by default; homography or affine), (4) ranked by
+inliers (then votes). Core module: no rclpy; the node calls ``add``/``query`` with ``Features``.
+
+Bounded memory: at most ``max_keyframes`` keyframes and ``max_descriptors`` descriptors in total;
+a keyframe keeps at most ``max_per_keyframe`` features (best by score); when a bound is hit the
+*oldest* keyframes are evicted first (FIFO), which suits a robot that revisits places it saw long
+ago only when they are still in the window: size the bounds for the loop lengths you expect.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Union
+
+import cv2
+import numpy as np
+import torch
+
+from .types import Features
+
+logger = logging.getLogger(__name__)
+
+KeyframeId = Union[int, str]
+VERIFY_MODELS = ("fundamental", "homography", "affine")
+FILE_VERSION = 1
+
+
+@dataclass
+class Candidate:
+    """One ranked loop candidate. ``score`` = inliers when verified, else votes."""
+
+    keyframe_id: KeyframeId
+    votes: int
+    inliers: int
+    score: float
+    #: (M, 2) int64 inlier matches [query index, keyframe index] (empty when not verified)
+    matches: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class _Keyframe:
+    keypoints: np.ndarray  # (N, 2) float32
+    descriptors: torch.Tensor  # (N, D) float32, CPU
+    image_size: tuple[int, int]
+    meta: dict
+
+
+@dataclass
+class DatabaseConfig:
+    max_keyframes: int = 2000
+    max_descriptors: int = 1_000_000
+    max_per_keyframe: int = 1000
+    knn: int = 5  # neighbours per query descriptor that vote
+    max_distance: float = 0.0  # L2 distance cut for votes and matches; 0 = none
+    num_verify: int = 10  # candidates (by votes) that get RANSAC
+    verify_model: str = "fundamental"  # fundamental | homography | affine
+    ransac_threshold: float = 3.0  # pixels
+    ransac_confidence: float = 0.999
+    min_inliers: int = 15  # below this a candidate is returned but marked by inliers only
+    chunk_bytes: int = 64 * 1024 * 1024  # distance-matrix budget per chunk
+
+    def validate(self) -> None:
+        for k in ("max_keyframes", "max_descriptors", "max_per_keyframe", "knn", "num_verify"):
+            if int(getattr(self, k)) < 1:
+                raise ValueError(f"{k} must be >= 1")
+        if self.verify_model not in VERIFY_MODELS:
+            raise ValueError(f"verify_model must be one of {VERIFY_MODELS}")
+        if self.max_distance < 0 or self.ransac_threshold <= 0:
+            raise ValueError("max_distance must be >= 0 and ransac_threshold > 0")
+
+
+class KeyframeDatabase:
+    """Keyframes (local features) with kNN voting + RANSAC verification. Not thread-safe: call
+    it from one thread (the node's worker) or guard it with a lock."""
+
+    def __init__(self, max_keyframes: int = 2000, max_descriptors: int = 1_000_000, **kw: Any):
+        self.config = DatabaseConfig(max_keyframes=int(max_keyframes),
+                                     max_descriptors=int(max_descriptors), **kw)
+        self.config.validate()
+        self._frames: OrderedDict[KeyframeId, _Keyframe] = OrderedDict()
+        self._num_desc = 0
+        self._dim: int | None = None
+        self._cache: tuple[torch.Tensor, torch.Tensor, list[KeyframeId]] | None = None
+
+    # ------------------------------------------------------------------ contents
+    def __len__(self) -> int:
+        return len(self._frames)
+
+    def __contains__(self, keyframe_id: KeyframeId) -> bool:
+        return keyframe_id in self._frames
+
+    @property
+    def num_descriptors(self) -> int:
+        return self._num_desc
+
+    @property
+    def keyframe_ids(self) -> list[KeyframeId]:
+        return list(self._frames)
+
+    def add(self, keyframe_id: KeyframeId, features: Features, meta: dict | None = None) -> None:
+        """Store a keyframe (replaces one with the same id). ``meta`` must be JSON-serialisable
+        (it is saved with the database): e.g. stamp, pose."""
+        if not isinstance(keyframe_id, (int, str)) or isinstance(keyframe_id, bool):
+            raise TypeError("keyframe_id must be an int or a str")
+        meta = dict(meta or {})
+        json.dumps(meta)  # fail now, not at save time
+        f = features.float().to("cpu")
+        if self._dim is not None and len(f) and f.descriptor_dim != self._dim:
+            raise ValueError(f"descriptor dim {f.descriptor_dim} != database dim {self._dim}")
+        cap = self.config.max_per_keyframe
+        if len(f) > cap:
+            f = f.select(torch.topk(f.scores, cap).indices)
+        if keyframe_id in self._frames:
+            self._remove(keyframe_id)
+        self._frames[keyframe_id] = _Keyframe(f.keypoints.numpy().astype(np.float32),
+                                              f.descriptors.contiguous(), tuple(f.image_size), meta)
+        if len(f):
+            self._dim = f.descriptor_dim
+        self._num_desc += len(f)
+        self._cache = None
+        self._evict()
+
+    def remove(self, keyframe_id: KeyframeId) -> None:
+        self._remove(keyframe_id)
+        self._cache = None
+
+    def _remove(self, keyframe_id: KeyframeId) -> None:
+        kf = self._frames.pop(keyframe_id)
+        self._num_desc -= int(kf.descriptors.shape[0])
+
+    def _evict(self) -> None:
+        c = self.config
+        while len(self._frames) > 1 and (len(self._frames) > c.max_keyframes
+                                         or self._num_desc > c.max_descriptors):
+            oldest = next(iter(self._frames))
+            logger.debug("place recognition: evicting keyframe %r", oldest)
+            self._remove(oldest)
+
+    def _stacked(self) -> tuple[torch.Tensor, torch.Tensor, list[KeyframeId]]:
+        """All descriptors ``(N, D)`` and their owner slot ``(N,)``, rebuilt after changes."""
+        if self._cache is None:
+            ids = list(self._frames)
+            descs = [self._frames[k].descriptors for k in ids]
+            owner = [torch.full((d.shape[0],), i, dtype=torch.long) for i, d in enumerate(descs)]
+            dim = self._dim or 1
+            self._cache = (torch.cat(descs) if descs else torch.zeros(0, dim),
+                           torch.cat(owner) if owner else torch.zeros(0, dtype=torch.long), ids)
+        return self._cache
+
+    # ------------------------------------------------------------------ query
+    def votes(self, features: Features, allowed: set[KeyframeId] | None = None
+              ) -> dict[KeyframeId, int]:
+        """kNN voting: each query descriptor votes once for every keyframe among its ``knn``
+        nearest stored descriptors (restricted to ``allowed`` keyframes when given)."""
+        db, owner, ids = self._stacked()
+        q = features.float().descriptors.to("cpu")
+        if db.shape[0] == 0 or q.shape[0] == 0:
+            return {}
+        if allowed is not None:
+            keep_slot = torch.tensor([k in allowed for k in ids], dtype=torch.bool)
+            mask = keep_slot[owner]
+            db, owner = db[mask], owner[mask]
+            if db.shape[0] == 0:
+                return {}
+        k = min(self.config.knn, db.shape[0])
+        rows = max(1, self.config.chunk_bytes // (4 * db.shape[0]))
+        counts = torch.zeros(len(ids), dtype=torch.long)
+        for s in range(0, q.shape[0], rows):
+            d = torch.cdist(q[s:s + rows], db)
+            dist, nn_idx = torch.topk(d, k, dim=1, largest=False)
+            slots = owner[nn_idx]  # (r, k)
+            if self.config.max_distance > 0:
+                slots = torch.where(dist <= self.config.max_distance, slots, -1)
+            # one vote per (query descriptor, keyframe): unique (row, slot) pairs
+            rows_idx = torch.arange(slots.shape[0])[:, None].expand_as(slots)
+            valid = slots >= 0
+            pairs = torch.unique(rows_idx[valid] * len(ids) + slots[valid])
+            counts += torch.bincount(pairs % len(ids), minlength=len(ids))
+        return {ids[i]: int(c) for i, c in enumerate(counts.tolist()) if c > 0}
+
+    def query(self, features: Features, top_k: int = 5, verify: bool = True,
+              exclude: Iterable[KeyframeId] = (), exclude_recent: int = 0) -> list[Candidate]:
+        """Ranked loop candidates for ``features``.
+
+        ``exclude``: ids never returned (e.g. the current keyframe); ``exclude_recent``: skip the
+        N most recently added keyframes (temporal neighbours are not loops).
+        """
+        banned = set(exclude)
+        if exclude_recent > 0:
+            banned |= set(list(self._frames)[-int(exclude_recent):])
+        allowed = {k for k in self._frames if k not in banned}
+        votes = self.votes(features, allowed)
+        ranked = sorted(votes.items(), key=lambda kv: -kv[1])
+        if not verify:
+            return [Candidate(k, v, 0, float(v), meta=dict(self._frames[k].meta))
+                    for k, v in ranked[:top_k]]
+        out = []
+        for kf_id, v in ranked[: max(self.config.num_verify, top_k)]:
+            matches = self.verify(features, kf_id)
+            out.append(Candidate(kf_id, v, int(matches.shape[0]), float(matches.shape[0]), matches,
+                                 dict(self._frames[kf_id].meta)))
+        out.sort(key=lambda c: (-c.inliers, -c.votes))
+        return out[:top_k]
+
+    def verify(self, features: Features, keyframe_id: KeyframeId) -> np.ndarray:
+        """Mutual-NN matches to a keyframe, RANSAC-verified: inlier ``(M, 2)`` [query, keyframe]."""
+        kf = self._frames[keyframe_id]
+        f = features.float().to("cpu")
+        none = np.zeros((0, 2), np.int64)
+        if len(f) == 0 or kf.descriptors.shape[0] == 0:
+            return none
+        d = torch.cdist(f.descriptors, kf.descriptors)
+        d01, nn01 = d.min(dim=1)
+        nn10 = d.argmin(dim=0)
+        i0 = torch.arange(d.shape[0])
+        mutual = nn10[nn01] == i0
+        if self.config.max_distance > 0:
+            mutual &= d01 <= self.config.max_distance
+        m = torch.stack([i0[mutual], nn01[mutual]], dim=1).numpy().astype(np.int64)
+        p0 = f.keypoints.numpy()[m[:, 0]].astype(np.float64)
+        p1 = kf.keypoints[m[:, 1]].astype(np.float64)
+        inl = self._ransac(p0, p1)
+        return m[inl] if inl is not None else none
+
+    def _ransac(self, p0: np.ndarray, p1: np.ndarray) -> np.ndarray | None:
+        c = self.config
+        need = {"fundamental": 8, "homography": 4, "affine": 3}[c.verify_model]
+        if p0.shape[0] < need:
+            return None
+        if c.verify_model == "fundamental":
+            _, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, c.ransac_threshold,
+                                             c.ransac_confidence, 10000)
+        elif c.verify_model == "homography":
+            _, mask = cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, c.ransac_threshold,
+                                         maxIters=10000, confidence=c.ransac_confidence)
+        else:
+            _, mask = cv2.estimateAffine2D(p0, p1, method=cv2.RANSAC,
+                                           ransacReprojThreshold=c.ransac_threshold,
+                                           maxIters=10000, confidence=c.ransac_confidence)
+        if mask is None:
+            return None
+        return mask.reshape(-1).astype(bool)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write an ``.npz`` (no pickles): arrays plus a JSON header; atomic (temp + rename)."""
+        p = Path(path)
+        ids = list(self._frames)
+        frames = [self._frames[k] for k in ids]
+        counts = np.array([f.keypoints.shape[0] for f in frames], np.int64)
+        dim = self._dim or 1
+        header = {
+            "version": FILE_VERSION,
+            "config": asdict(self.config),
+            "ids": ids,
+            "image_sizes": [list(f.image_size) for f in frames],
+            "metas": [f.meta for f in frames],
+            "dim": dim,
+        }
+        kp = np.concatenate([f.keypoints for f in frames]) if frames else np.zeros((0, 2), np.float32)
+        de = (torch.cat([f.descriptors for f in frames]).numpy() if frames
+              else np.zeros((0, dim), np.float32))
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(p.name + ".tmp.npz")
+        np.savez(tmp, header=np.array(json.dumps(header)), counts=counts,
+                 keypoints=kp.astype(np.float32), descriptors=de.astype(np.float32))
+        os.replace(tmp, p)
+        return p
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "KeyframeDatabase":
+        with np.load(path, allow_pickle=False) as z:
+            header = json.loads(str(z["header"]))
+            if header.get("version") != FILE_VERSION:
+                raise ValueError(f"{path}: unsupported keyframe database version {header.get('version')}")
+            counts, kp, de = z["counts"], z["keypoints"], z["descriptors"]
+        db = cls(**header["config"])
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        for i, kf_id in enumerate(header["ids"]):
+            a, b = int(starts[i]), int(starts[i + 1])
+            db._frames[kf_id] = _Keyframe(kp[a:b].copy(), torch.from_numpy(de[a:b].copy()),
+                                          tuple(header["image_sizes"][i]), header["metas"][i])
+            db._num_desc += b - a
+        db._dim = int(header["dim"]) if db._num_desc else None
+        return db

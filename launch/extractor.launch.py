@@ -1,0 +1,67 @@
+"""Launch one ``feature_extractor`` (per camera namespace) with a parameter YAML, optionally rviz2.
+
+    ros2 launch local_features_ros extractor.launch.py method:=superpoint image:=/camera/image_raw
+    ros2 launch local_features_ros extractor.launch.py params_file:=/path/orb.yaml namespace:=cam0 \
+        image:=/cam0/image_raw camera_info:=/cam0/camera_info rviz:=true
+
+Arguments and defaults come from ``local_features_ros.runner.LAUNCH_ARGS``, the table
+``local-features run`` maps to its options, so the launch file and the runner cannot drift apart.
+An empty ``method`` keeps the YAML's method; a relative ``params_file`` is looked up in
+``share/local_features_ros``. ``image/compressed`` is remapped along with ``image``.
+"""
+
+import os
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from local_features_ros.runner import LAUNCH_ARGS, PACKAGE, topic_remaps
+
+NODE_NAME = "feature_extractor"
+
+
+def _share_dir():
+    from ament_index_python.packages import get_package_share_directory
+
+    return get_package_share_directory(PACKAGE)
+
+
+def _truthy(text):
+    return str(text).strip().lower() in ("1", "true", "yes", "on")
+
+
+def _launch_extractor(context, *args, **kwargs):
+    """Resolve the arguments, then build the Node (only a non-empty method overrides the YAML)."""
+    arg = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGS}
+    params_file = arg["params_file"]
+    if not os.path.isabs(params_file):
+        params_file = os.path.join(_share_dir(), params_file)
+    overrides = {"use_sim_time": _truthy(arg["use_sim_time"])}
+    if arg["method"].strip():
+        overrides["method"] = arg["method"].strip()
+    return [Node(
+        package=PACKAGE,
+        executable=NODE_NAME,
+        name=NODE_NAME,
+        namespace=arg["namespace"],
+        parameters=[params_file, overrides],
+        remappings=topic_remaps(arg["image"], arg["camera_info"]),
+        output="screen",
+    )]
+
+
+def generate_launch_description():
+    declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
+                for a in LAUNCH_ARGS]
+    rviz = Node(
+        package="rviz2",
+        executable="rviz2",
+        name="rviz2",
+        arguments=["-d", os.path.join(_share_dir(), "rviz", "extractor.rviz")],
+        condition=IfCondition(LaunchConfiguration("rviz")),
+        output="screen",
+    )
+    return LaunchDescription(declared + [OpaqueFunction(function=_launch_extractor), rviz])

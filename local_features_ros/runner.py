@@ -1,0 +1,510 @@
+"""Start the same nodes as ``launch/extractor.launch.py`` without ``ros2 launch``.
+
+Why: this machine (and many CI boxes) has rclpy from pip but no ROS 2 install, so there is no
+``ros2 launch``. ``local-features run`` reads the same parameter YAML, applies ``--set`` overrides,
+writes one resolved params file and starts each node as its own process with
+``--ros-args --params-file ... -r <remaps>`` -- exactly what launch_ros does -- plus an image source
+(the bag player or the synthetic camera). No rclpy import here: nodes run in subprocesses.
+
+``LAUNCH_ARGS`` is the one table of launch arguments: the launch file imports it for its
+``DeclareLaunchArgument`` defaults, and ``commands/run.py`` maps each to a command-line option.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+PACKAGE = "local_features_ros"
+NODE_NAME = "feature_extractor"
+#: Key the shipped YAMLs use: matches the node in any namespace (a bare ``feature_extractor:``
+#: key only matches the node in the root namespace).
+PARAMS_NODE_KEY = "/**/feature_extractor"
+DEFAULT_PARAMS_FILE = "config/extractor.yaml"  # relative to the package share / repo root
+
+
+@dataclass(frozen=True)
+class LaunchArg:
+    """One ``extractor.launch.py`` argument and its ``local-features run`` equivalent."""
+
+    name: str
+    default: str
+    description: str
+    runner_option: str | None  # None = launch-only
+
+
+LAUNCH_ARGS: tuple[LaunchArg, ...] = (
+    LaunchArg("method", "", "feature method; empty = the one in params_file", "--method"),
+    LaunchArg("params_file", DEFAULT_PARAMS_FILE, "parameter YAML (relative paths are "
+              "resolved in share/local_features_ros)", "config"),
+    LaunchArg("namespace", "", "namespace of the node (one extractor per camera)",
+              "--namespace"),
+    LaunchArg("image", "image", "input image topic (image/compressed follows it)", "--image"),
+    LaunchArg("camera_info", "camera_info", "CameraInfo topic", "--camera-info"),
+    LaunchArg("use_sim_time", "false", "follow /clock (bag replay)", "--use-sim-time"),
+    LaunchArg("rviz", "false", "also start rviz2 with rviz/extractor.rviz", None),
+)
+
+
+def launch_defaults() -> dict[str, str]:
+    return {a.name: a.default for a in LAUNCH_ARGS}
+
+
+def topic_remaps(image: str, camera_info: str) -> list[tuple[str, str]]:
+    """Node-relative names -> user topics; ``image/compressed`` follows ``image``."""
+    remaps = []
+    if image and image != "image":
+        remaps += [("image", image), ("image/compressed", image.rstrip("/") + "/compressed")]
+    if camera_info and camera_info != "camera_info":
+        remaps.append(("camera_info", camera_info))
+    return remaps
+
+
+# ----------------------------------------------------------------------------------- params
+def repo_or_share_dir() -> Path:
+    """Directory holding ``config/``, ``launch/``, ``rviz/``: the source checkout when run from
+    it, else ``share/local_features_ros`` of a colcon/ament install."""
+    here = Path(__file__).resolve().parent.parent
+    if (here / DEFAULT_PARAMS_FILE).is_file():
+        return here
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory(PACKAGE))
+    except Exception:  # no ament index: fall back to the checkout layout
+        return here
+
+
+def resolve_params_file(path: str | os.PathLike | None) -> Path:
+    p = Path(path or DEFAULT_PARAMS_FILE)
+    if not p.is_file() and not p.is_absolute():
+        p = repo_or_share_dir() / p
+    if not p.is_file():
+        raise FileNotFoundError(f"parameter file not found: {path}")
+    return p
+
+
+def load_node_params(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``ros__parameters`` block of ``feature_extractor`` (any key form: ``/**/...``,
+    ``feature_extractor``, ``/ns/feature_extractor`` or ``/**``) as a nested dict."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    merged: dict[str, Any] = {}
+    for key, block in data.items():
+        name = str(key).rstrip("/").split("/")[-1]
+        if name in (NODE_NAME, "**") and isinstance(block, Mapping):
+            params = block.get("ros__parameters")
+            if isinstance(params, Mapping):
+                _deep_update(merged, params)
+    if not merged:
+        raise ValueError(f"{path}: no '{NODE_NAME}: ros__parameters:' block")
+    return merged
+
+
+def _deep_update(dst: dict, src: Mapping) -> None:
+    for k, v in src.items():
+        if isinstance(v, Mapping) and isinstance(dst.get(k), dict):
+            _deep_update(dst[k], v)
+        else:
+            dst[k] = dict(v) if isinstance(v, Mapping) else v
+
+
+def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested YAML -> dotted ROS names (``resize: {max_edge: 640}`` -> ``resize.max_edge``)."""
+    out: dict[str, Any] = {}
+    for k, v in params.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, Mapping):
+            out.update(flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``["max_keypoints=500", "matcher.ratio=0.9"]`` -> typed values (YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects key=value, got '{item}'")
+        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return out
+
+
+def apply_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat dotted overrides on top of nested params; a float key keeps float type (ROS refuses
+    an int for a double parameter)."""
+    flat = flatten(params)
+    for k, v in overrides.items():
+        if isinstance(flat.get(k), float) and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        flat[k] = v
+    return flat
+
+
+def write_params_file(flat: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    p = Path(path)
+    p.write_text(yaml.safe_dump({PARAMS_NODE_KEY: {"ros__parameters": dict(flat)}},
+                                sort_keys=True))
+    return p
+
+
+# ----------------------------------------------------------------------------------- processes
+def ros_env(domain_id: int | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Environment for node subprocesses: DDS on loopback only, one domain, single-thread BLAS
+    unless the caller set OMP_NUM_THREADS."""
+    env = dict(os.environ if base is None else base)
+    env["ROS_LOCALHOST_ONLY"] = "1"
+    env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    if domain_id is not None:
+        env["ROS_DOMAIN_ID"] = str(int(domain_id))
+    env.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 199)))
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@dataclass
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    role: str  # "node" | "source"
+
+
+@dataclass
+class RunPlan:
+    processes: list[ProcessSpec]
+    params_file: Path
+    params: dict[str, Any]
+    image_topic: str
+    camera_info_topic: str
+    namespace: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def ros_args(params_file: Path | None, namespace: str, remaps: Sequence[tuple[str, str]],
+             params: Mapping[str, Any] | None = None) -> list[str]:
+    args = ["--ros-args"]
+    if params_file is not None:
+        args += ["--params-file", str(params_file)]
+    if namespace:
+        args += ["-r", f"__ns:={'/' + namespace.strip('/')}"]
+    for src, dst in remaps:
+        args += ["-r", f"{src}:={dst}"]
+    for k, v in (params or {}).items():
+        args += ["-p", f"{k}:={_param_text(v)}"]
+    return args
+
+
+def _param_text(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return v if v else "''"
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def module_argv(module: str) -> list[str]:
+    return [sys.executable, "-m", module]
+
+
+def bag_camera_topics(bag: str | os.PathLike, transport: str) -> tuple[str | None, str | None]:
+    """(image base topic, camera_info topic) found in a bag for the node's input transport."""
+    from .bags import CAMERA_INFO_MSGTYPE, COMPRESSED_MSGTYPE, IMAGE_MSGTYPE, list_topics
+
+    topics = list_topics(bag)
+    want = COMPRESSED_MSGTYPE if transport == "compressed" else IMAGE_MSGTYPE
+    image = next((t for t, ty in sorted(topics.items()) if ty == want), None)
+    if image is not None and transport == "compressed":
+        image = image.removesuffix("/compressed")
+    info = next((t for t, ty in sorted(topics.items()) if ty == CAMERA_INFO_MSGTYPE), None)
+    return image, info
+
+
+def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = (),
+               namespace: str = "", image: str = "", camera_info: str = "", method: str = "",
+               use_sim_time: bool = False, bag: str | None = None, synthetic: bool = False,
+               source_params: Mapping[str, Any] | None = None, bag_rate: float = 1.0,
+               workdir: str | os.PathLike | None = None, start_delay: float = 1.0) -> RunPlan:
+    """Resolve the YAML + overrides and the commands of the node and its source.
+
+    ``start_delay``: seconds the source waits after it sees the node's subscription. Discovery
+    is asymmetric: the node's reader may match the source's writer a little later, and frames
+    sent before that are lost (more so on a loaded machine).
+    """
+    params_path = resolve_params_file(config)
+    overrides = parse_set(sets)
+    if method:
+        overrides["method"] = method
+    if use_sim_time:
+        overrides["use_sim_time"] = True
+    flat = apply_overrides(load_node_params(params_path), overrides)
+    transport = str(flat.get("input_transport", "raw"))
+    if bag and not image:
+        found_image, found_info = bag_camera_topics(bag, transport)
+        if found_image is None:
+            raise ValueError(f"bag {bag} has no {transport} image topic")
+        image = found_image
+        camera_info = camera_info or (found_info or "")
+    image = image or "image"
+    camera_info = camera_info or "camera_info"
+    wd = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="lfr_run_"))
+    wd.mkdir(parents=True, exist_ok=True)
+    params_file = write_params_file(flat, wd / "feature_extractor.params.yaml")
+    remaps = topic_remaps(image, camera_info)
+    node_params: dict[str, Any] = {}
+    if bag and image.startswith("/") and not any(k.startswith("qos_overrides.") for k in flat):
+        # Replay is lossless only with a reliable reader: best-effort samples of ~1 MB (640x480
+        # rgb8) lose UDP fragments on loopback-only DDS and never arrive at all.
+        topic = image.rstrip("/") + ("/compressed" if transport == "compressed" else "")
+        node_params[f"qos_overrides.{topic}.subscription.reliability"] = "reliable"
+    procs = [ProcessSpec(NODE_NAME, module_argv(f"{PACKAGE}.ros.extractor_node")
+                         + ros_args(params_file, namespace, remaps, node_params), "node")]
+    if bag:
+        # Play only what the node subscribes to, once it subscribes (+ start_delay).
+        played = [image.rstrip("/") + "/compressed" if transport == "compressed" else image]
+        played += [camera_info] if camera_info.startswith("/") else []
+        argv = module_argv(f"{PACKAGE}.ros.bag_player") + [
+            str(bag), "--rate", str(bag_rate), "--topics", *played, "--wait-subscribers", "1",
+            "--wait-timeout", "60", "--start-delay", str(float(start_delay))]
+        if use_sim_time:
+            argv.append("--clock")
+        procs.append(ProcessSpec("bag_player", argv, "source"))
+    elif synthetic:
+        sp = {"transport": "compressed" if transport == "compressed" else "raw",
+              "wait_for_subscribers": True, "start_delay": float(start_delay),
+              **(source_params or {})}
+        procs.append(ProcessSpec("synthetic_camera",
+                                 module_argv(f"{PACKAGE}.ros.synthetic_camera")
+                                 + ros_args(None, namespace, remaps, sp), "source"))
+    return RunPlan(procs, params_file, flat, image, camera_info, namespace)
+
+
+@dataclass
+class RunResult:
+    returncodes: dict[str, int | None]
+    elapsed_s: float
+    reason: str
+
+
+def start_processes(plan: RunPlan, env: Mapping[str, str], log_dir: Path | None = None,
+                    ) -> dict[str, subprocess.Popen]:
+    """Nodes first, then sources (sources wait for a subscriber, so nothing is lost)."""
+    procs: dict[str, subprocess.Popen] = {}
+    for spec in sorted(plan.processes, key=lambda s: s.role != "node"):
+        out = None
+        if log_dir is not None:
+            log_dir.mkdir(parents=True, exist_ok=True)
+            out = open(log_dir / f"{spec.name}.log", "wb")
+        logger.info("starting %s: %s", spec.name, " ".join(spec.argv))
+        procs[spec.name] = subprocess.Popen(spec.argv, env=dict(env), stdout=out,
+                                            stderr=subprocess.STDOUT if out else None)
+    return procs
+
+
+def stop_processes(procs: Mapping[str, subprocess.Popen], timeout: float = 10.0) -> None:
+    """SIGINT (rclpy shuts down cleanly and joins the worker), then SIGKILL after ``timeout``."""
+    for p in procs.values():
+        if p.poll() is None:
+            p.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    for p in procs.values():
+        try:
+            p.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def run_plan(plan: RunPlan, env: Mapping[str, str], duration: float = 0.0,
+             drain_s: float = 3.0, log_dir: Path | None = None,
+             poll: Any = None) -> RunResult:
+    """Run until ``duration`` (0 = until interrupted), the source has finished (+ ``drain_s``
+    for the node to process what it received), or a node exits by itself."""
+    procs = start_processes(plan, env, log_dir)
+    t0 = time.monotonic()
+    reason = "duration"
+    source_done: float | None = None
+    try:
+        while True:
+            if poll is not None:
+                poll()
+            else:
+                time.sleep(0.1)
+            now = time.monotonic()
+            nodes = [s.name for s in plan.processes if s.role == "node"]
+            dead = [n for n in nodes if procs[n].poll() is not None]
+            if dead:
+                reason = f"{dead[0]} exited with status {procs[dead[0]].returncode}"
+                break
+            sources = [s.name for s in plan.processes if s.role == "source"]
+            if sources and source_done is None and all(procs[s].poll() is not None
+                                                       for s in sources):
+                source_done = now
+            if source_done is not None and now - source_done >= drain_s:
+                reason = "source finished"
+                break
+            if duration > 0 and now - t0 >= duration:
+                break
+    except KeyboardInterrupt:
+        reason = "interrupted"
+    finally:
+        stop_processes(procs)
+    return RunResult({k: p.returncode for k, p in procs.items()}, time.monotonic() - t0, reason)
+
+
+# ----------------------------------------------------------------------------------- config files
+#: One line per method for the generated YAML header: what it is, what ``weights`` takes, licence.
+METHOD_NOTES: dict[str, tuple[str, str, str]] = {
+    "superpoint": ("SuperPoint (DeTone et al. 2018): 256-D descriptors, 1/8-resolution heatmap + "
+                   "NMS.", "empty = the package's shipped superpoint_lfr.pth; or an official "
+                   "superpoint_v1.pth", "official release: academic/non-profit non-commercial "
+                   "research use only."),
+    "d2net": ("D2-Net (Dusmanu et al. 2019): VGG16 conv4_3 dense 512-D descriptors, "
+              "detect-and-describe.", "local d2_tf.pth / d2_ots.pth (official layout) or a "
+              "project checkpoint (required)", "official code and weights: Clear BSD."),
+    "lfnet": ("LF-Net (Ono et al. 2018): scale-space score maps, orientation, 256-D patch "
+              "descriptors.", "local project checkpoint or converted official weights "
+              "(required)", "official release: research and evaluation only."),
+    "lift": ("LIFT (Yi et al. 2016): learned detector, orientation and 128-D patch descriptor.",
+             "local weights converted from the official release or a project checkpoint "
+             "(required)", "LIFT is patented (academic use)."),
+    "delf": ("DELF (Noh et al. 2017): attention-selected ResNet-50 conv4 features, PCA to 40-D.",
+             "local weights (converted tensorflow/models layout or a project checkpoint) "
+             "(required)", "tensorflow/models DELF: Apache-2.0."),
+    "orb": ("ORB (OpenCV): oriented FAST + rotated BRIEF; 256 bits published as 0/1 floats.",
+            "unused (classical method)", "OpenCV: Apache-2.0."),
+    "sift": ("SIFT (OpenCV): DoG detector, 128-D L2-normalised descriptors (optionally "
+             "RootSIFT).", "unused (classical method)", "OpenCV: Apache-2.0 (SIFT patent "
+             "expired 2020)."),
+}
+
+
+def _yaml_scalar(v: Any) -> str:
+    return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def default_params_yaml(method: str, default_file: bool = False) -> str:
+    """The commented parameter YAML of ``method`` with the method's own defaults.
+
+    ``config/<method>.yaml`` and ``config/extractor.yaml`` are this output
+    (``local-features run --print-config METHOD``); ``test_runner.py`` fails when a method's
+    config keys change and the files were not regenerated.
+    """
+    from .extractors.base import SHARED_DEFAULTS
+    from .geometry import VerifyConfig
+    from .matching import MatcherConfig
+    from .registry import get_extractor_class
+
+    cls = get_extractor_class(method)
+    d = cls.full_default_conf()
+    note, weights_note, lic = METHOD_NOTES.get(method, (method, "local weights file", "see README"))
+    lines: list[str] = []
+
+    def a(text: str, comment: str | None = None) -> None:
+        lines.append(text if comment is None else text.ljust(33) + " # " + comment)
+
+    def tag(key: str) -> str:
+        return "[runtime]" if key in cls.runtime_keys else "[restart]"
+
+    a("# config/extractor.yaml: the default parameter file of extractor.launch.py and "
+      "`local-features run`" if default_file else f"# config/{method}.yaml: feature_extractor "
+      f"with {method}")
+    a(f"# {note}")
+    a(f"# Licence: {lic}")
+    a("# Generated by `local-features run --print-config " + method + "`; edit freely.")
+    a("#")
+    a("# The key '/**/feature_extractor' matches the node in any namespace (a bare "
+      "'feature_extractor:'")
+    a("# key would only match it in the root namespace). [restart] = read-only, needs a "
+      "restart;")
+    a("# [runtime] = `ros2 param set` / SetParameters applies it to the next frame (validated, "
+      "a bad")
+    a("# value is rejected with a reason). Floats must be written with a decimal point.")
+    a(f"{PARAMS_NODE_KEY}:")
+    a("  ros__parameters:")
+    a(f"    method: {method}", "[restart] superpoint | d2net | lfnet | lift | delf | orb | sift")
+    a('    weights: ""', f"[restart] {weights_note}")
+    a("    device: auto", "[restart] auto | cpu | cuda | cuda:N")
+    a("    precision: fp32", "[restart] fp32 | fp16 | bf16 | auto (CPU: bf16 only where native)")
+    a("    input_transport: raw", "[restart] raw: subscribe 'image'; compressed: "
+      "'image/compressed'")
+    a("    qos:")
+    a("      depth: 1", "[restart] input KEEP_LAST depth (best effort); see qos_overrides below")
+    a("      output_depth: 5", "[restart] outputs: reliable, KEEP_LAST depth")
+    a("    queue_size: 100", "[restart] FIFO length when process_every_frame is true")
+    a("    diagnostic_period: 1.0", "[restart] seconds between /diagnostics messages")
+    a("    relative_motion:")
+    a("      child_frame_suffix: _current", "[restart] ~/relative_motion child_frame_id = image "
+      "frame_id + suffix")
+    a("")
+    a("    # --- runtime node behaviour")
+    a("    publish_overlay: true", "[runtime] draw ~/overlay (only while someone subscribes)")
+    a("    process_every_frame: false", "[runtime] true: queue every frame (bag replay); false: "
+      "latest only")
+    a("    max_input_pixels: 16777216", "[runtime] larger images are rejected as bad input "
+      "('too_large')")
+    a("    watchdog_timeout: 5.0", "[runtime] warn when no image arrived for this long (0 = off)")
+    a("")
+    a("    # --- extractor keys shared by every method (same names as `local-features extract "
+      "--set`)")
+    helps = {"max_keypoints": "keep the N best keypoints (-1 = all)",
+             "detection_threshold": "detector score threshold, method units",
+             "nms_radius": "non-maximum suppression radius, pixels",
+             "remove_borders": "drop keypoints closer to the border, pixels"}
+    for k, h in helps.items():
+        a(f"    {k}: {_yaml_scalar(d[k])}", f"{tag(k)} {h}")
+    a("    resize:")
+    a(f"      max_edge: {_yaml_scalar(d['resize_max_edge'])}", f"{tag('resize_max_edge')} long "
+      "edge limit before inference (0 = native); outputs stay in original pixels")
+    # Values ROS cannot type (None, empty lists) are not node parameters (see ros/params.py).
+    specific = [k for k, v in cls.default_conf.items() if k not in SHARED_DEFAULTS
+                and v is not None and not (isinstance(v, (list, tuple)) and not v)]
+    if specific:
+        a("")
+        a(f"    # --- {method}-specific keys (extractor.<key> = the method's config key)")
+        a("    extractor:")
+        for k in specific:
+            v = d[k]
+            a(f"      {k}: {_yaml_scalar(list(v) if isinstance(v, tuple) else v)}", tag(k))
+    m, vf = MatcherConfig(), VerifyConfig()
+    a("")
+    a("    # --- frame-to-frame matching (previous processed frame -> this one)")
+    a("    matcher:")
+    a(f"      mutual: {_yaml_scalar(m.mutual)}", "[runtime] mutual nearest neighbours only")
+    a(f"      ratio: {_yaml_scalar(float(m.ratio))}", "[runtime] Lowe ratio test, (0, 1]; "
+      "1.0 = off")
+    a(f"      max_distance: {_yaml_scalar(float(m.max_distance))}", "[runtime] max descriptor "
+      "L2 distance; 0.0 = off")
+    a("    verify:")
+    a(f"      model: {vf.model}", "[runtime] auto (essential with camera_info, else "
+      "fundamental) | essential | fundamental | homography | none")
+    a(f"      method: {vf.method}", "[runtime] magsac | ransac | accurate")
+    a(f"      ransac_threshold: {_yaml_scalar(float(vf.threshold_px))}", "[runtime] inlier "
+      "threshold, pixels")
+    a(f"      confidence: {_yaml_scalar(float(vf.confidence))}", "[runtime] in [0.5, 1)")
+    a(f"      max_iters: {vf.max_iters}", "[runtime]")
+    a(f"      min_inliers: {vf.min_inliers}", "[runtime] fewer inliers: no relative motion")
+    a("")
+    a("    # QoS overrides (REP-2003 style), e.g. reliable input for bag replay:")
+    a("    # qos_overrides:")
+    a("    #   /image:                     # fully qualified topic after remapping")
+    a("    #     subscription:")
+    a("    #       reliability: reliable")
+    a("    #       depth: 100")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,200 @@
+"""Launch file, rviz config and ament_python packaging, checked without a ROS 2 install.
+
+launch/launch_ros are not installable here, so the launch file runs against tiny stand-in modules
+(put in ``sys.modules``) that record the actions it constructs; the argument table must equal the
+one design.md fixes and the defaults must equal ``local-features run``'s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import importlib.util
+import os
+import shutil
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+LAUNCH_FILE = REPO / "launch" / "extractor.launch.py"
+#: design.md "Commands a user runs": the launch arguments, by name.
+EXPECTED_ARGS = {"method", "params_file", "namespace", "image", "camera_info", "use_sim_time",
+                 "rviz"}
+
+
+class _Recorded:
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+class _LaunchConfiguration:
+    def __init__(self, name):
+        self.name = name
+
+    def perform(self, context):
+        return context.launch_configurations[self.name]
+
+
+def _fake_launch_modules(share: Path) -> dict[str, types.ModuleType]:
+    launch = types.ModuleType("launch")
+    launch.LaunchDescription = type("LaunchDescription", (_Recorded,), {})
+    actions = types.ModuleType("launch.actions")
+    actions.DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorded,), {})
+    actions.OpaqueFunction = type("OpaqueFunction", (_Recorded,), {})
+    conditions = types.ModuleType("launch.conditions")
+    conditions.IfCondition = type("IfCondition", (_Recorded,), {})
+    subs = types.ModuleType("launch.substitutions")
+    subs.LaunchConfiguration = _LaunchConfiguration
+    launch_ros = types.ModuleType("launch_ros")
+    ros_actions = types.ModuleType("launch_ros.actions")
+    ros_actions.Node = type("Node", (_Recorded,), {})
+    ament = types.ModuleType("ament_index_python")
+    ament_pkgs = types.ModuleType("ament_index_python.packages")
+    ament_pkgs.get_package_share_directory = (
+        lambda pkg: str(share) if pkg == "local_features_ros" else (_ for _ in ()).throw(
+            LookupError(pkg)))
+    return {"launch": launch, "launch.actions": actions, "launch.conditions": conditions,
+            "launch.substitutions": subs, "launch_ros": launch_ros,
+            "launch_ros.actions": ros_actions, "ament_index_python": ament,
+            "ament_index_python.packages": ament_pkgs}
+
+
+@pytest.fixture
+def launch_module(monkeypatch, tmp_path):
+    share = tmp_path / "share" / "local_features_ros"
+    for name, mod in _fake_launch_modules(share).items():
+        monkeypatch.setitem(sys.modules, name, mod)
+    spec = importlib.util.spec_from_file_location("extractor_launch", LAUNCH_FILE)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod, share
+
+
+def _run_opaque(ld, values):
+    opaque = [a for a in ld.args[0] if type(a).__name__ == "OpaqueFunction"]
+    assert len(opaque) == 1
+    ctx = types.SimpleNamespace(launch_configurations=values)
+    return opaque[0].kwargs["function"](ctx)
+
+
+def test_launch_file_parses_and_declares_generate_function():
+    tree = ast.parse(LAUNCH_FILE.read_text())
+    funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "generate_launch_description" in funcs
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                for a in n.names}
+    assert {"Node", "DeclareLaunchArgument", "IfCondition", "LAUNCH_ARGS"} <= imported
+
+
+def test_launch_arguments_match_design_and_runner(launch_module):
+    from local_features_ros.commands import run as run_cmd
+    from local_features_ros.runner import LAUNCH_ARGS
+
+    mod, _ = launch_module
+    ld = mod.generate_launch_description()
+    declared = {a.args[0]: a.kwargs["default_value"] for a in ld.args[0]
+                if type(a).__name__ == "DeclareLaunchArgument"}
+    assert set(declared) == EXPECTED_ARGS
+    assert declared == {a.name: a.default for a in LAUNCH_ARGS}
+    # The runner's options take the same defaults (the one table behind both).
+    parser = argparse.ArgumentParser()
+    run_cmd.add_arguments(parser)
+    ns = parser.parse_args([])
+    assert ns.config == declared["params_file"] == "config/extractor.yaml"
+    assert ns.method == declared["method"] == ""
+    assert ns.namespace == declared["namespace"] == ""
+    assert ns.use_sim_time is False and declared["use_sim_time"] == "false"
+
+
+def test_launch_node_actions(launch_module):
+    mod, share = launch_module
+    ld = mod.generate_launch_description()
+    values = {"method": "orb", "params_file": "config/extractor.yaml", "namespace": "cam0",
+              "image": "/cam0/image_raw", "camera_info": "/cam0/camera_info",
+              "use_sim_time": "true", "rviz": "false"}
+    (node,) = _run_opaque(ld, values)
+    kw = node.kwargs
+    assert kw["package"] == "local_features_ros"
+    assert kw["executable"] == "feature_extractor" and kw["name"] == "feature_extractor"
+    assert kw["namespace"] == "cam0"
+    assert kw["parameters"] == [str(share / "config" / "extractor.yaml"),
+                                {"use_sim_time": True, "method": "orb"}]
+    assert sorted(kw["remappings"]) == sorted([
+        ("image", "/cam0/image_raw"), ("image/compressed", "/cam0/image_raw/compressed"),
+        ("camera_info", "/cam0/camera_info")])
+    assert kw["output"] == "screen"
+
+    # Empty method keeps the YAML's; an absolute params_file is used as given; default topics
+    # need no remapping.
+    values.update(method="", params_file="/abs/orb.yaml", image="image",
+                  camera_info="camera_info", use_sim_time="false")
+    (node,) = _run_opaque(ld, values)
+    assert node.kwargs["parameters"] == ["/abs/orb.yaml", {"use_sim_time": False}]
+    assert node.kwargs["remappings"] == []
+
+    rviz = [a for a in ld.args[0] if type(a).__name__ == "Node"]
+    assert len(rviz) == 1
+    assert rviz[0].kwargs["executable"] == "rviz2"
+    assert rviz[0].kwargs["arguments"] == ["-d", str(share / "rviz" / "extractor.rviz")]
+    cond = rviz[0].kwargs["condition"]
+    assert type(cond).__name__ == "IfCondition" and cond.args[0].name == "rviz"
+
+
+def test_rviz_config_shows_reliable_overlay():
+    cfg = yaml.safe_load((REPO / "rviz" / "extractor.rviz").read_text())
+    displays = cfg["Visualization Manager"]["Displays"]
+    overlay = [d for d in displays if d["Topic"]["Value"] == "/feature_extractor/overlay"]
+    assert len(overlay) == 1 and overlay[0]["Enabled"] is True
+    assert overlay[0]["Class"] == "rviz_default_plugins/Image"
+    # The node publishes reliable; a reliable display subscription is compatible.
+    assert overlay[0]["Topic"]["Reliability Policy"] == "Reliable"
+
+
+def test_console_script_targets_exist():
+    setup_src = (REPO / "setup.py").read_text()
+    for script, target in (("feature_extractor", "local_features_ros.ros.extractor_node:main"),
+                           ("synthetic_camera", "local_features_ros.ros.synthetic_camera:main")):
+        assert f"{script} = {target}" in setup_src
+        module, func = target.split(":")
+        assert callable(getattr(importlib.import_module(module), func))
+
+
+@pytest.mark.slow
+def test_colcon_build_installs_package(tmp_path):
+    venv_bin = REPO / ".venv" / "bin"
+    colcon = venv_bin / "colcon"
+    if not colcon.exists():
+        pytest.skip("colcon not installed in .venv")
+    src = tmp_path / "src" / "local_features_ros"
+    src.mkdir(parents=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    for name in ("package.xml", "setup.py", "setup.cfg"):
+        shutil.copy2(REPO / name, src / name)
+    for name in ("resource", "launch", "config", "rviz", "local_features_ros", "training"):
+        if (REPO / name).exists():
+            shutil.copytree(REPO / name, src / name, ignore=ignore)
+    env = dict(os.environ, PATH=f"{venv_bin}{os.pathsep}{os.environ.get('PATH', '')}",
+               OMP_NUM_THREADS="1")
+    build, install = tmp_path / "build", tmp_path / "install"
+    proc = subprocess.run(
+        [str(colcon), "--log-base", str(tmp_path / "log"), "build", "--base-paths",
+         str(tmp_path / "src"), "--build-base", str(build), "--install-base", str(install)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=540)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    share = install / "local_features_ros" / "share" / "local_features_ros"
+    assert (share / "package.xml").is_file()
+    assert (share / "launch" / "extractor.launch.py").is_file()
+    assert (share / "config" / "extractor.yaml").is_file()
+    assert (share / "config" / "orb.yaml").is_file()
+    assert (share / "rviz" / "extractor.rviz").is_file()
+    lib = install / "local_features_ros" / "lib" / "local_features_ros"
+    for exe in ("feature_extractor", "synthetic_camera", "bag_player"):
+        assert (lib / exe).is_file(), sorted(p.name for p in lib.iterdir()) if lib.is_dir() else lib
+    marker = (install / "local_features_ros" / "share" / "ament_index" / "resource_index"
+              / "packages" / "local_features_ros")
+    assert marker.is_file()

@@ -275,6 +275,12 @@ def sampson_residuals(E: np.ndarray, p0: np.ndarray, p1: np.ndarray) -> np.ndarr
     return num / np.sqrt(np.maximum(den, 1e-30))
 
 
+def preload() -> None:
+    """Import the optimiser of the pose refinement now (~0.3 s), so a live node does not pay it
+    on its first frame with camera_info."""
+    import scipy.optimize  # noqa: F401
+
+
 def _refine_pose(R0: np.ndarray, t0: np.ndarray, p0: np.ndarray, p1: np.ndarray,
                  scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Minimise the robust Sampson error over (R, unit t); falls back to the input on failure."""

@@ -51,6 +51,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 
 from ..extractors.base import ConfigError
+from ..geometry import preload as preload_geometry
 from ..image.encodings import DecodeLimits, ImageDecodeError
 from ..overlay import OverlayInfo, draw_overlay
 from ..types import Features
@@ -415,6 +416,7 @@ class FeatureExtractorNode(Node):
     def _warm_up(self) -> None:
         """One inference at startup so the first real frame does not pay allocator/JIT cost."""
         rng = np.random.default_rng(0)
+        preload_geometry()
         try:
             self.extractor.extract((rng.random((64, 64)) * 255).astype(np.uint8))
         except Exception as exc:  # warm-up failure is not fatal; real frames will report it

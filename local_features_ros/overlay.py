@@ -72,8 +72,8 @@ def draw_overlay(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | 
     """Draw keypoints (``(N, 2)`` [x, y], original pixels) and match tracks.
 
     ``matches`` ``(M, 2)`` holds ``[i_prev, i_cur]`` indices into ``prev_keypoints`` and
-    ``keypoints``; each match is a line from the previous position to the current one (green =
-    inlier, red = outlier). Returns a new ``(H, W, 3)`` uint8 BGR image.
+    ``keypoints``; each inlier match is a green line from the previous position to the current one;
+    outliers are red ticks at the current keypoint. Returns a new ``(H, W, 3)`` uint8 BGR image.
     """
     canvas = to_display_bgr(image).copy()
     h, w = canvas.shape[:2]
@@ -91,11 +91,17 @@ def draw_overlay(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | 
             inl = np.concatenate([inl, np.zeros(len(m) - len(inl), bool)])
         valid = (m[:, 0] >= 0) & (m[:, 0] < len(prev)) & (m[:, 1] >= 0) & (m[:, 1] < len(cur))
         m, inl = m[valid], inl[valid]
-        segs = np.stack([prev[m[:, 0]], cur[m[:, 1]]], axis=1)  # (M, 2, 2)
-        segs = np.rint(segs * mul).astype(np.int32)
-        for mask, colour in ((~inl, OUTLIER_BGR), (inl, INLIER_BGR)):  # inliers on top
-            if mask.any():  # one polylines call per colour instead of one call per match
-                cv2.polylines(canvas, list(segs[mask]), False, colour, 1, cv2.LINE_AA, shift)
+        # Inliers as flow lines (previous -> current); outliers only as a short red tick at the
+        # current keypoint: long outlier lines across the image hide the tracks that matter.
+        segs = np.stack([prev[m[inl, 0]], cur[m[inl, 1]]], axis=1)  # (M, 2, 2)
+        if len(segs):  # one polylines call instead of one call per match
+            cv2.polylines(canvas, list(np.rint(segs * mul).astype(np.int32)), False, INLIER_BGR,
+                          1, cv2.LINE_AA, shift)
+        out = cur[m[~inl, 1]]
+        if len(out):
+            ticks = np.stack([out - [radius, radius], out + [radius, radius]], axis=1)
+            cv2.polylines(canvas, list(np.rint(ticks * mul).astype(np.int32)), False,
+                          OUTLIER_BGR, 1, cv2.LINE_AA, shift)
     colours = _score_colours(np.asarray(scores, np.float64).reshape(-1)[:len(kpts)]
                              if scores is not None else np.zeros(len(kpts)))
     centres = np.rint(kpts * mul).astype(np.int64).tolist()
@@ -116,6 +122,7 @@ def draw_overlay(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | 
         if tw > w - 8:  # shrink to fit the width
             scale = max(0.25, scale * (w - 8) / tw)
             (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+        cv2.rectangle(canvas, (0, 0), (min(w - 1, tw + 8), th + 10), (0, 0, 0), -1)
         cv2.putText(canvas, text, (4, 4 + th), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_BGR, 1,
                     cv2.LINE_AA)
     return canvas

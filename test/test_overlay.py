@@ -1,0 +1,33 @@
+"""Overlay drawing: inlier tracks as green lines, outliers as red ticks, keypoints circled."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from local_features_ros.overlay import INLIER_BGR, OUTLIER_BGR, OverlayInfo, draw_overlay
+
+
+def _near(canvas: np.ndarray, x: int, y: int, bgr: tuple[int, int, int], r: int = 1) -> bool:
+    patch = canvas[y - r:y + r + 1, x - r:x + r + 1].reshape(-1, 3).astype(int)
+    return bool((np.abs(patch - np.array(bgr)).sum(1) < 120).any())
+
+
+def test_inlier_line_and_outlier_tick():
+    img = np.full((120, 160), 128, np.uint8)
+    prev = np.array([[20.0, 20.0], [20.0, 100.0]])
+    cur = np.array([[100.0, 20.0], [100.0, 100.0]])
+    matches = np.array([[0, 0], [1, 1]])
+    out = draw_overlay(img, cur, np.array([1.0, 0.5]), prev, matches, np.array([True, False]),
+                       OverlayInfo("orb", 12.0, 2, 1))
+    assert out.shape == (120, 160, 3) and out.dtype == np.uint8
+    assert _near(out, 60, 20, INLIER_BGR)  # middle of the inlier track
+    assert not _near(out, 60, 100, OUTLIER_BGR, r=2)  # no line for the outlier
+    assert _near(out, 100 + 2, 100 + 2, OUTLIER_BGR, r=1)  # tick at the current keypoint
+    assert (out[:12, :40] == 0).sum() > 0  # text box drawn in the corner
+
+
+def test_empty_and_float_inputs():
+    depth = np.full((40, 60), np.nan, np.float32)
+    depth[10:20, 10:20] = 2.0
+    out = draw_overlay(depth, np.zeros((0, 2)))
+    assert out.shape == (40, 60, 3) and out[0, 0].sum() == 0

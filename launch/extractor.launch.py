@@ -6,7 +6,8 @@
 
 Arguments and defaults come from ``local_features_ros.runner.LAUNCH_ARGS``, the table
 ``local-features run`` maps to its options, so the launch file and the runner cannot drift apart.
-An empty ``method`` keeps the YAML's method; a relative ``params_file`` is looked up in
+An empty ``method`` keeps the YAML's method; ``method:=M`` with the default ``params_file`` loads
+``config/M.yaml`` (thresholds are in method units); a relative ``params_file`` is looked up in
 ``share/local_features_ros``. ``image/compressed`` is remapped along with ``image``.
 """
 
@@ -18,7 +19,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from local_features_ros.runner import LAUNCH_ARGS, PACKAGE, topic_remaps
+from local_features_ros.runner import LAUNCH_ARGS, PACKAGE, params_file_for, topic_remaps
 
 NODE_NAME = "feature_extractor"
 
@@ -36,7 +37,7 @@ def _truthy(text):
 def _launch_extractor(context, *args, **kwargs):
     """Resolve the arguments, then build the Node (only a non-empty method overrides the YAML)."""
     arg = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGS}
-    params_file = arg["params_file"]
+    params_file = params_file_for(arg["method"].strip(), arg["params_file"])
     if not os.path.isabs(params_file):
         params_file = os.path.join(_share_dir(), params_file)
     overrides = {"use_sim_time": _truthy(arg["use_sim_time"])}

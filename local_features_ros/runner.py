@@ -88,6 +88,18 @@ def repo_or_share_dir() -> Path:
         return here
 
 
+def params_file_for(method: str, params_file: str | os.PathLike | None) -> str:
+    """``method`` given with the *default* params file -> that method's own YAML.
+
+    Why: thresholds are in method units (SuperPoint's 0.015 is meaningless for D2-Net) and
+    method-specific ``extractor.*`` keys differ, so ``method:=d2net`` must not inherit the
+    SuperPoint defaults of ``config/extractor.yaml``. An explicit params file is kept as is.
+    """
+    if method and str(params_file or DEFAULT_PARAMS_FILE) == DEFAULT_PARAMS_FILE:
+        return f"config/{method}.yaml"
+    return str(params_file or DEFAULT_PARAMS_FILE)
+
+
 def resolve_params_file(path: str | os.PathLike | None) -> Path:
     p = Path(path or DEFAULT_PARAMS_FILE)
     if not p.is_file() and not p.is_absolute():
@@ -247,7 +259,7 @@ def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = ()
     is asymmetric: the node's reader may match the source's writer a little later, and frames
     sent before that are lost (more so on a loaded machine).
     """
-    params_path = resolve_params_file(config)
+    params_path = resolve_params_file(params_file_for(method, config))
     overrides = parse_set(sets)
     if method:
         overrides["method"] = method

@@ -122,7 +122,8 @@ def test_launch_node_actions(launch_module):
     assert kw["package"] == "local_features_ros"
     assert kw["executable"] == "feature_extractor" and kw["name"] == "feature_extractor"
     assert kw["namespace"] == "cam0"
-    assert kw["parameters"] == [str(share / "config" / "extractor.yaml"),
+    # method:=orb with the default params_file loads the method's own YAML (method units).
+    assert kw["parameters"] == [str(share / "config" / "orb.yaml"),
                                 {"use_sim_time": True, "method": "orb"}]
     assert sorted(kw["remappings"]) == sorted([
         ("image", "/cam0/image_raw"), ("image/compressed", "/cam0/image_raw/compressed"),
@@ -136,6 +137,14 @@ def test_launch_node_actions(launch_module):
     (node,) = _run_opaque(ld, values)
     assert node.kwargs["parameters"] == ["/abs/orb.yaml", {"use_sim_time": False}]
     assert node.kwargs["remappings"] == []
+    # Empty method + default params_file: the default YAML.
+    values.update(params_file="config/extractor.yaml")
+    (node,) = _run_opaque(ld, values)
+    assert node.kwargs["parameters"][0] == str(share / "config" / "extractor.yaml")
+    # An explicit params_file wins over the method's YAML.
+    values.update(method="sift", params_file="/abs/custom.yaml")
+    (node,) = _run_opaque(ld, values)
+    assert node.kwargs["parameters"][0] == "/abs/custom.yaml"
 
     rviz = [a for a in ld.args[0] if type(a).__name__ == "Node"]
     assert len(rviz) == 1

@@ -422,6 +422,7 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
     from .geometry import VerifyConfig
     from .matching import MatcherConfig
     from .registry import get_extractor_class
+    from .ros import params as P
 
     cls = get_extractor_class(method)
     d = cls.full_default_conf()
@@ -494,6 +495,13 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
         for k in specific:
             v = d[k]
             a(f"      {k}: {_yaml_scalar(list(v) if isinstance(v, tuple) else v)}", tag(k))
+    a("")
+    a("    # --- place recognition: keyframe database -> ~/loop_candidates (off by default)")
+    a("    place_recognition:")
+    for spec in P.place_recognition_specs():
+        value = '""' if spec.default == "" else _yaml_scalar(spec.default)
+        a(f"      {spec.name.removeprefix(P.PLACE_RECOGNITION_PREFIX)}: {value}",
+          f"{'[runtime]' if spec.runtime else '[restart]'} {spec.description}")
     m, vf = MatcherConfig(), VerifyConfig()
     a("")
     a("    # --- frame-to-frame matching (previous processed frame -> this one)")

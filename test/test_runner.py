@@ -25,7 +25,8 @@ def _declared_parameters(method: str) -> dict[str, object]:
     from local_features_ros.ros import params as P
 
     cls = get_extractor_class(method)
-    specs = (P.node_specs() + P.shared_extractor_specs(cls.full_default_conf(), cls.runtime_keys)
+    specs = (P.node_specs() + P.place_recognition_specs()
+             + P.shared_extractor_specs(cls.full_default_conf(), cls.runtime_keys)
              + P.method_specs(cls.default_conf, cls.runtime_keys)
              + P.matcher_specs(MatcherConfig()) + P.verify_specs(VerifyConfig()))
     return {s.name: s.default for s in specs}

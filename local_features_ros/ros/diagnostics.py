@@ -69,6 +69,13 @@ class NodeStats:
         self.bad_input: collections.Counter[str] = collections.Counter()
         self.last_image_time: float | None = None  # monotonic
         self.recent: collections.deque[FrameRecord] = collections.deque(maxlen=1000)
+        # Place recognition (None = disabled): keyframes in the database, (monotonic time,
+        # query ms) of recent keyframe queries, candidates published, per-frame failures.
+        self.keyframes: int | None = None
+        self.loop_queries: collections.deque[tuple[float, float]] = collections.deque(
+            maxlen=1000)
+        self.loop_candidates = 0
+        self.loop_errors = 0
 
     def on_received(self) -> None:
         with self._lock:
@@ -88,6 +95,20 @@ class NodeStats:
             self.processed += 1
             self.recent.append(rec)
 
+    def set_keyframes(self, n: int) -> None:
+        with self._lock:
+            self.keyframes = int(n)
+
+    def on_loop_query(self, query_ms: float, keyframes: int, candidates: int) -> None:
+        with self._lock:
+            self.loop_queries.append((time.monotonic(), float(query_ms)))
+            self.keyframes = int(keyframes)
+            self.loop_candidates += int(candidates)
+
+    def on_loop_error(self) -> None:
+        with self._lock:
+            self.loop_errors += 1
+
     def snapshot(self, now: float | None = None) -> dict[str, Any]:
         """Plain numbers (rate over the last ``WINDOW_S`` seconds, latency percentiles)."""
         now = time.monotonic() if now is None else now
@@ -103,6 +124,12 @@ class NodeStats:
                                         else now - self.last_image_time),
             }
             last = self.recent[-1] if self.recent else None
+            snap["keyframes"] = self.keyframes
+            snap["loop_candidates"] = self.loop_candidates
+            snap["loop_errors"] = self.loop_errors
+            queries = [ms for t, ms in self.loop_queries if now - t <= WINDOW_S]
+            if not queries:  # keyframes are sparse: fall back to the last queries
+                queries = [ms for _, ms in list(self.loop_queries)[-20:]]
         if len(window) >= 2:
             span = max(window[-1].t_done - window[0].t_done, 1e-6)
             snap["rate_hz"] = (len(window) - 1) / span
@@ -116,6 +143,8 @@ class NodeStats:
         snap["latency_ms_median"] = float(np.median(lat)) if len(lat) else float("nan")
         snap["latency_ms_p90"] = float(np.percentile(lat, 90)) if len(lat) else float("nan")
         snap["processing_ms_median"] = float(np.median(proc)) if len(proc) else float("nan")
+        # Keyframe query (kNN voting + RANSAC), also part of processing_ms of its frame.
+        snap["loop_query_ms"] = float(np.median(queries)) if queries else float("nan")
         snap["keypoints"] = last.keypoints if last else 0
         snap["matches"] = last.matches if last else 0
         snap["inliers"] = last.inliers if last else 0
@@ -155,6 +184,11 @@ def build_diagnostics(stamp: Any, name: str, hardware_id: str, snap: dict[str, A
         "bad_input_total": snap["bad_input_total"],
         "memory_rss_mb": f"{rss_mb():.1f}",
     }
+    if snap.get("keyframes") is not None:  # place recognition enabled
+        values["keyframes"] = snap["keyframes"]
+        values["loop_query_ms"] = f"{snap['loop_query_ms']:.1f}"
+        values["loop_candidates"] = snap["loop_candidates"]
+        values["loop_errors"] = snap["loop_errors"]
     for reason, n in sorted(snap["bad_input"].items()):
         values[f"bad_input.{reason}"] = n
     cuda = cuda_memory_mb(device)

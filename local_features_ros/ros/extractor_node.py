@@ -23,8 +23,13 @@ frame, empty for the first), ``~/overlay`` (bgr8, drawn only while subscribed an
 essential matrix was verified; ``header`` = current image header with ``frame_id`` replaced by the
 previous processed image's frame_id, ``child_frame_id`` = current frame_id +
 ``relative_motion.child_frame_suffix`` (default ``_current``); the transform is
-``T_prev_current``: it maps points from the current camera into the previous one), and
-``/diagnostics``.
+``T_prev_current``: it maps points from the current camera into the previous one),
+``~/loop_candidates`` (only with ``place_recognition.enable``: every
+``place_recognition.keyframe_every`` processed frames the frame's features query the keyframe
+database -- the ``place_recognition.exclude_recent`` newest keyframes excluded -- the verified
+candidates with at least ``place_recognition.min_inliers`` inliers are published with the query
+image's header, then the frame is added as a keyframe; a failure there is logged and counted as
+``loop_errors``, never fatal), and ``/diagnostics``.
 """
 
 from __future__ import annotations
@@ -59,8 +64,8 @@ from ..weights import WeightsError
 from . import params as P
 from .diagnostics import FrameRecord, NodeStats, build_diagnostics
 from .messages import (camera_info_to_K, compressed_msg_to_numpy, features_to_pointcloud2,
-                       image_msg_to_numpy, matches_to_pointcloud2, motion_to_transform,
-                       numpy_to_image_msg, stamp_to_sec)
+                       image_msg_to_numpy, loop_candidates_to_pointcloud2, matches_to_pointcloud2,
+                       motion_to_transform, numpy_to_image_msg, stamp_to_sec)
 
 NODE_NAME = "feature_extractor"
 #: Exit status for startup configuration errors (see module docstring).
@@ -75,6 +80,45 @@ QUEUE_PUT_TIMEOUT_S = 1.0
 
 class StartupError(RuntimeError):
     """Restart-only configuration that cannot work (exit status 2)."""
+
+
+class _PlaceRecognition:
+    """The node's keyframe database and its bookkeeping. Used by the worker thread only (and by
+    ``stop_worker`` once the worker has been joined), so it needs no lock."""
+
+    def __init__(self, db: Any, path: str) -> None:
+        self.db = db
+        self.path = path
+        #: keyframe id -> (sec, nanosec) of its image's header stamp; ids of evicted keyframes
+        #: are pruned (ids grow, eviction is FIFO).
+        self.stamps: dict[int, tuple[int, int]] = {}
+        self.next_id = 0
+        self.since_keyframe: int | None = None  # processed frames since the last keyframe
+        self.saved = False
+        frames = getattr(db, "_frames", {})  # no public meta accessor in KeyframeDatabase
+        for kf_id in db.keyframe_ids:
+            meta = frames[kf_id].meta if kf_id in frames else {}
+            self.stamps[kf_id] = (int(meta.get("stamp_sec", 0)),
+                                  int(meta.get("stamp_nanosec", 0)))
+            self.next_id = max(self.next_id, kf_id + 1)
+
+    def due(self, every: int) -> bool:
+        """Count one processed frame; True when it is a keyframe (the first one always is)."""
+        due = self.since_keyframe is None or self.since_keyframe + 1 >= every
+        self.since_keyframe = 0 if due else self.since_keyframe + 1
+        return due
+
+    def add(self, feats: Features, stamp: Any) -> None:
+        kf_id = self.next_id
+        self.next_id += 1
+        st = (int(stamp.sec), int(stamp.nanosec))
+        self.db.add(kf_id, feats, {"stamp_sec": st[0], "stamp_nanosec": st[1]})
+        self.stamps[kf_id] = st
+        while self.stamps:
+            oldest = next(iter(self.stamps))
+            if oldest in self.db:
+                break
+            del self.stamps[oldest]
 
 
 @dataclasses.dataclass
@@ -97,7 +141,7 @@ class FeatureExtractorNode(Node):
 
         self.stats = NodeStats()
         self._specs: dict[str, P.ParamSpec] = {}
-        for spec in P.node_specs():
+        for spec in P.node_specs() + P.place_recognition_specs():
             self._declare(spec)
         g = self._value
         self.method = str(g("method"))
@@ -140,6 +184,8 @@ class FeatureExtractorNode(Node):
         self.frontend = FrameToFrameFrontend(matcher=self._matcher_conf, verify=self._verify_conf)
         self._node_conf: dict[str, Any] = dict(initial.node)
         self._descriptor_dim = int(self.extractor.descriptor_dim)
+        self._loops = self._open_place_recognition()
+        self._loop_log_time = -1e9
         self._warm_up()
 
         # Shared state between the executor thread and the worker.
@@ -175,6 +221,9 @@ class FeatureExtractorNode(Node):
                                                  qos_overriding_options=overrides())
         self.pub_motion = self.create_publisher(TransformStamped, "~/relative_motion", out_qos(),
                                                 qos_overriding_options=overrides())
+        if self._loops is not None:
+            self.pub_loops = self.create_publisher(PointCloud2, "~/loop_candidates", out_qos(),
+                                                   qos_overriding_options=overrides())
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics",
                                               QoSProfile(depth=10,
                                                          reliability=ReliabilityPolicy.RELIABLE))
@@ -206,6 +255,101 @@ class FeatureExtractorNode(Node):
             f"device={self.device_name} D={self._descriptor_dim} input="
             f"{self.sub_image.topic_name} ({self._transport}, {_qos_text(self._in_qos)}) "
             f"camera_info={self.sub_info.topic_name}")
+
+    # ------------------------------------------------------------------ place recognition
+    def _open_place_recognition(self) -> _PlaceRecognition | None:
+        """Restart-only setup: a new database, or the ``place_recognition.database`` file when it
+        exists (it must hold this method's descriptors and integer keyframe ids)."""
+        from pathlib import Path
+
+        from ..place_recognition import KeyframeDatabase
+
+        conf = self._node_conf
+        pre = P.PLACE_RECOGNITION_PREFIX
+        if not conf.get(pre + "enable", False):
+            return None
+        max_kf = int(conf[pre + "max_keyframes"])
+        if max_kf < 1:  # rclpy checks the descriptor range; keep the guard for direct callers
+            raise StartupError(f"{pre}max_keyframes must be >= 1, got {max_kf}")
+        path = str(conf.get(pre + "database", "") or "")
+        log = self.get_logger()
+        if path:
+            path = str(Path(path).expanduser())
+        if path and Path(path).is_file():
+            try:
+                db = KeyframeDatabase.load(path)
+            except Exception as exc:  # corrupt/foreign file: a configuration error
+                raise StartupError(f"{pre}database '{path}' cannot be loaded: "
+                                   f"{type(exc).__name__}: {exc}") from exc
+            bad = [k for k in db.keyframe_ids if isinstance(k, bool) or not isinstance(k, int)
+                   or not 0 <= k < 2**32 - 1]
+            if bad:
+                raise StartupError(f"{pre}database '{path}': keyframe ids must be integers in "
+                                   f"[0, 2^32 - 1), got {bad[:5]}")
+            dim = getattr(db, "_dim", None)
+            if dim is not None and int(dim) != self._descriptor_dim:
+                raise StartupError(f"{pre}database '{path}' holds {dim}-D descriptors but "
+                                   f"method '{self.method}' gives {self._descriptor_dim}-D")
+            db.config.max_keyframes = max_kf
+            while len(db) > max_kf:  # oldest first, as the database itself evicts
+                db.remove(db.keyframe_ids[0])
+            log.info(f"place recognition: loaded {len(db)} keyframes from {path}")
+        else:
+            db = KeyframeDatabase(max_keyframes=max_kf)
+            if path:
+                log.info(f"place recognition: {path} does not exist yet; it is written at "
+                         "shutdown")
+        loops = _PlaceRecognition(db, path)
+        self.stats.set_keyframes(len(db))
+        return loops
+
+    def _loop_step(self, feats: Features, header: Any, conf: dict[str, Any]) -> None:
+        """Query the keyframe database with this frame, publish the candidates, add the frame
+        as a keyframe (only on keyframe frames). Never raises: a failure is logged (throttled)
+        and counted as ``loop_errors``."""
+        loops = self._loops
+        pre = P.PLACE_RECOGNITION_PREFIX
+        try:
+            if not loops.due(int(conf.get(pre + "keyframe_every", 10))):
+                return
+            t0 = time.perf_counter()
+            cands = loops.db.query(feats, top_k=int(conf.get(pre + "top_k", 3)),
+                                   exclude_recent=int(conf.get(pre + "exclude_recent", 5)))
+            query_ms = (time.perf_counter() - t0) * 1e3
+            need = int(conf.get(pre + "min_inliers", 15))
+            good = [c for c in cands if c.inliers >= need]
+            self.pub_loops.publish(loop_candidates_to_pointcloud2(header, good, loops.stamps))
+            loops.add(feats, header.stamp)
+            self.stats.on_loop_query(query_ms, len(loops.db), len(good))
+        except Exception as exc:
+            if self._stop or not self.context.ok():
+                return
+            self.stats.on_loop_error()
+            now = time.monotonic()
+            if now - self._loop_log_time >= BAD_INPUT_LOG_PERIOD_S:
+                self._loop_log_time = now
+                self.get_logger().warning(f"place recognition failed on this frame "
+                                          f"({self.stats.loop_errors} so far): "
+                                          f"{type(exc).__name__}: {exc}")
+
+    def save_keyframes(self) -> None:
+        """Write the keyframe database to ``place_recognition.database`` (once; after the
+        worker stopped). A write error is logged, not raised: shutdown must complete."""
+        loops = self._loops
+        if loops is None or not loops.path or loops.saved:
+            return
+        if self._worker.is_alive():
+            self.get_logger().error(f"place recognition: {loops.path} not saved, the worker "
+                                    "is still running")
+            return
+        try:
+            loops.db.save(loops.path)
+            loops.saved = True
+            self.get_logger().info(f"place recognition: saved {len(loops.db)} keyframes to "
+                                   f"{loops.path}")
+        except Exception as exc:
+            self.get_logger().error(f"place recognition: cannot save {loops.path}: "
+                                    f"{type(exc).__name__}: {exc}")
 
     # ------------------------------------------------------------------ parameters
     def _declare(self, spec: P.ParamSpec) -> None:
@@ -320,6 +464,7 @@ class FeatureExtractorNode(Node):
             self._cv.notify_all()
         if self._worker.is_alive():
             self._worker.join(timeout=10.0)
+        self.save_keyframes()
 
     def log_totals(self) -> None:
         snap = self.stats.snapshot()
@@ -409,6 +554,8 @@ class FeatureExtractorNode(Node):
                             n_inliers if match is not None else None))
             self.pub_overlay.publish(numpy_to_image_msg(canvas, "bgr8", header))
         self._prev_header, self._prev_kpts = header, kpts
+        if self._loops is not None:
+            self._loop_step(feats, header, conf)
         self.stats.on_processed(FrameRecord(time.monotonic(), latency_ms,
                                             (time.perf_counter() - t0) * 1e3, len(feats),
                                             n_matches, n_inliers))

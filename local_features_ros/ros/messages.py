@@ -38,13 +38,30 @@ off   name                 type     meaning
 
 A consumer pairs a matches cloud with the ``~/features`` clouds of stamps ``prev_stamp_*`` (in
 every point) and ``header.stamp``. An empty matches cloud carries no previous stamp.
+
+``~/loop_candidates`` (header = the *query* image header; only with ``place_recognition.enable``),
+one point per verified loop candidate (best first), ``point_step = 24``:
+
+====  ======================  =======  ============================================================
+off   name                    type     meaning
+====  ======================  =======  ============================================================
+0     keyframe_id             uint32   keyframe database id (running counter of the node)
+4     keyframe_stamp_sec      int32    ``header.stamp.sec`` of the keyframe's image
+8     keyframe_stamp_nanosec  uint32   ``header.stamp.nanosec`` of the keyframe's image
+12    votes                   uint32   kNN votes of the query descriptors for this keyframe
+16    inliers                 uint32   RANSAC inliers of the mutual-NN matches query <-> keyframe
+20    score                   float32  ranking score (= inliers when verified)
+====  ======================  =======  ============================================================
+
+One cloud per keyframe query (every ``place_recognition.keyframe_every`` processed frames); an
+empty cloud means no candidate reached ``place_recognition.min_inliers``.
 """
 
 from __future__ import annotations
 
 import array
 import logging
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -70,6 +87,9 @@ __all__ = [
     "pointcloud2_to_features",
     "matches_to_pointcloud2",
     "pointcloud2_to_matches",
+    "LOOP_CANDIDATE_DTYPE",
+    "loop_candidates_to_pointcloud2",
+    "pointcloud2_to_loop_candidates",
     "image_msg_to_numpy",
     "compressed_msg_to_numpy",
     "numpy_to_image_msg",
@@ -102,6 +122,18 @@ _MATCH_PF = [("prev_index", PointField.UINT32), ("cur_index", PointField.UINT32)
              ("distance", PointField.FLOAT32), ("inlier", PointField.UINT8),
              ("track_id", PointField.UINT32), ("prev_stamp_sec", PointField.INT32),
              ("prev_stamp_nanosec", PointField.UINT32)]
+
+LOOP_CANDIDATE_DTYPE = np.dtype({
+    "names": ["keyframe_id", "keyframe_stamp_sec", "keyframe_stamp_nanosec", "votes", "inliers",
+              "score"],
+    "formats": ["<u4", "<i4", "<u4", "<u4", "<u4", "<f4"],
+    "offsets": [0, 4, 8, 12, 16, 20],
+    "itemsize": 24,
+})
+_LOOP_PF = [("keyframe_id", PointField.UINT32), ("keyframe_stamp_sec", PointField.INT32),
+            ("keyframe_stamp_nanosec", PointField.UINT32), ("votes", PointField.UINT32),
+            ("inliers", PointField.UINT32), ("score", PointField.FLOAT32)]
+_U32_MAX = 2**32 - 1
 
 
 def _np(x: Any, dtype: Any) -> np.ndarray:
@@ -259,6 +291,43 @@ def pointcloud2_to_matches(msg: PointCloud2) -> dict[str, np.ndarray]:
     out["inlier"] = out["inlier"].astype(bool)
     out["matches"] = np.stack([out["prev_index"], out["cur_index"]], axis=1).astype(np.int64)
     return out
+
+
+def loop_candidates_to_pointcloud2(header: Any, candidates: Sequence[Any],
+                                   stamps: Mapping[Any, Any]) -> PointCloud2:
+    """Loop candidates -> ``~/loop_candidates`` cloud (layout in module doc), in the given order.
+
+    ``candidates``: objects with ``keyframe_id`` (int in [0, 2^32)), ``votes``, ``inliers`` and
+    ``score`` (``place_recognition.Candidate``); ``stamps``: keyframe id -> the keyframe image's
+    header stamp (Time, (sec, nanosec) or float seconds). Raises ``KeyError`` for a candidate
+    without a stamp and ``ValueError`` for an id, vote or inlier count that is not a uint32.
+    """
+    n = len(candidates)
+    out = np.zeros(n, dtype=LOOP_CANDIDATE_DTYPE)
+    if n:
+        ids = [c.keyframe_id for c in candidates]
+        if any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) for k in ids):
+            raise ValueError(f"keyframe ids must be integers, got {ids}")
+        times = [_to_time(stamps[k]) for k in ids]
+        cols = {"keyframe_id": np.array(ids, np.int64),
+                "votes": np.array([c.votes for c in candidates], np.int64),
+                "inliers": np.array([c.inliers for c in candidates], np.int64)}
+        for name, col in cols.items():
+            if col.min() < 0 or col.max() > _U32_MAX:
+                raise ValueError(f"{name} must fit in uint32, got {col.tolist()}")
+            out[name] = col
+        out["keyframe_stamp_sec"] = np.array([t.sec for t in times], np.int64)
+        out["keyframe_stamp_nanosec"] = np.array([t.nanosec for t in times], np.int64)
+        out["score"] = np.array([c.score for c in candidates], np.float32)
+    fields = [PointField(name=name, offset=int(LOOP_CANDIDATE_DTYPE.fields[name][1]),
+                         datatype=dt, count=1) for name, dt in _LOOP_PF]
+    return _cloud(header, n, fields, LOOP_CANDIDATE_DTYPE.itemsize, out)
+
+
+def pointcloud2_to_loop_candidates(msg: PointCloud2) -> dict[str, np.ndarray]:
+    """``~/loop_candidates`` cloud -> dict of column arrays (one entry per field name)."""
+    arr, _ = _cloud_array(msg, tuple(LOOP_CANDIDATE_DTYPE.names))
+    return {name: np.ascontiguousarray(arr[name]) for name in LOOP_CANDIDATE_DTYPE.names}
 
 
 def image_msg_to_numpy(msg: Image, limits: DecodeLimits = DecodeLimits(),

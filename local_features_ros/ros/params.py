@@ -133,6 +133,38 @@ def node_specs() -> list[ParamSpec]:
     ]
 
 
+#: Prefix of the place-recognition parameters (keyframe database, ``~/loop_candidates``).
+PLACE_RECOGNITION_PREFIX = "place_recognition."
+
+
+def place_recognition_specs() -> list[ParamSpec]:
+    """Keyframe database parameters (``place_recognition.py``); off by default. Restart-only:
+    ``enable``, ``max_keyframes``, ``database``; the rest apply to the next keyframe."""
+    p = PLACE_RECOGNITION_PREFIX
+    return [
+        ParamSpec(p + "enable", False, "keep a keyframe database of this node's features and "
+                  "publish RANSAC-verified loop candidates on ~/loop_candidates", False,
+                  "node:" + p + "enable"),
+        ParamSpec(p + "keyframe_every", 10, "every N-th processed frame queries the database "
+                  "(then becomes a keyframe)", True, "node:" + p + "keyframe_every",
+                  int_range=(1, 1_000_000)),
+        ParamSpec(p + "exclude_recent", 5, "the N most recent keyframes are never candidates "
+                  "(temporal neighbours are not loops)", True, "node:" + p + "exclude_recent",
+                  int_range=(0, 1_000_000)),
+        ParamSpec(p + "min_inliers", 60, "publish a candidate only with at least this many "
+                  "RANSAC inliers (fundamental-matrix RANSAC finds 25-55 on views that do not "
+                  "overlap)", True, "node:" + p + "min_inliers",
+                  int_range=(0, 100_000)),
+        ParamSpec(p + "top_k", 3, "at most this many candidates per query", True,
+                  "node:" + p + "top_k", int_range=(1, 1000)),
+        ParamSpec(p + "max_keyframes", 2000, "database size; the oldest keyframes are evicted "
+                  "first", False, "node:" + p + "max_keyframes", int_range=(1, 10_000_000)),
+        ParamSpec(p + "database", "", "keyframe database file (.npz): loaded at start when it "
+                  "exists, saved at shutdown; empty = in memory only", False,
+                  "node:" + p + "database"),
+    ]
+
+
 def shared_extractor_specs(defaults: Mapping[str, Any], runtime_keys: Iterable[str]
                            ) -> list[ParamSpec]:
     """Shared config keys (design.md contract); defaults are the method's own."""

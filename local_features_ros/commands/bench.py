@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 from pathlib import Path
+from ._common import add_extractor_arguments, parse_settings
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sizes", default="320x240,640x480,1280x960", help="WxH list")
     parser.add_argument("--runs", type=int, default=20, help="timed runs per stage")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs first")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
-    parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | auto")
-    parser.add_argument("--weights", default=None,
-                        help="checkpoint for learned methods (default: shipped; 'random' allowed)")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                        help="extractor config override for every method (repeatable)")
+    add_extractor_arguments(parser, method=False)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads (0 = leave as is)")
     parser.add_argument("--json", metavar="OUT", help="write all records here")
@@ -38,7 +34,7 @@ def main(args: argparse.Namespace) -> int:
     import torch
 
     from ..evaluation.speed import benchmark_extractor, benchmark_image, markdown_table, parse_size
-    from .evaluate import build_method, jsonable, parse_set
+    from .evaluate import build_method, jsonable
 
     if args.runs < 1:
         raise ValueError("--runs must be >= 1")
@@ -46,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    conf = parse_set(args.set)
+    conf = parse_settings(args.settings)
     records = []
     for method in methods:
         extractor = build_method(method, args.weights, args.device, args.precision, conf)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ._common import add_extractor_arguments, parse_settings
 
 logger = logging.getLogger(__name__)
 
@@ -150,17 +151,6 @@ def build_method(method: str, weights: str | None = None, device: str = "cpu",
                      f"evaluation peers: {', '.join(PEERS)})")
 
 
-def parse_set(items: list[str] | None) -> dict[str, str]:
-    """``["k=v", ...]`` -> dict (values stay strings; the extractor coerces them)."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got '{item}'")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
 def _floats(text: str | None) -> list[float] | None:
     if not text:
         return None
@@ -190,13 +180,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", choices=("hpatches", "pairs", "sequence"))
     parser.add_argument("path", help="HPatches/Oxford folder | pair list or Strecha/TUM folder | "
                                      "KITTI/TUM sequence folder")
-    parser.add_argument("--method", required=True,
-                        help="registry method, or an evaluation peer (akaze, disk)")
-    parser.add_argument("--weights", default=None, help="checkpoint path (default: shipped)")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
-    parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | auto")
-    parser.add_argument("--set", action="append", metavar="KEY=VALUE", default=[],
-                        help="extractor config override (repeatable)")
+    add_extractor_arguments(parser, method_help="registry method, or an evaluation peer "
+                                                "(akaze, disk)")
     parser.add_argument("--json", required=True, metavar="OUT", help="write results here")
     parser.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR")
     parser.add_argument("--peer-weights", help="local state dict for the kornia peers (disk)")
@@ -219,7 +204,7 @@ def main(args: argparse.Namespace) -> int:
     from ..evaluation import pairs as pp
     from ..evaluation import sequence as sq
 
-    conf = parse_set(args.set)
+    conf = parse_settings(args.settings)
     extractor = build_method(args.method, args.weights, args.device, args.precision, conf,
                              args.peer_weights)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ._common import add_extractor_arguments, parse_settings
 
 logger = logging.getLogger(__name__)
 
@@ -28,27 +29,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".pbm", ".bmp", ".tif
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, help="extractor name (see `local-features methods`)")
-    parser.add_argument("--weights", default=None,
-                        help="local checkpoint (official layout or project format); 'random' = untrained")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
-    parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | auto")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="extractor config override (repeatable), e.g. --set max_keypoints=1000")
+    add_extractor_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
-
-
-def parse_settings(items: list[str]) -> dict[str, str]:
-    """``["k=v", ...]`` -> ``{k: v}`` (values stay strings; the extractor casts them)."""
-    out: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"bad --set '{item}': expected KEY=VALUE")
-        out[key] = value.strip()
-    return out
 
 
 def collect_images(inputs: list[str]) -> list[Path]:

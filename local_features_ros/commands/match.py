@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from ._common import add_extractor_arguments, parse_settings
 
 logger = logging.getLogger(__name__)
 
@@ -24,13 +25,7 @@ HELP = "match the features of two images (mutual NN + ratio + RANSAC) into OUT.n
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", required=True, help="extractor name (see `local-features methods`)")
-    parser.add_argument("--weights", default=None,
-                        help="local checkpoint (official layout or project format); 'random' = untrained")
-    parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N | auto")
-    parser.add_argument("--precision", default="fp32", help="fp32 | fp16 | bf16 | auto")
-    parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
-                        help="extractor config override (repeatable), e.g. --set max_keypoints=1000")
+    add_extractor_arguments(parser)
     parser.add_argument("--ratio", type=float, default=1.0,
                         help="Lowe ratio test threshold in (0, 1]; 1 = off (default)")
     parser.add_argument("--no-mutual", dest="mutual", action="store_false",
@@ -80,7 +75,7 @@ def main(args: argparse.Namespace) -> int:
     from ..geometry import VerifyConfig, verify_matches
     from ..matching import MatcherConfig, match_descriptors
     from ..registry import build_extractor, get_extractor_class
-    from .extract import parse_settings, read_image, write_npz
+    from .extract import read_image, write_npz
 
     conf: dict[str, Any] = parse_settings(args.settings)
     get_extractor_class(args.method)  # unknown method fails before any file work

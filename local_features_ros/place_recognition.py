@@ -243,16 +243,20 @@ class KeyframeDatabase:
         need = {"fundamental": 8, "homography": 4, "affine": 3}[c.verify_model]
         if p0.shape[0] < need:
             return None
-        if c.verify_model == "fundamental":
-            _, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, c.ransac_threshold,
-                                             c.ransac_confidence, 10000)
-        elif c.verify_model == "homography":
-            _, mask = cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, c.ransac_threshold,
-                                         maxIters=10000, confidence=c.ransac_confidence)
-        else:
-            _, mask = cv2.estimateAffine2D(p0, p1, method=cv2.RANSAC,
-                                           ransacReprojThreshold=c.ransac_threshold,
-                                           maxIters=10000, confidence=c.ransac_confidence)
+        try:
+            if c.verify_model == "fundamental":
+                _, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, c.ransac_threshold,
+                                                 c.ransac_confidence, 10000)
+            elif c.verify_model == "homography":
+                _, mask = cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, c.ransac_threshold,
+                                             maxIters=10000, confidence=c.ransac_confidence)
+            else:
+                _, mask = cv2.estimateAffine2D(p0, p1, method=cv2.RANSAC,
+                                               ransacReprojThreshold=c.ransac_threshold,
+                                               maxIters=10000, confidence=c.ransac_confidence)
+        except cv2.error as exc:  # degenerate sets (e.g. keypoints on a regular grid, as DELF's)
+            logger.debug("RANSAC failed on %d matches: %s", p0.shape[0], exc)
+            return None
         if mask is None:
             return None
         return mask.reshape(-1).astype(bool)

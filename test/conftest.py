@@ -5,9 +5,13 @@ from __future__ import annotations
 import os
 import random
 
-import numpy as np
-import pytest
-import torch
+# Before torch loads OpenMP: passive waiting (spinning threads slow every torch test 10-20x when
+# the 2 cores are shared with ROS processes the tests start).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 # DDS must never leave loopback on these machines; each pytest session gets its own domain.
 os.environ["ROS_LOCALHOST_ONLY"] = "1"

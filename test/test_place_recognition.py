@@ -129,3 +129,26 @@ def test_save_load_round_trip(loop, tmp_path) -> None:
     assert b[0].meta == {"stamp": frames[0].stamp}
     with np.load(path, allow_pickle=False) as z:  # plain arrays, no pickled objects
         assert {"header", "counts", "keypoints", "descriptors"} <= set(z.files)
+
+
+
+def test_failing_ransac_gives_no_inliers_not_an_exception(monkeypatch):
+    """OpenCV's USAC raises ``cv2.error (!model.empty())`` on some degenerate sets (seen with
+    DELF's grid keypoints); the query must rank by votes instead of raising."""
+    import cv2
+
+    from local_features_ros import place_recognition as pr
+
+    def boom(*a, **k):
+        raise cv2.error("!model.empty()")
+
+    monkeypatch.setattr(pr.cv2, "findFundamentalMat", boom)
+    n = 40
+    g = torch.Generator().manual_seed(0)
+    kpts = torch.rand(n, 2, generator=g) * 100
+    desc = torch.nn.functional.normalize(torch.randn(n, 16, generator=g), dim=1)
+    f = Features(kpts, torch.ones(n), desc, image_size=(100, 100))
+    db = KeyframeDatabase()
+    db.add(0, f)
+    cands = db.query(f, top_k=1, verify=True)
+    assert len(cands) == 1 and cands[0].votes > 0 and cands[0].inliers == 0

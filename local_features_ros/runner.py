@@ -280,10 +280,13 @@ def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = ()
     params_file = write_params_file(flat, wd / "feature_extractor.params.yaml")
     remaps = topic_remaps(image, camera_info)
     node_params: dict[str, Any] = {}
-    if bag and image.startswith("/") and not any(k.startswith("qos_overrides.") for k in flat):
-        # Replay is lossless only with a reliable reader: best-effort samples of ~1 MB (640x480
-        # rgb8) lose UDP fragments on loopback-only DDS and never arrive at all.
-        topic = image.rstrip("/") + ("/compressed" if transport == "compressed" else "")
+    if (bag or synthetic) and not any(k.startswith("qos_overrides.") for k in flat):
+        # Replay (and our own demo sources) are lossless only with a reliable reader: best-effort
+        # samples of ~1 MB (640x480 rgb8) lose UDP fragments on loopback-only DDS and never
+        # arrive at all. A live camera keeps the best-effort default.
+        ns = namespace.strip("/")
+        absolute = image if image.startswith("/") else (f"/{ns}/{image}" if ns else f"/{image}")
+        topic = absolute.rstrip("/") + ("/compressed" if transport == "compressed" else "")
         node_params[f"qos_overrides.{topic}.subscription.reliability"] = "reliable"
     procs = [ProcessSpec(NODE_NAME, module_argv(f"{PACKAGE}.ros.extractor_node")
                          + ros_args(params_file, namespace, remaps, node_params), "node")]

@@ -205,3 +205,13 @@ def test_run_replays_a_bag_through_the_node(tmp_path, ros_env):
     assert max(got) == max(want)
     assert all(n > 0 for n in got.values())
     assert np.isfinite(list(got.values())).all()
+
+
+def test_own_sources_get_a_reliable_input_and_live_cameras_do_not(tmp_path):
+    """Synthetic/bag sources are ours: lossless reliable input (1 MB best-effort frames are lost
+    on loopback DDS). A live camera keeps the best-effort default."""
+    key = "qos_overrides.{}.subscription.reliability"
+    plan = runner.build_plan(None, [], namespace="cam0", synthetic=True, workdir=tmp_path / "a")
+    assert any(key.format("/cam0/image") + ":=reliable" in a for a in plan.processes[0].argv)
+    plan = runner.build_plan(None, [], image="/camera/image_raw", workdir=tmp_path / "b")
+    assert not any("qos_overrides" in a for a in plan.processes[0].argv)

@@ -110,15 +110,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10, help="timed runs per item (median)")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--sizes", default="640x480,320x240", help="comma-separated WxH")
-    ap.add_argument("--weights", default=None, help="official-layout checkpoint (default: random)")
+    ap.add_argument("--weights", default=None, help="official-layout or project checkpoint (default/'random': random)")
     ap.add_argument("--image", default=None, help="image to resize to each size (default: synthetic)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = leave as is)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    if args.weights:
-        sd = torch.load(args.weights, map_location="cpu", weights_only=True)
+    if args.weights and args.weights != "random":
+        from local_features_ros.weights import load_checkpoint, unwrap_state_dict
+
+        sd = unwrap_state_dict(load_checkpoint(args.weights))  # official or project layout
         weights = args.weights
     else:
         import tempfile
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         w, h = (int(v) for v in s.lower().split("x"))
         rows += bench_size(w, h, img_full, weights, sd, args.runs, args.warmup)
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpu bf16 {cpu_supports_bf16()}, "
-          f"runs {args.runs} (median), weights {'random' if not args.weights else args.weights}")
+          f"runs {args.runs} (median), weights {args.weights or 'random'}")
     print(f"| {'item':45s} | {'size':8s} | {'median ms':>9s} | {'cpu ms':>8s} | {'kpts':>5s} |")
     print(f"|{'-' * 47}|{'-' * 10}|{'-' * 11}|{'-' * 10}|{'-' * 7}|")
     for name, size, ms, cpu, n in rows:

@@ -1,0 +1,1 @@
+"""``local-features`` subcommands that belong to the training stack (found via entry points)."""

@@ -1,0 +1,112 @@
+"""YAML experiment configs with dotted ``--set a.b=c`` overrides.
+
+Why plain dicts (no OmegaConf): the resolved config is saved next to the run and inside every
+checkpoint, and checkpoints are read with ``weights_only=True``, which only accepts builtin types.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or an override is malformed."""
+
+
+def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file() and not p.is_absolute() and (CONFIG_DIR / p.name).is_file():
+        p = CONFIG_DIR / p.name  # `--config magicpoint_shapes.yaml` works from anywhere
+    if not p.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    with open(p) as f:
+        data = yaml.safe_load(f) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
+    base = data.pop("base", None)
+    if base:  # `base: other.yaml` -> inherit, then override (tiny CI configs reuse the real ones)
+        parent = load_yaml(p.parent / base)
+        data = merge(parent, data)
+    return data
+
+
+def merge(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``new`` wins, nested mappings are merged rather than replaced."""
+    out = copy.deepcopy(dict(base))
+    for k, v in new.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """``--set`` values are parsed as YAML scalars/lists: ``1e-3`` -> float, ``[1,2]`` -> list."""
+    try:
+        v = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(v, str):
+        # YAML 1.1 reads "1e-3" as a string; numbers in exponent form are common in configs.
+        try:
+            return float(v) if any(c in v for c in "eE.") else int(v)
+        except ValueError:
+            return v
+    return v
+
+
+def apply_overrides(conf: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings. Unknown top-level paths are an error (typos must not pass)."""
+    out = copy.deepcopy(dict(conf))
+    for item in overrides or ():
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.path=value")
+        key, text = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise ConfigError(f"override '{item}' has an empty key")
+        node: dict[str, Any] = out
+        for i, p in enumerate(parts[:-1]):
+            if p not in node:
+                raise ConfigError(f"override '{item}': unknown key '{'.'.join(parts[:i + 1])}'")
+            if not isinstance(node[p], dict):
+                raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"override '{item}': unknown key '{key}'")
+        node[parts[-1]] = parse_value(text)
+    return out
+
+
+def get(conf: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    node: Any = conf
+    for p in dotted.split("."):
+        if not isinstance(node, Mapping) or p not in node:
+            return default
+        node = node[p]
+    return node
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> dict[str, Any]:
+    return apply_overrides(load_yaml(path), overrides)
+
+
+def save_config(conf: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    with open(tmp, "w") as f:
+        yaml.safe_dump(dict(conf), f, sort_keys=False)
+    os.replace(tmp, p)
+    return p

@@ -1,0 +1,1 @@
+"""Datasets and augmentations shared by the method trainers."""

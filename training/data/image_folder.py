@@ -1,0 +1,116 @@
+"""Any folder of images (e.g. frames exported from a bag) as a training dataset.
+
+Why ratio-preserving resize + centre crop: networks train on a fixed size (e.g. 240x320) and
+anisotropic resizing would distort the geometry the detector learns from (§1.4.4: scale by the
+larger of the two size ratios, then centre-crop).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .homographies import points_to_map
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
+
+
+def list_images(roots: Iterable[str | Path], max_images: int = 0) -> list[Path]:
+    """Sorted image files under each root (recursive); a root may also be a single file."""
+    files: list[Path] = []
+    for r in roots:
+        p = Path(r)
+        if p.is_file():
+            files.append(p)
+        elif p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTENSIONS))
+        else:
+            raise FileNotFoundError(f"image folder not found: {p}")
+    return files[:max_images] if max_images and max_images > 0 else files
+
+
+def resize_crop(image: np.ndarray, size_hw: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Scale by the larger ratio so the image covers ``size_hw``, then centre-crop.
+
+    Returns the image and the 3x3 matrix mapping original [x, y] pixels to output pixels.
+    """
+    th, tw = int(size_hw[0]), int(size_hw[1])
+    h, w = image.shape[:2]
+    s = max(th / h, tw / w)
+    nh, nw = max(int(round(h * s)), th), max(int(round(w * s)), tw)
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    img = cv2.resize(image, (nw, nh), interpolation=interp)
+    y0, x0 = (nh - th) // 2, (nw - tw) // 2
+    img = img[y0:y0 + th, x0:x0 + tw]
+    sx, sy = nw / w, nh / h
+    # centre-aligned pixel convention: x' = (x + .5) * s - .5 - x0
+    T = np.array([[sx, 0, 0.5 * sx - 0.5 - x0], [0, sy, 0.5 * sy - 0.5 - y0], [0, 0, 1]], np.float64)
+    return np.ascontiguousarray(img), T
+
+
+def read_gray(path: str | Path) -> np.ndarray:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError(f"cannot read image {path}")
+    return img
+
+
+def sample_name(path: Path, root: Path | None = None) -> str:
+    """Unique flat name for label files: relative path with separators replaced."""
+    rel = path.relative_to(root) if root is not None and root in path.parents else Path(path.name)
+    return "__".join(rel.with_suffix("").parts)
+
+
+class ImageFolder(Dataset):
+    """Gray images resized/cropped to ``resize`` ``[H, W]``; optional npz labels (``points`` as
+    (row, col)) from Homographic Adaptation give a ``keypoint_map``."""
+
+    def __init__(self, conf: Mapping[str, Any]):
+        self.conf = dict(conf)
+        roots = self.conf.get("image_dirs") or []
+        if isinstance(roots, (str, Path)):
+            roots = [roots]
+        self.files = list_images(roots, int(self.conf.get("max_images", 0) or 0))
+        if not self.files:
+            raise ValueError(f"no images found in {roots}")
+        self.size = tuple(int(v) for v in self.conf.get("resize", [240, 320]))
+        self.labels_dir = Path(self.conf["labels_dir"]) if self.conf.get("labels_dir") else None
+        self.names = [p.stem for p in self.files]
+        if self.labels_dir is not None:
+            keep = [(f, n) for f, n in zip(self.files, self.names)
+                    if (self.labels_dir / f"{n}.npz").is_file()]
+            if not keep:
+                raise ValueError(f"no label files in {self.labels_dir} match the images")
+            if len(keep) < len(self.files):
+                logger.warning("%d images have no labels and are skipped", len(self.files) - len(keep))
+            self.files, self.names = [k[0] for k in keep], [k[1] for k in keep]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(H, W) uint8 image and (N, 2) [x, y] label points (or None)."""
+        img, _ = resize_crop(read_gray(self.files[index]), self.size)
+        pts = None
+        if self.labels_dir is not None:
+            rc = np.load(self.labels_dir / f"{self.names[index]}.npz")["points"]
+            pts = np.asarray(rc, np.float32).reshape(-1, 2)[:, ::-1].copy()  # (row, col) -> (x, y)
+        return img, pts
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        img, pts = self.load(index)
+        out: dict[str, Any] = {
+            "image": torch.from_numpy(img.astype(np.float32) / 255.0)[None],
+            "name": self.names[index],
+        }
+        if pts is not None:
+            out["keypoint_map"] = torch.from_numpy(points_to_map(pts, img.shape[:2]))
+        return out

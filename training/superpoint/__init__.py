@@ -1,0 +1,1 @@
+"""SuperPoint training: MagicPoint on Synthetic Shapes, Homographic Adaptation, joint training."""

@@ -1,0 +1,200 @@
+"""Stage 2: pseudo-ground-truth keypoints by Homographic Adaptation (methods.md §1.4.4).
+
+Why: MagicPoint trained on shapes misses many real-image interest points and is not repeatable
+under viewpoint change. Running it on N random warps of each real image and aggregating the
+un-warped heatmaps gives labels that are both denser and more repeatable; those labels train the
+joint model (and optionally a second MagicPoint round).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import cv2
+import numpy as np
+import torch
+
+from local_features_ros.extractors.superpoint import SuperPoint
+
+from ..data.homographies import compute_valid_mask, homography_conf, sample_homography, warp_image
+from ..data.image_folder import list_images, read_gray, resize_crop, sample_name
+from .model import SuperPointModel, load_initial_weights
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HA: dict[str, Any] = {
+    "num": 100,  # identity + 99 random homographies
+    "aggregation": "sum",  # sum (mean over the views that see a pixel) | max
+    "valid_border_margin": 3,
+    "homographies": {"translation": True, "rotation": True, "scaling": True, "perspective": True,
+                     "scaling_amplitude": 0.2, "perspective_amplitude_x": 0.2,
+                     "perspective_amplitude_y": 0.2, "patch_ratio": 0.85, "allow_artifacts": True,
+                     "max_angle": 3.141592653589793},
+}
+
+
+def box_nms(prob: np.ndarray, size: int = 4, iou: float = 0.1, min_prob: float = 0.015,
+            keep_top_k: int = 0) -> np.ndarray:
+    """Greedy NMS over ``size`` x ``size`` boxes centred on pixels with ``prob >= min_prob``
+    (highest first; a box is dropped if its IoU with a kept box exceeds ``iou``). Returns the
+    suppressed map: kept pixels keep their probability, the rest are 0."""
+    ys, xs = np.nonzero(prob >= min_prob)
+    out = np.zeros_like(prob)
+    if len(ys) == 0:
+        return out
+    scores = prob[ys, xs]
+    order = np.argsort(-scores, kind="stable")
+    ys, xs, scores = ys[order].astype(np.float64), xs[order].astype(np.float64), scores[order]
+    alive = np.ones(len(ys), bool)
+    s = float(size)
+    area = s * s
+    kept = []
+    for i in range(len(ys)):
+        if not alive[i]:
+            continue
+        kept.append(i)
+        if keep_top_k and len(kept) >= keep_top_k:
+            break
+        ov = np.clip(s - np.abs(xs[i + 1:] - xs[i]), 0, None) * np.clip(s - np.abs(ys[i + 1:] - ys[i]), 0, None)
+        alive[i + 1:] &= ov / (2 * area - ov) <= iou
+    k = np.array(kept, int)
+    out[ys[k].astype(int), xs[k].astype(int)] = scores[k]
+    return out
+
+
+def homographic_adaptation(prob_fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
+                           rng: np.random.Generator, conf: Mapping[str, Any] | None = None,
+                           batch_size: int = 16) -> np.ndarray:
+    """Aggregated keypoint probability ``(H, W)`` for a gray float image in [0, 1].
+
+    ``prob_fn``: ``(B, 1, H, W)`` -> ``(B, H, W)`` heatmaps. For each homography the image is
+    warped (bilinear), the heatmap masked by the eroded valid mask, warped back (bilinear) and
+    multiplied by the eroded back-warped count mask; ``sum`` divides the summed heatmaps by the
+    summed counts, ``max`` keeps the per-pixel maximum.
+    """
+    c = {**DEFAULT_HA, **(conf or {})}
+    h, w = image.shape
+    num = int(c["num"])
+    margin = int(c["valid_border_margin"])
+    hparams = homography_conf({**DEFAULT_HA["homographies"], **c.get("homographies", {})})
+    Hs = [np.eye(3)] + [sample_homography((h, w), rng, **hparams).H for _ in range(num - 1)]
+    agg = np.zeros((h, w), np.float32) if c["aggregation"] == "sum" else np.full((h, w), 0, np.float32)
+    counts = np.zeros((h, w), np.float32)
+    if c["aggregation"] not in ("sum", "max"):
+        raise ValueError(f"aggregation must be sum or max, got '{c['aggregation']}'")
+    for start in range(0, num, batch_size):
+        chunk = Hs[start:start + batch_size]
+        warped = np.stack([warp_image(image.astype(np.float32), H) for H in chunk])
+        probs = prob_fn(torch.from_numpy(warped)[:, None]).cpu().numpy()
+        for H, p in zip(chunk, probs):
+            p = p * compute_valid_mask((h, w), H, margin)
+            Hinv = np.linalg.inv(H)
+            back = warp_image(p.astype(np.float32), Hinv)
+            count = compute_valid_mask((h, w), Hinv, margin)
+            back *= count
+            if c["aggregation"] == "sum":
+                agg += back
+            else:
+                agg = np.maximum(agg, back)
+            counts += count
+    if c["aggregation"] == "sum":
+        return np.where(counts > 0, agg / np.maximum(counts, 1e-9), 0.0).astype(np.float32)
+    return agg
+
+
+def detector_prob_fn(model: SuperPointModel, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    @torch.no_grad()
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return SuperPoint.heatmap(model(x.to(device))["logits"])
+    return fn
+
+
+def _render_scene_frames(conf: Mapping[str, Any], out_dir: Path) -> list[Path]:
+    """Rendered synthetic-scene frames as extra unlabeled training images."""
+    from local_features_ros.synthetic.scene import PinholeCamera, SyntheticScene
+
+    n = int(conf.get("frames", 0))
+    if n <= 0:
+        return []
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cam = PinholeCamera.default(int(conf.get("width", 320)), int(conf.get("height", 240)))
+    files = []
+    for seed in conf.get("seeds", [0]):
+        scene = SyntheticScene(seed=int(seed), camera=cam)
+        for kind in conf.get("kinds", ["orbit"]):
+            for f in scene.frames(n, kind):
+                p = out_dir / f"scene{seed}_{kind}_{f.index:04d}.png"
+                if not p.is_file():
+                    cv2.imwrite(str(p), cv2.cvtColor(f.image, cv2.COLOR_RGB2GRAY))
+                files.append(p)
+    return files
+
+
+def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict[str, Any]:
+    """Write ``out/images/<name>.png`` (resized gray) and ``out/labels/<name>.npz`` (``points`` as
+    (row, col), ``prob`` of each point) for every image; existing labels are skipped on resume."""
+    from ..config import save_config
+
+    out = Path(out)
+    data = conf.get("data", {})
+    ha = {**DEFAULT_HA, **conf.get("homography_adaptation", {})}
+    det = conf.get("detection", {})
+    size = [int(v) for v in data.get("resize", [240, 320])]
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(dict(conf), out / "config.yaml")
+    files = list_images(data.get("image_dirs") or [], 0)
+    scene = data.get("synthetic_scene") or {}
+    files += _render_scene_frames(scene, out / "scene_frames")
+    per_dir_max = int(data.get("max_images", 0) or 0)
+    if per_dir_max:
+        files = files[:per_dir_max]
+    if not files:
+        raise ValueError("no images to export (data.image_dirs / data.synthetic_scene.frames)")
+    device = torch.device(conf.get("device", "cpu") if conf.get("device", "auto") != "auto" else
+                          ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = SuperPointModel(detector_only=True)
+    weights = conf.get("model", {}).get("weights")
+    if not weights:
+        raise ValueError("model.weights must name the MagicPoint checkpoint to adapt")
+    load_initial_weights(model, weights)
+    model.to(device).eval()
+    prob_fn = detector_prob_fn(model, device)
+    (out / "images").mkdir(exist_ok=True)
+    (out / "labels").mkdir(exist_ok=True)
+    seed = int(conf.get("seed", 0))
+    manifest = []
+    t0 = time.time()
+    n_done = n_skip = 0
+    total_pts = 0
+    for i, f in enumerate(files):
+        name = sample_name(f, f.parent.parent)
+        lab = out / "labels" / f"{name}.npz"
+        manifest.append({"name": name, "source": str(f)})
+        if resume and lab.is_file():
+            n_skip += 1
+            continue
+        img, _ = resize_crop(read_gray(f), size)
+        rng = np.random.default_rng([seed, i])
+        prob = homographic_adaptation(prob_fn, img.astype(np.float32) / 255.0, rng, ha,
+                                      int(conf.get("batch_size", 16)))
+        nms = box_nms(prob, int(det.get("nms", 4)), float(det.get("iou", 0.1)),
+                      float(det.get("min_prob", 0.015)), int(det.get("top_k", 0)))
+        rc = np.argwhere(nms >= float(det.get("detection_threshold", 0.015)))
+        cv2.imwrite(str(out / "images" / f"{name}.png"), img)
+        tmp = out / "labels" / f".{name}.tmp.npz"
+        np.savez_compressed(tmp, points=rc.astype(np.float32), prob=nms[rc[:, 0], rc[:, 1]])
+        tmp.replace(lab)
+        n_done += 1
+        total_pts += len(rc)
+        if n_done % 10 == 0:
+            logger.info("exported %d/%d images (%.1fs/image, %.0f points/image)", n_done + n_skip,
+                        len(files), (time.time() - t0) / n_done, total_pts / n_done)
+    with open(out / "manifest.json", "w") as fh:
+        json.dump(manifest, fh, indent=1)
+    return {"images": len(files), "exported": n_done, "skipped": n_skip,
+            "mean_points": total_pts / max(n_done, 1), "labels_dir": str(out / "labels"),
+            "images_dir": str(out / "images")}

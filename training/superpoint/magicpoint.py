@@ -1,0 +1,134 @@
+"""Stage 1: MagicPoint (backbone + detector head) on Synthetic Shapes (methods.md §1.4.2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ..data.synthetic_shapes import SyntheticShapes
+from ..engine import Task
+from .losses import detector_loss
+from .model import SuperPointModel, export_runtime_checkpoint, load_initial_weights
+
+
+def detection_metrics(logits: torch.Tensor, keypoint_map: torch.Tensor, threshold: float,
+                      valid_mask: torch.Tensor | None = None) -> dict[str, float]:
+    """Pixel-level precision/recall of the thresholded heatmap (tolerance: exact pixel, after
+    a 3x3 max so one-pixel rounding does not count as a miss)."""
+    from local_features_ros.extractors.superpoint import SuperPoint
+
+    heat = SuperPoint.heatmap(logits.detach())
+    pred = heat >= threshold
+    if valid_mask is not None:
+        pred &= valid_mask > 0
+    gt = keypoint_map > 0
+    gt_d = torch.nn.functional.max_pool2d(gt.float()[:, None], 3, 1, 1)[:, 0] > 0
+    pred_d = torch.nn.functional.max_pool2d(pred.float()[:, None], 3, 1, 1)[:, 0] > 0
+    tp_p = (pred & gt_d).sum().item()
+    tp_r = (gt & pred_d).sum().item()
+    return {"precision": tp_p / max(pred.sum().item(), 1), "recall": tp_r / max(gt.sum().item(), 1)}
+
+
+class DetectorTask(Task):
+    """Any detector-only stage on (image, keypoint_map, valid_mask) batches."""
+
+    name = "magicpoint"
+
+    def build_model(self) -> nn.Module:
+        model = SuperPointModel(detector_only=True)
+        load_initial_weights(model, self.conf.get("model", {}).get("init_weights"))
+        return model
+
+    def loss(self, model: nn.Module, batch: Mapping[str, torch.Tensor], step: int
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        out = model(batch["image"])
+        loss = detector_loss(out["logits"], batch["keypoint_map"], batch.get("valid_mask"))
+        return loss, {}
+
+    @torch.no_grad()
+    def validate(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
+        out = model(batch["image"])
+        loss = detector_loss(out["logits"], batch["keypoint_map"], batch.get("valid_mask"))
+        thr = float(self.conf.get("model", {}).get("detection_threshold", 0.001))
+        return {"loss": float(loss), **detection_metrics(out["logits"], batch["keypoint_map"], thr,
+                                                         batch.get("valid_mask"))}
+
+    def export(self, model: nn.Module, path: Path) -> Path | None:
+        return Path(export_runtime_checkpoint(model, str(path), self.conf, stage=self.name))
+
+
+class MagicPointTask(DetectorTask):
+    name = "magicpoint"
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        data: Mapping[str, Any] = self.conf["data"]
+        train = SyntheticShapes(data, "training", data.get("train_size"))
+        val = SyntheticShapes({**data, "augmentation": {"enable": False}}, "validation",
+                              data.get("val_size"))
+        return train, val
+
+
+class LabeledImages(Dataset):
+    """Image folder + Homographic Adaptation labels, with the §1.4.5 augmentation (photometric,
+    then a homography applied to image, keypoints and valid mask)."""
+
+    def __init__(self, conf: Mapping[str, Any], split: str = "training"):
+        from ..data.image_folder import ImageFolder
+
+        self.conf = dict(conf)
+        self.base = ImageFolder(self.conf)
+        self.augment = split == "training"
+        self.seed = int(self.conf.get("seed", 0))
+        n_val = int(self.conf.get("val_size", 0) or 0)
+        idx = list(range(len(self.base)))
+        self.indices = (idx[n_val:] or idx) if split == "training" else idx[:n_val]
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        import numpy as np
+
+        from ..data.homographies import compute_valid_mask, filter_points, homography_conf, \
+            points_to_map, sample_homography, warp_image, warp_points
+        from ..data.photometric import photometric_augmentation
+
+        index = self.indices[i]
+        img, pts = self.base.load(index)
+        img = img.astype(np.float32)
+        shape = img.shape[:2]
+        mask = np.ones(shape, np.float32)
+        if self.augment:
+            rng = np.random.default_rng([self.seed, index, self.epoch])
+            aug = self.conf.get("augmentation", {})
+            if aug.get("photometric", {}).get("enable", True):
+                img = photometric_augmentation(img, rng, aug.get("photometric", {}))
+            hconf = aug.get("homographic", {})
+            if hconf.get("enable", True):
+                hs = sample_homography(shape, rng, **homography_conf(hconf.get("params", {})))
+                img = warp_image(img, hs.H)
+                pts = filter_points(warp_points(pts, hs.H), shape)
+                mask = compute_valid_mask(shape, hs.H, int(hconf.get("valid_border_margin", 0)))
+        return {"image": torch.from_numpy(img / 255.0)[None].float(),
+                "keypoint_map": torch.from_numpy(points_to_map(pts, shape)),
+                "valid_mask": torch.from_numpy(mask)}
+
+
+class MagicPointRetrainTask(DetectorTask):
+    """Optional round 2 (§1.4.5): MagicPoint retrained on Homographic Adaptation labels of real
+    images; export again with the result to get round-2 labels."""
+
+    name = "magicpoint"
+
+    def build_datasets(self) -> tuple[Dataset, Dataset | None]:
+        data: Mapping[str, Any] = self.conf["data"]
+        val = LabeledImages(data, "validation") if int(data.get("val_size", 0) or 0) > 0 else None
+        return LabeledImages(data, "training"), val

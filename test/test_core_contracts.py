@@ -84,3 +84,14 @@ def test_core_never_imports_rclpy():
         "assert 'training' not in sys.modules, 'runtime imported training'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_atomic_save_has_normal_file_mode(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        p = save_checkpoint(tmp_path / "m.pth", "m", {"w": torch.ones(1)})
+    finally:
+        os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == 0o644

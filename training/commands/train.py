@@ -25,6 +25,9 @@ STAGES: dict[str, dict[str, str]] = {
         "retrain": "training.superpoint.magicpoint:MagicPointRetrainTask",
         "joint": "training.superpoint.joint:JointTask",
     },
+    # The geometric trainers (training/d2net, training/lfnet: SfM/rosbag/rendered scenes)
+    "d2net": {"train": "training.d2net.task:D2NetTask"},
+    "lfnet": {"train": "training.lfnet.task:LFNetTask"},
     # LIFT and DELF trainers (training/lift, training/delf) plug into the same engine
     "lift": {
         "all": "training.lift.trainer:run_schedule",
@@ -41,6 +44,8 @@ DEFAULT_CONFIGS: dict[tuple[str, str], str] = {
     ("superpoint", "export"): "superpoint_homographic_adaptation.yaml",
     ("superpoint", "joint"): "superpoint_joint.yaml",
     ("superpoint", "retrain"): "superpoint_magicpoint_retrain.yaml",
+    ("d2net", "train"): "d2net_megadepth.yaml",
+    ("lfnet", "train"): "lfnet_sfm.yaml",
     ("lift", "all"): "lift_eccv2016.yaml",
     ("delf", "finetune"): "delf_finetune.yaml",
     ("delf", "attention"): "delf_attention.yaml",

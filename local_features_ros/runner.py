@@ -457,7 +457,8 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
     a(f"    method: {method}", "[restart] superpoint | d2net | lfnet | lift | delf | orb | sift")
     a('    weights: ""', f"[restart] {weights_note}")
     a("    device: auto", "[restart] auto | cpu | cuda | cuda:N")
-    a("    precision: fp32", "[restart] fp32 | fp16 | bf16 | auto (CPU: bf16 only where native)")
+    a("    precision: auto", "[restart] auto (fp16 on CUDA, bf16 on CPUs with native bf16, "
+      "else fp32) | fp32 | fp16 | bf16")
     a("    input_transport: raw", "[restart] raw: subscribe 'image'; compressed: "
       "'image/compressed'")
     a("    qos:")

@@ -483,7 +483,10 @@ def test_superpoint_official_layout_weights(node_run, tmp_path):
     weights = tmp_path / "superpoint_v1.pth"
     torch.save(SuperPoint().state_dict(), weights)  # keys conv1a.weight ... convDb.bias
     frames = scene_frames(2, (160, 120))
-    h, proc, log = node_run(method="superpoint", weights=str(weights), max_keypoints=100)
+    # fp32 explicitly: the default 'auto' runs bf16 on CPUs that have it (checked separately
+    # against fp32 in test_superpoint.py); here the node must equal the extractor exactly.
+    h, proc, log = node_run(method="superpoint", weights=str(weights), max_keypoints=100,
+                            precision="fp32")
     h.prime(lambda st: image_msg(frames[0].image, "rgb8", st), sec=1000)
     h.pub_image.publish(image_msg(frames[1].image, "rgb8", (5, 0)))
     feat = h.features_for((5, 0))

@@ -100,7 +100,8 @@ def node_specs() -> list[ParamSpec]:
                   "the package's shipped weights; 'random' = untrained (tests)", False,
                   "node:weights"),
         ParamSpec("device", "auto", f"inference device ({DEVICES_HELP})", False, "node:device"),
-        ParamSpec("precision", "fp32", "inference precision", False, "node:precision",
+        ParamSpec("precision", "auto", "inference precision (auto: fp16 on CUDA, bf16 on CPUs "
+                  "with native bf16, else fp32)", False, "node:precision",
                   choices=PRECISIONS),
         ParamSpec("input_transport", "raw", "raw: subscribe 'image' (sensor_msgs/Image); "
                   "compressed: subscribe 'image/compressed' (CompressedImage)", False,

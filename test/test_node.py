@@ -501,3 +501,28 @@ def test_superpoint_official_layout_weights(node_run, tmp_path):
                                atol=1e-3)
     np.testing.assert_allclose(cols["descriptor"], expected.descriptors.numpy(), atol=1e-4)
     np.testing.assert_allclose(np.linalg.norm(cols["descriptor"], axis=1), 1.0, atol=1e-4)
+
+
+@pytest.mark.parametrize("method,dim,extra", [
+    ("d2net", 512, {}),
+    ("delf", 1024, {}),  # no PCA fitted in random weights: raw 1024-D block3 features
+    ("lfnet", 256, {}),
+    ("lift", 128, {"extractor.min_scale_log2": 2.0}),  # skip the 2x-upsampled levels (CI time)
+])
+def test_every_learned_method_runs_in_the_node(node_run, method, dim, extra):
+    """Each registry method runs end to end in the node (random weights: the output layout,
+    stamp, count limit and pixel bounds are checked, not accuracy)."""
+    frames = scene_frames(2, (128, 96))
+    h, proc, log = node_run(method=method, weights="random", max_keypoints=64, precision="fp32",
+                            **extra)
+    h.prime(lambda st: image_msg(frames[0].image, "rgb8", st), sec=1000)
+    h.pub_image.publish(image_msg(frames[1].image, "rgb8", (7, 0)))
+    feat = h.features_for((7, 0))
+    assert feat is not None, log.read_text(errors="replace")[-2000:]
+    desc = [f for f in feat.fields if f.name == "descriptor"]
+    assert len(desc) == 1 and desc[0].count == dim
+    cols = parse_cloud(feat)
+    assert 0 < feat.width <= 64
+    assert (cols["u"] >= -0.5).all() and (cols["u"] <= 127.5).all()
+    assert (cols["v"] >= -0.5).all() and (cols["v"] <= 95.5).all()
+    assert np.isfinite(cols["descriptor"]).all()

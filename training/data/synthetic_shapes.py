@@ -18,9 +18,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .homographies import compute_valid_mask, filter_points, homography_conf, points_to_map, \
-    sample_homography, warp_image, warp_points
-from .photometric import photometric_augmentation
+from .homographies import filter_points
+from .detector_sample import detector_sample
 
 logger = logging.getLogger(__name__)
 
@@ -453,23 +452,5 @@ class SyntheticShapes(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         s = self.raw(index)
-        img = s.image.astype(np.float32)
-        pts = s.points
-        shape = img.shape[:2]
-        mask = np.ones(shape, np.float32)
-        if self.augment:
-            rng = sample_rng(self.seed + 1, self.split, index, self.epoch + 1)
-            aug = self.conf.get("augmentation", {})
-            if aug.get("photometric", {}).get("enable", True):
-                img = photometric_augmentation(img, rng, aug.get("photometric", {}))
-            hconf = aug.get("homographic", {})
-            if hconf.get("enable", True):
-                hs = sample_homography(shape, rng, **homography_conf(hconf.get("params", {})))
-                img = warp_image(img, hs.H)
-                pts = filter_points(warp_points(pts, hs.H), shape)
-                mask = compute_valid_mask(shape, hs.H, int(hconf.get("valid_border_margin", 0)))
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(img / 255.0, np.float32))[None],
-            "keypoint_map": torch.from_numpy(points_to_map(pts, shape)),
-            "valid_mask": torch.from_numpy(mask),
-        }
+        rng = sample_rng(self.seed + 1, self.split, index, self.epoch + 1) if self.augment else None
+        return detector_sample(s.image, s.points, rng, self.conf.get("augmentation", {}))

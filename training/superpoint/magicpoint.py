@@ -97,29 +97,12 @@ class LabeledImages(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         import numpy as np
 
-        from ..data.homographies import compute_valid_mask, filter_points, homography_conf, \
-            points_to_map, sample_homography, warp_image, warp_points
-        from ..data.photometric import photometric_augmentation
+        from ..data.detector_sample import detector_sample
 
         index = self.indices[i]
         img, pts = self.base.load(index)
-        img = img.astype(np.float32)
-        shape = img.shape[:2]
-        mask = np.ones(shape, np.float32)
-        if self.augment:
-            rng = np.random.default_rng([self.seed, index, self.epoch])
-            aug = self.conf.get("augmentation", {})
-            if aug.get("photometric", {}).get("enable", True):
-                img = photometric_augmentation(img, rng, aug.get("photometric", {}))
-            hconf = aug.get("homographic", {})
-            if hconf.get("enable", True):
-                hs = sample_homography(shape, rng, **homography_conf(hconf.get("params", {})))
-                img = warp_image(img, hs.H)
-                pts = filter_points(warp_points(pts, hs.H), shape)
-                mask = compute_valid_mask(shape, hs.H, int(hconf.get("valid_border_margin", 0)))
-        return {"image": torch.from_numpy(img / 255.0)[None].float(),
-                "keypoint_map": torch.from_numpy(points_to_map(pts, shape)),
-                "valid_mask": torch.from_numpy(mask)}
+        rng = np.random.default_rng([self.seed, index, self.epoch]) if self.augment else None
+        return detector_sample(img, pts, rng, self.conf.get("augmentation", {}))
 
 
 class MagicPointRetrainTask(DetectorTask):

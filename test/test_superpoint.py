@@ -420,3 +420,57 @@ def test_pixel_center_sampling_hits_cell_centres(weights_file):
     out = e.sample_descriptors(kp, desc, (40, 32))
     assert torch.allclose(out[0], desc[0, :, 1, 2], atol=1e-6)
     assert torch.allclose(out[1], desc[0, :, 0, 0], atol=1e-6)
+
+
+# ------------------------------------------------------------------ sub-pixel refinement (opt-in)
+def _ring_heatmap(cx: float, cy: float, size: tuple[int, int] = (48, 64)) -> torch.Tensor:
+    """A ring of probability (radius 2 px) around a sub-pixel corner, as a briefly trained
+    detector draws it, with its strongest spot off-centre: the NMS winner lies on the ring."""
+    h, w = size
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32),
+                            torch.arange(w, dtype=torch.float32), indexing="ij")
+    r = torch.sqrt((xs - cx) ** 2 + (ys - cy) ** 2)
+    heat = 0.5 * torch.exp(-((r - 2.0) ** 2) / 0.5)
+    heat = heat * (1.0 + 0.05 * (xs - cx))  # slight asymmetry: one peak on the ring wins
+    return heat
+
+
+@pytest.mark.parametrize("center", [(20.3, 15.6), (31.8, 22.2)])
+def test_subpixel_refinement_finds_the_ring_centre(center):
+    from local_features_ros.extractors.superpoint import SuperPoint
+
+    heat = _ring_heatmap(*center)
+    sp = build_extractor("superpoint", nms_radius=4, detection_threshold=0.1)
+    kpts, _ = sp.detect(heat)
+    assert len(kpts) >= 1
+    top = kpts[:1]
+    raw_err = float(torch.linalg.norm(top[0] - torch.tensor(center)))
+    refined = SuperPoint.refine(heat, top, 4)
+    err = float(torch.linalg.norm(refined[0] - torch.tensor(center)))
+    assert raw_err > 1.5  # the integer peak is on the ring
+    assert err < 0.35, (raw_err, err)
+    assert torch.equal(SuperPoint.refine(heat, top, 0), top)  # radius 0 = official peaks
+
+
+def test_subpixel_refinement_in_extract_and_border_safe(weights_file):
+    img = textured_image(96, 128, seed=3)
+    base = build_extractor("superpoint", weights=weights_file[0]).extract(img)
+    ref = build_extractor("superpoint", weights=weights_file[0], subpixel_radius=3).extract(img)
+    k0, k1 = base.keypoints, ref.keypoints
+    assert torch.equal(k0, k0.round())  # default keeps integer peaks (official behaviour)
+    assert k0.shape == k1.shape and torch.equal(base.scores, ref.scores)
+    shift = (k1 - k0).abs()
+    assert float(shift.max()) <= 3.0 and float(shift.max()) > 0.0
+    # a peak in the image corner: the window is zero-padded, the result stays finite and close
+    heat = torch.zeros(16, 16)
+    heat[0, 0], heat[0, 1] = 1.0, 0.5
+    out = build_extractor("superpoint").refine(heat, torch.tensor([[0.0, 0.0]]), 3)
+    assert torch.isfinite(out).all() and float(out[0, 0]) == pytest.approx(1 / 3, abs=1e-5)
+
+
+@pytest.mark.parametrize("bad", [-1, 9, 1.5])
+def test_subpixel_radius_validation(bad):
+    from local_features_ros.extractors.base import ConfigError
+
+    with pytest.raises(ConfigError, match="subpixel_radius"):
+        build_extractor("superpoint", subpixel_radius=bad)

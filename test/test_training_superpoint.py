@@ -242,6 +242,49 @@ def test_export_stage_writes_labels(tmp_path):
     assert again["skipped"] == 3 and again["exported"] == 0
 
 
+def test_scaled_tiles_cover_the_image_at_each_scale():
+    from training.data.image_folder import scaled_tiles
+
+    img = (np.arange(100 * 300) % 251).astype(np.uint8).reshape(100, 300)
+    tiles = dict(scaled_tiles(img, (64, 80), [1.0, 0.5]))
+    native = [k for k in tiles if k.startswith("s100_")]
+    assert len(native) == 2 * 4  # ceil(100/64) rows x ceil(300/80) cols, evenly spaced
+    assert all(t.shape == (64, 80) for t in tiles.values())
+    # scale 1.0 tiles are exact pixel copies: the first at the top-left, the last bottom-right
+    assert np.array_equal(tiles["s100_t0"], img[:64, :80])
+    assert np.array_equal(tiles["s100_t7"], img[-64:, -80:])
+    # scale 0.5 gives 50x150 < 64 rows: falls back to one ratio-preserving centre crop
+    assert [k for k in tiles if k.startswith("s050_")] == ["s050_t0"]
+    with pytest.raises(ValueError, match="> 0"):
+        scaled_tiles(img, (64, 80), [0.0])
+
+
+def test_export_tiles_and_frame_step(tmp_path):
+    from local_features_ros.weights import save_checkpoint
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _shape_folder(a, 4)
+    _shape_folder(b, 2)
+    torch.manual_seed(0)
+    w = tmp_path / "mp.pth"
+    save_checkpoint(w, "superpoint", SuperPointModel().runtime_state_dict(), {})
+    conf = load_config(CONFIGS / "superpoint_homographic_adaptation_tiny.yaml", [
+        f"model.weights={w}", f"data.image_dirs=[{a},{b}]", "homography_adaptation.num=2",
+        "data.resize=[32,32]", "data.tile_scales=[1.0]", "data.frame_step=[2,1]",
+        "detection.min_prob=0.001", "detection.detection_threshold=0.001"])
+    res = run_export(conf, tmp_path / "ha")
+    # folder a: images 0 and 2 of 4; folder b: both; each 64x64 image -> 2x2 tiles of 32x32
+    assert res["images"] == (2 + 2) * 4 and res["exported"] == 16
+    names = sorted(p.stem for p in (tmp_path / "ha" / "images").glob("*.png"))
+    assert len(names) == 16 and all("__s100_t" in n for n in names)
+    assert all(cv2.imread(str(tmp_path / "ha" / "images" / f"{n}.png"), 0).shape == (32, 32)
+               for n in names)
+    bad = load_config(CONFIGS / "superpoint_homographic_adaptation_tiny.yaml", [
+        f"model.weights={w}", f"data.image_dirs=[{a},{b}]", "data.frame_step=[2]"])
+    with pytest.raises(ValueError, match="frame_step"):
+        run_export(bad, tmp_path / "ha2")
+
+
 def test_retrain_stage_on_labels_decreases(tmp_path):
     from training.commands.train import run_stage
 

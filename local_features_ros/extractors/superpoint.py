@@ -62,8 +62,12 @@ class SuperPoint(Extractor):
         "remove_borders": 4,
         "nms": "fast",
         "descriptor_sampling": "official",
+        # 0 = integer heatmap peaks (official). r > 0: each peak moves to the centre of mass of
+        # the heatmap in its (2r+1)^2 window (kornia spatial expectation); opt-in, see refine().
+        "subpixel_radius": 0,
     }
-    runtime_keys: ClassVar[frozenset[str]] = frozenset(SHARED_DEFAULTS) | {"nms", "descriptor_sampling"}
+    runtime_keys: ClassVar[frozenset[str]] = (frozenset(SHARED_DEFAULTS)
+                                              | {"nms", "descriptor_sampling", "subpixel_radius"})
 
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__(device=device, precision=precision, **conf)
@@ -97,6 +101,9 @@ class SuperPoint(Extractor):
             )
         if not 0.0 <= float(conf["detection_threshold"]) <= 1.0:
             raise ConfigError("detection_threshold must be in [0, 1] (a heatmap probability)")
+        r = conf["subpixel_radius"]
+        if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= 8:
+            raise ConfigError(f"subpixel_radius must be an integer in [0, 8], got {r!r}")
 
     # ------------------------------------------------------------------ network
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,6 +165,34 @@ class SuperPoint(Extractor):
         order = torch.argsort(scores, descending=True, stable=True)
         return yx[order].flip(1).float(), scores[order]
 
+    @staticmethod
+    def refine(heat: torch.Tensor, kpts: torch.Tensor, radius: int) -> torch.Tensor:
+        """Move integer peaks ``(N, 2)`` [x, y] to the heatmap's centre of mass around them.
+
+        Why: a briefly trained detector puts a plateau or a ring of probability around a corner
+        rather than one sharp peak, so the NMS winner lands 1-2 px off; the window's centre of
+        mass (after subtracting its minimum, so flat background does not pull towards the
+        window centre) is a better estimate. The official model's sharp peaks barely move.
+        """
+        if radius <= 0 or kpts.shape[0] == 0:
+            return kpts
+        from kornia.geometry.subpix import spatial_expectation2d
+
+        k = 2 * radius + 1
+        h, w = heat.shape
+        padded = F.pad(heat[None, None], (radius, radius, radius, radius))
+        xi, yi = kpts[:, 0].long(), kpts[:, 1].long()
+        o = torch.arange(k, device=heat.device)
+        rows = (yi[:, None] + o[None]).clamp(max=h + 2 * radius - 1)  # (N, k) padded coords
+        cols = (xi[:, None] + o[None]).clamp(max=w + 2 * radius - 1)
+        win = padded[0, 0][rows[:, :, None], cols[:, None, :]]  # (N, k, k)
+        win = win - win.flatten(1).amin(1)[:, None, None]
+        mass = win.flatten(1).sum(1)
+        prob = win / mass.clamp_min(1e-12)[:, None, None]
+        offset = spatial_expectation2d(prob[None], normalized_coordinates=False)[0] - radius
+        offset = torch.where(mass[:, None] > 0, offset, torch.zeros_like(offset))
+        return kpts + offset
+
     def sample_descriptors(self, kpts: torch.Tensor, desc: torch.Tensor,
                            image_size: tuple[int, int]) -> torch.Tensor:
         """Bilinear descriptors at ``kpts`` (network pixels) from the unit-norm coarse map
@@ -175,6 +210,7 @@ class SuperPoint(Extractor):
         """Network outputs for one image -> Features in network pixels."""
         heat = self.heatmap(semi)[0]
         kpts, scores = self.detect(heat)
+        kpts = self.refine(heat, kpts, int(self.conf["subpixel_radius"]))
         h, w = heat.shape
         descriptors = self.sample_descriptors(kpts, desc, (w, h))
         return Features(keypoints=kpts, scores=scores, descriptors=descriptors, image_size=(w, h))

@@ -56,6 +56,42 @@ def resize_crop(image: np.ndarray, size_hw: Sequence[int]) -> tuple[np.ndarray, 
     return np.ascontiguousarray(img), T
 
 
+def scaled_tiles(image: np.ndarray, size_hw: Sequence[int], scales: Sequence[float]
+                 ) -> list[tuple[str, np.ndarray]]:
+    """Crops of ``size_hw`` covering the image rescaled by each factor in ``scales``.
+
+    Why: a whole-image resize to 240x320 keeps only the centre of wide frames (KITTI is 1226x370)
+    and trains at one content scale, while the extractor runs on full-resolution frames. Tiles
+    at several scales (1.0 = native pixels) use every part of each frame and match the scale the
+    network sees at run time. Tiles are evenly spaced and overlap just enough to cover the
+    rescaled image; a rescaled image smaller than a tile falls back to ``resize_crop``.
+    Returns ``(suffix, tile)`` pairs, the suffix naming scale and tile index.
+    """
+    th, tw = int(size_hw[0]), int(size_hw[1])
+    out: list[tuple[str, np.ndarray]] = []
+    for s in scales:
+        s = float(s)
+        if s <= 0:
+            raise ValueError(f"tile scales must be > 0, got {s}")
+        h, w = image.shape[:2]
+        nh, nw = int(round(h * s)), int(round(w * s))
+        tag = f"s{int(round(s * 100)):03d}"
+        if nh < th or nw < tw:
+            out.append((f"{tag}_t0", resize_crop(image, size_hw)[0]))
+            continue
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        img = image if (nh, nw) == (h, w) else cv2.resize(image, (nw, nh), interpolation=interp)
+        ny, nx = -(-nh // th), -(-nw // tw)
+        ys = np.linspace(0, nh - th, ny).round().astype(int) if ny > 1 else [(nh - th) // 2]
+        xs = np.linspace(0, nw - tw, nx).round().astype(int) if nx > 1 else [(nw - tw) // 2]
+        k = 0
+        for y in ys:
+            for x in xs:
+                out.append((f"{tag}_t{k}", np.ascontiguousarray(img[y:y + th, x:x + tw])))
+                k += 1
+    return out
+
+
 def read_gray(path: str | Path) -> np.ndarray:
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
     if img is None:

@@ -21,7 +21,7 @@ import torch
 from local_features_ros.extractors.superpoint import SuperPoint
 
 from ..data.homographies import compute_valid_mask, homography_conf, sample_homography, warp_image
-from ..data.image_folder import list_images, read_gray, resize_crop, sample_name
+from ..data.image_folder import list_images, read_gray, resize_crop, sample_name, scaled_tiles
 from .model import SuperPointModel, load_initial_weights
 
 logger = logging.getLogger(__name__)
@@ -134,6 +134,22 @@ def _render_scene_frames(conf: Mapping[str, Any], out_dir: Path) -> list[Path]:
     return files
 
 
+def _samples(files: list[Path], size: list[int], tile_scales: list[float]
+             ) -> list[tuple[Path, str, Callable[[], np.ndarray]]]:
+    """(source, label name, loader) per exported image: one resize-crop per file, or with
+    ``data.tile_scales`` one entry per tile (the tiles of a file are cut once, lazily)."""
+    out: list[tuple[Path, str, Callable[[], np.ndarray]]] = []
+    for f in files:
+        name = sample_name(f, f.parent.parent)
+        if not tile_scales:
+            out.append((f, name, lambda f=f: resize_crop(read_gray(f), size)[0]))
+            continue
+        tiles = scaled_tiles(read_gray(f), size, tile_scales)
+        for suffix, tile in tiles:
+            out.append((f, f"{name}__{suffix}", lambda tile=tile: tile))
+    return out
+
+
 def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict[str, Any]:
     """Write ``out/images/<name>.png`` (resized gray) and ``out/labels/<name>.npz`` (``points`` as
     (row, col), ``prob`` of each point) for every image; existing labels are skipped on resume."""
@@ -146,7 +162,12 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
     size = [int(v) for v in data.get("resize", [240, 320])]
     out.mkdir(parents=True, exist_ok=True)
     save_config(dict(conf), out / "config.yaml")
-    files = list_images(data.get("image_dirs") or [], 0)
+    roots = list(data.get("image_dirs") or [])
+    steps = data.get("frame_step", 1) or 1
+    steps = [int(v) for v in steps] if isinstance(steps, (list, tuple)) else [int(steps)] * len(roots)
+    if len(steps) != len(roots) or min(steps, default=1) < 1:
+        raise ValueError("data.frame_step must be >= 1, or a list of those, one per image_dirs entry")
+    files = [f for root, st in zip(roots, steps) for f in list_images([root], 0)[::st]]
     scene = data.get("synthetic_scene") or {}
     files += _render_scene_frames(scene, out / "scene_frames")
     per_dir_max = int(data.get("max_images", 0) or 0)
@@ -170,14 +191,15 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
     t0 = time.time()
     n_done = n_skip = 0
     total_pts = 0
-    for i, f in enumerate(files):
-        name = sample_name(f, f.parent.parent)
+    tile_scales = [float(v) for v in (data.get("tile_scales") or [])]
+    samples = _samples(files, size, tile_scales)
+    for i, (f, name, load) in enumerate(samples):
         lab = out / "labels" / f"{name}.npz"
         manifest.append({"name": name, "source": str(f)})
         if resume and lab.is_file():
             n_skip += 1
             continue
-        img, _ = resize_crop(read_gray(f), size)
+        img = load()
         rng = np.random.default_rng([seed, i])
         prob = homographic_adaptation(prob_fn, img.astype(np.float32) / 255.0, rng, ha,
                                       int(conf.get("batch_size", 16)))
@@ -192,9 +214,9 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
         total_pts += len(rc)
         if n_done % 10 == 0:
             logger.info("exported %d/%d images (%.1fs/image, %.0f points/image)", n_done + n_skip,
-                        len(files), (time.time() - t0) / n_done, total_pts / n_done)
+                        len(samples), (time.time() - t0) / n_done, total_pts / n_done)
     with open(out / "manifest.json", "w") as fh:
         json.dump(manifest, fh, indent=1)
-    return {"images": len(files), "exported": n_done, "skipped": n_skip,
+    return {"images": len(samples), "exported": n_done, "skipped": n_skip,
             "mean_points": total_pts / max(n_done, 1), "labels_dir": str(out / "labels"),
             "images_dir": str(out / "images")}

@@ -245,3 +245,87 @@ def test_stage_resume_continues_from_checkpoint(sfm, tmp_path):
     for k in a:
         assert torch.allclose(a[k], b[k], atol=1e-6), k
 
+
+
+def _cli_stage(stage: str, out, work, *extra: str) -> int:
+    """One ``local-features train lift --stage STAGE`` call with the CI config on the module's
+    COLMAP run (``lift_tiny.yaml`` reuses a finished workdir) and one fixed quadruplet set."""
+    from local_features_ros.cli import main
+
+    return main(["train", "lift", "--stage", stage, "--config", "lift_tiny.yaml",
+                 "--out", str(out), "--set", f"data.synthetic.workdir={work}",
+                 "--set", "data.pair_interval=0", *extra])
+
+
+#: the orientation stage overfits 8 points (rotated patches, as the file's `stages.ori`) in 16
+#: steps of 8, like the schedule test: on the whole set 24 steps move its loss by ~1 %, either way
+ORI_STAGE = ("stages.ori={data: {augment_rotations: true, max_points: 8}, "
+             "train: {batch_size: 8, max_steps: %d}}")
+
+
+def test_single_stages_from_the_cli_chain_through_init_weights(sfm, tmp_path, capsys):
+    """desc, then ori as a second CLI call from desc's export: ori starts from it (descriptor
+    and detector bit-identical, orientation changed), runs with `stages.ori` merged over the
+    file, each stage lowers its own loss, ori resumes exactly, the export runs in LIFT."""
+    from training.config import load_config, merge
+    from training.engine import seed_everything
+
+    _, kps, frames, work = sfm
+    assert _cli_stage("desc", tmp_path / "desc", work) == 0
+    desc_exp = tmp_path / "desc" / "export" / "lift.pth"
+    ori_args = ("--set", f"model.init_weights={desc_exp}", "--set", ORI_STAGE % 16)
+    assert _cli_stage("ori", tmp_path / "ori", work, *ori_args) == 0
+    ori_exp = tmp_path / "ori" / "export" / "lift.pth"
+    sd_desc = load_checkpoint(desc_exp)["state_dict"]
+    sd_ori = load_checkpoint(ori_exp)["state_dict"]
+    assert load_checkpoint(ori_exp)["stage"] == "ori"
+    for k in sd_desc:
+        if k.startswith(("desc.", "det.")):
+            assert torch.equal(sd_desc[k], sd_ori[k]), k
+    assert any(not torch.equal(sd_desc[k], sd_ori[k]) for k in sd_desc if k.startswith("ori."))
+    # the stage ran `fit_stage`'s config: `stages.ori` merged over the file, init = desc export
+    conf = load_config("lift_tiny.yaml", [f"data.synthetic.workdir={work}", "data.pair_interval=0",
+                                          ori_args[1], ori_args[3]])
+    ran = load_checkpoint(tmp_path / "ori" / "checkpoints" / "last.pth")["config"]
+    want = stage_config(conf, "ori", str(desc_exp))
+    assert ran["data"]["max_points"] == 8 and ran["train"]["max_steps"] == 16
+    assert "stages" not in ran and ran["model"]["init_weights"] == str(desc_exp)
+    assert {k: v for k, v in ran.items() if k != "train"} == \
+        {k: v for k, v in want.items() if k != "train"}
+    assert want["train"].items() <= ran["train"].items()  # the engine adds its defaults
+    # each stage's loss on its whole fixed training set: its init -> its export (desc's init:
+    # the seeded random weights, built as the engine builds them)
+    losses = {}
+    for st, before, after in (("desc", None, desc_exp), ("ori", desc_exp, ori_exp)):
+        sc = stage_config(conf, st, None)
+        ds = LiftQuadruplets(kps, sc["data"], "training", seed=int(sc["train"]["seed"]))
+        batch = _fixed_batch(ds, len(ds))
+        vals = []
+        for w in (before, after):
+            task = TASKS[st](merge(sc, {"model": {"init_weights": str(w) if w else None}}))
+            seed_everything(int(sc["train"]["seed"]))
+            with torch.no_grad():
+                vals.append(float(task.loss(task.build_model(), batch, -1)[0]))
+        losses[st] = tuple(vals)
+    logging.getLogger(__name__).info("LIFT single-stage CLI losses (init, export): %s", losses)
+    assert all(la < 0.9 * lb for lb, la in losses.values()), losses
+    # --resume: 8 steps, then resumed to 16, gives the uninterrupted export
+    half = ("--set", ori_args[1], "--set", ORI_STAGE % 8)
+    assert _cli_stage("ori", tmp_path / "ori_r", work, *half) == 0
+    assert _cli_stage("ori", tmp_path / "ori_r", work, *ori_args, "--resume") == 0
+    sd_r = load_checkpoint(tmp_path / "ori_r" / "export" / "lift.pth")["state_dict"]
+    for k in sd_ori:
+        assert torch.allclose(sd_ori[k], sd_r[k], atol=1e-6), k
+    lift = LIFT(max_keypoints=50).load_weights(str(ori_exp)).setup()
+    f = lift.extract(frames[0].gray[20:100, 40:120])
+    assert len(f) > 0 and torch.isfinite(f.descriptors).all()
+    # a stage the table does not know is a one-line error, not a traceback
+    capsys.readouterr()
+    assert _cli_stage("orientation", tmp_path / "bad", work) == 1
+    err = capsys.readouterr().err
+    assert "unknown stage 'orientation' for method 'lift'" in err and "ori" in err
+    assert not (tmp_path / "bad").exists()
+    from training.lift.trainer import fit_stage
+
+    with pytest.raises(ValueError, match="unknown LIFT stage 'orientation'"):
+        fit_stage(conf, "orientation", None, tmp_path / "bad")

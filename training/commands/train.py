@@ -28,8 +28,14 @@ STAGES: dict[str, dict[str, str]] = {
     # The geometric trainers (training/d2net, training/lfnet: SfM/rosbag/rendered scenes)
     "d2net": {"train": "training.d2net.task:D2NetTask"},
     "lfnet": {"train": "training.lfnet.task:LFNetTask"},
-    # LIFT and DELF trainers (training/lift, training/delf) plug into the same engine
+    # LIFT and DELF trainers (training/lift, training/delf) plug into the same engine.
+    # LIFT: one stage alone (``stages.<stage>`` merged over the config, init from
+    # ``model.init_weights``) or the whole schedule desc -> ori -> kp (-> joint) with ``all``
     "lift": {
+        "desc": "training.lift.trainer:run_desc",
+        "ori": "training.lift.trainer:run_ori",
+        "kp": "training.lift.trainer:run_kp",
+        "joint": "training.lift.trainer:run_joint",
         "all": "training.lift.trainer:run_schedule",
     },
     "delf": {
@@ -46,18 +52,24 @@ DEFAULT_CONFIGS: dict[tuple[str, str], str] = {
     ("superpoint", "retrain"): "superpoint_magicpoint_retrain.yaml",
     ("d2net", "train"): "d2net_megadepth.yaml",
     ("lfnet", "train"): "lfnet_sfm.yaml",
-    ("lift", "all"): "lift_eccv2016.yaml",
+    **{("lift", s): "lift_eccv2016.yaml" for s in ("desc", "ori", "kp", "joint", "all")},
     ("delf", "finetune"): "delf_finetune.yaml",
     ("delf", "attention"): "delf_attention.yaml",
     ("delf", "pca"): "delf_pca.yaml",
 }
 
 
+def stage_help() -> str:
+    """Stages per method, written from ``STAGES`` so ``--help`` cannot drift from the table."""
+    return "; ".join(f"{m}: {'|'.join(st)}" for m, st in STAGES.items())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("method", choices=sorted(STAGES), help="method to train")
-    parser.add_argument("--stage", required=True, help="stage (superpoint: magicpoint|export|retrain|joint; lift: all; delf: finetune|attention|pca)")
+    parser.add_argument("--stage", required=True, help=f"stage ({stage_help()})")
     parser.add_argument("--config", default=None,
-                        help="YAML config (default: training/configs/<method>_<stage>.yaml)")
+                        help="YAML config (default: the stage's file in training/configs, "
+                             "e.g. every lift stage: lift_eccv2016.yaml)")
     parser.add_argument("--out", required=True, help="run directory (checkpoints, metrics, export)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.pth")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

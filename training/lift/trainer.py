@@ -4,8 +4,10 @@ Why one ``Task`` per stage on the shared engine: each stage is an ordinary resum
 (checkpoints, metrics, ``--resume``) whose export is the runtime LIFT checkpoint; the next stage
 starts from it (``model.init_weights``). ``run_schedule`` chains the stages in the paper's order
 into ``OUT/<stage>/`` and skips stages whose export already exists, so the whole schedule is
-resumable too. The trained modules are the runtime extractor's own (``LIFT.det/ori/desc``), so
-the export loads into ``LIFT`` strictly, with the same normalisation and patch geometry.
+resumable too; ``run_desc`` / ``run_ori`` / ``run_kp`` / ``run_joint`` (CLI ``--stage desc`` ...)
+run one stage alone through the same ``fit_stage``. The trained modules are the runtime
+extractor's own (``LIFT.det/ori/desc``), so the export loads into ``LIFT`` strictly, with the
+same normalisation and patch geometry.
 """
 
 from __future__ import annotations
@@ -231,6 +233,17 @@ def stage_config(conf: Mapping[str, Any], stage: str, init: str | None) -> dict[
     return sc
 
 
+def fit_stage(conf: Mapping[str, Any], stage: str, init: str | None, out: str | Path,
+              resume: bool = False) -> dict[str, Any]:
+    """Train one stage into ``out`` with ``stages.<stage>`` merged over ``conf`` and ``init`` (the
+    previous export) as its starting weights. Why one function: the schedule and the single-stage
+    CLI entries must build a stage's config in exactly the same way."""
+    if stage not in TASKS:
+        raise ValueError(f"unknown LIFT stage '{stage}' (known: {', '.join(STAGES)})")
+    sc = stage_config(copy.deepcopy(dict(conf)), stage, init)
+    return Trainer(TASKS[stage](sc), sc, Path(out), resume=resume).fit()
+
+
 def run_schedule(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict[str, Any]:
     """desc -> ori -> kp (-> joint when ``schedule.joint``), each in ``out/<stage>``; a stage
     with an export is done and skipped on ``resume``; an interrupted one resumes."""
@@ -252,10 +265,42 @@ def run_schedule(conf: Mapping[str, Any], out: Path, resume: bool = False) -> di
             results[st] = {"skipped": True, "export": str(export)}
             init = str(export)
             continue
-        sc = stage_config(copy.deepcopy(dict(conf)), st, init)
-        results[st] = Trainer(TASKS[st](sc), sc, sdir, resume=resume).fit()
+        results[st] = fit_stage(conf, st, init, sdir, resume)
         if not results[st].get("finished"):
             logger.warning("LIFT stage %s stopped before max_steps; rerun with --resume", st)
             return {"stages": results, "finished": False, "export": ""}
         init = results[st]["export"]
     return {"stages": results, "finished": True, "export": str(init or "")}
+
+
+def run_single_stage(conf: Mapping[str, Any], out: Path, stage: str, resume: bool = False
+                     ) -> dict[str, Any]:
+    """One stage alone into ``out`` (``out/export/lift.pth``), from the same config file as the
+    schedule. Its init is ``model.init_weights`` (the previous stage's export), passed to
+    ``fit_stage`` as the schedule passes it to its first stage; ``--resume`` continues from
+    ``out/checkpoints/last.pth``."""
+    init = conf.get("model", {}).get("init_weights")
+    if stage != "desc" and not stage_config(conf, stage, init).get("model", {}).get("init_weights"):
+        logger.warning("LIFT stage %s without model.init_weights: the modules it keeps fixed "
+                       "are random (set it to the previous stage's export)", stage)
+    return fit_stage(conf, stage, init, out, resume)
+
+
+def run_desc(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict[str, Any]:
+    """CLI entry ``--stage desc`` (the stage table names procedures ``(conf, out, resume)``)."""
+    return run_single_stage(conf, out, "desc", resume)
+
+
+def run_ori(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict[str, Any]:
+    """CLI entry ``--stage ori``: orientation on the fixed descriptor of ``init_weights``."""
+    return run_single_stage(conf, out, "ori", resume)
+
+
+def run_kp(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict[str, Any]:
+    """CLI entry ``--stage kp``: the detector, with orientation and descriptor fixed."""
+    return run_single_stage(conf, out, "kp", resume)
+
+
+def run_joint(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict[str, Any]:
+    """CLI entry ``--stage joint``: the ``finetune`` modules trained end to end."""
+    return run_single_stage(conf, out, "joint", resume)

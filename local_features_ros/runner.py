@@ -498,7 +498,9 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
         a("    extractor:")
         for k in specific:
             v = d[k]
-            a(f"      {k}: {_yaml_scalar(list(v) if isinstance(v, tuple) else v)}", tag(k))
+            note = getattr(cls, "conf_help", {}).get(k)
+            a(f"      {k}: {_yaml_scalar(list(v) if isinstance(v, tuple) else v)}",
+              tag(k) + (f" {note}" if note else ""))
     a("")
     a("    # --- place recognition: keyframe database -> ~/loop_candidates (off by default)")
     a("    place_recognition:")

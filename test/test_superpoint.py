@@ -468,9 +468,30 @@ def test_subpixel_refinement_in_extract_and_border_safe(weights_file):
     assert torch.isfinite(out).all() and float(out[0, 0]) == pytest.approx(1 / 3, abs=1e-5)
 
 
-@pytest.mark.parametrize("bad", [-1, 9, 1.5])
+@pytest.mark.parametrize("bad", [-2, 9, 1.5])
 def test_subpixel_radius_validation(bad):
     from local_features_ros.extractors.base import ConfigError
 
     with pytest.raises(ConfigError, match="subpixel_radius"):
         build_extractor("superpoint", subpixel_radius=bad)
+
+
+def test_subpixel_radius_auto_follows_the_weights(weights_file, tmp_path):
+    """-1 (default) = the checkpoint's recommendation: official weights -> 0 (official output),
+    a project checkpoint recording ``subpixel_radius`` -> that radius; explicit values win."""
+    _, sd = weights_file
+    proj = tmp_path / "proj.pth"
+    save_checkpoint(proj, "superpoint", sd, {}, extractor_conf={"subpixel_radius": 3})
+    img = textured_image(96, 128, seed=5)
+    official = build_extractor("superpoint", weights=weights_file[0], subpixel_radius=-1)
+    recorded = build_extractor("superpoint", weights=str(proj), subpixel_radius=-1)
+    forced_off = build_extractor("superpoint", weights=str(proj), subpixel_radius=0)
+    assert official.subpixel_radius == 0 and recorded.subpixel_radius == 3
+    assert forced_off.subpixel_radius == 0
+    k_off = official.extract(img).keypoints
+    assert torch.equal(k_off, k_off.round())
+    assert torch.equal(forced_off.extract(img).keypoints, k_off)
+    k_rec = recorded.extract(img).keypoints
+    assert not torch.equal(k_rec, k_rec.round())
+    torch.testing.assert_close(k_rec, build_extractor(
+        "superpoint", weights=weights_file[0], subpixel_radius=3).extract(img).keypoints)

@@ -63,8 +63,17 @@ class SuperPoint(Extractor):
         "nms": "fast",
         "descriptor_sampling": "official",
         # 0 = integer heatmap peaks (official). r > 0: each peak moves to the centre of mass of
-        # the heatmap in its (2r+1)^2 window (kornia spatial expectation); opt-in, see refine().
-        "subpixel_radius": 0,
+        # the heatmap in its (2r+1)^2 window (kornia spatial expectation), see refine().
+        # -1 = what the weights recommend (project checkpoints record it in ``extractor_conf``;
+        # official weights record nothing -> 0, the official output).
+        "subpixel_radius": -1,
+    }
+    #: one-line notes for the generated parameter files (config/*.yaml)
+    conf_help: ClassVar[dict[str, str]] = {
+        "nms": "fast (batched) | official (greedy loop of the MagicLeap demo)",
+        "descriptor_sampling": "official | pixel_center",
+        "subpixel_radius": "-1 = the weights' own setting (shipped weights: see MODEL_CARD.md; "
+                           "official superpoint_v1.pth: 0 = official integer peaks) | 0..8",
     }
     runtime_keys: ClassVar[frozenset[str]] = (frozenset(SHARED_DEFAULTS)
                                               | {"nms", "descriptor_sampling", "subpixel_radius"})
@@ -91,6 +100,22 @@ class SuperPoint(Extractor):
     def descriptor_dim(self) -> int:
         return 256
 
+    #: sub-pixel radius the loaded weights recommend (used while ``subpixel_radius`` is -1)
+    recommended_subpixel_radius: int = 0
+
+    def on_weights_loaded(self, ckpt: Mapping[str, Any]) -> None:
+        from ..weights import is_project_checkpoint
+
+        rec = ckpt.get("extractor_conf", {}) if is_project_checkpoint(ckpt) else {}
+        rec = rec.get("subpixel_radius", 0) if isinstance(rec, Mapping) else 0
+        self.recommended_subpixel_radius = int(rec) if isinstance(rec, int) and 0 <= rec <= 8 else 0
+
+    @property
+    def subpixel_radius(self) -> int:
+        """Effective refinement radius: the configured one, or the weights' recommendation."""
+        r = int(self.conf["subpixel_radius"])
+        return self.recommended_subpixel_radius if r < 0 else r
+
     def validate_conf(self, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if conf["nms"] not in NMS_MODES:
@@ -102,8 +127,8 @@ class SuperPoint(Extractor):
         if not 0.0 <= float(conf["detection_threshold"]) <= 1.0:
             raise ConfigError("detection_threshold must be in [0, 1] (a heatmap probability)")
         r = conf["subpixel_radius"]
-        if isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= 8:
-            raise ConfigError(f"subpixel_radius must be an integer in [0, 8], got {r!r}")
+        if isinstance(r, bool) or not isinstance(r, int) or not -1 <= r <= 8:
+            raise ConfigError(f"subpixel_radius must be an integer in [-1, 8], got {r!r}")
 
     # ------------------------------------------------------------------ network
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -210,7 +235,7 @@ class SuperPoint(Extractor):
         """Network outputs for one image -> Features in network pixels."""
         heat = self.heatmap(semi)[0]
         kpts, scores = self.detect(heat)
-        kpts = self.refine(heat, kpts, int(self.conf["subpixel_radius"]))
+        kpts = self.refine(heat, kpts, self.subpixel_radius)
         h, w = heat.shape
         descriptors = self.sample_descriptors(kpts, desc, (w, h))
         return Features(keypoints=kpts, scores=scores, descriptors=descriptors, image_size=(w, h))

@@ -230,3 +230,28 @@ def test_time_budget_stops_with_checkpoint_and_export(tmp_path):
     assert res["step"] == 1 and not res["finished"]
     assert load_checkpoint(tmp_path / "checkpoints" / "last.pth")["step"] == 1
     assert Path(res["export"]).is_file()
+
+
+def test_bf16_precision_trains_with_fp32_weights(tmp_path):
+    """``train.precision: bf16`` autocasts forward + loss only: the loss still falls, weights,
+    gradients and optimizer state stay fp32, the run differs from fp32 (autocast is really on)
+    and the export loads into the runtime extractor."""
+    def run(prec: str, out: Path) -> dict:
+        conf = _conf("train.max_steps=30", "train.lr=3e-3", f"train.precision={prec}")
+        return Trainer(MagicPointTask(conf), conf, out).fit()
+
+    res = run("bf16", tmp_path / "bf16")
+    losses = [r["value"] for r in read_metrics(tmp_path / "bf16" / "metrics.csv")
+              if r["split"] == "train" and r["name"] == "loss"]
+    assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+    ck = load_checkpoint(tmp_path / "bf16" / "checkpoints" / "last.pth")
+    assert all(v.dtype == torch.float32 for v in ck["model"].values() if v.is_floating_point())
+    assert ck["config"]["train"]["precision"] == "bf16"
+    run("fp32", tmp_path / "fp32")
+    w16, w32 = _weights(tmp_path / "bf16" / "checkpoints" / "last.pth"), \
+        _weights(tmp_path / "fp32" / "checkpoints" / "last.pth")
+    assert any(not torch.equal(w16[k], w32[k]) for k in w16)
+    build_extractor("superpoint", weights=res["export"])
+    with pytest.raises(ValueError, match="precision"):
+        conf = _conf("train.precision=fp16")
+        Trainer(MagicPointTask(conf), conf, tmp_path / "bad")

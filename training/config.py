@@ -66,6 +66,14 @@ def parse_value(text: str) -> Any:
     return v
 
 
+def _engine_key(parts: list[str]) -> bool:
+    """``train.<key>`` of the engine's defaults is valid even when a config file omits it (every
+    stage's ``train:`` section takes the engine defaults, e.g. ``train.precision``)."""
+    from .engine import DEFAULT_TRAIN
+
+    return len(parts) == 2 and parts[0] == "train" and parts[1] in DEFAULT_TRAIN
+
+
 def apply_overrides(conf: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` strings. Unknown top-level paths are an error (typos must not pass)."""
     out = copy.deepcopy(dict(conf))
@@ -83,7 +91,7 @@ def apply_overrides(conf: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
             if not isinstance(node[p], dict):
                 raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section")
             node = node[p]
-        if parts[-1] not in node:
+        if parts[-1] not in node and not _engine_key(parts):
             raise ConfigError(f"override '{item}': unknown key '{key}'")
         node[parts[-1]] = parse_value(text)
     return out

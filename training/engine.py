@@ -55,7 +55,13 @@ DEFAULT_TRAIN: dict[str, Any] = {
     "checkpoint_every": 200,
     "max_time_s": 0,  # stop cleanly (with a checkpoint) after this wall time; 0 = off
     "device": "auto",
+    # fp32 | bf16: bf16 autocasts the task's forward + loss (weights, gradients and optimizer stay
+    # fp32). Why: ~2x faster convolutions on CPUs with native bf16 (AVX512-BF16/AMX) and on
+    # recent GPUs, with no loss scaling needed (bf16 has fp32's exponent range).
+    "precision": "fp32",
 }
+
+PRECISIONS = ("fp32", "bf16")
 
 
 class TrainingDiverged(RuntimeError):
@@ -199,6 +205,9 @@ class Trainer:
         self.resume = resume
         self.info = D.init_from_env()
         self.device = D.device_for(self.info, str(self.tc["device"]))
+        if self.tc["precision"] not in PRECISIONS:
+            raise ValueError(f"train.precision must be one of {PRECISIONS}, "
+                             f"got '{self.tc['precision']}'")
         self.state = TrainState()
         self._stop_requested = False
 
@@ -307,6 +316,14 @@ class Trainer:
         self.model.train()
         return {k: v / max(n, 1) for k, v in sums.items()}
 
+    def _autocast(self) -> Any:
+        """bf16 autocast on the training device when ``train.precision`` asks for it."""
+        import contextlib
+
+        if self.tc["precision"] == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
     def fit(self) -> dict[str, Any]:
         """Train to ``train.max_steps`` (or the time budget); returns a summary dict."""
         self._build()
@@ -349,7 +366,9 @@ class Trainer:
         try:
             while self.state.step < max_steps:
                 batch = self._to_device(next(batches))
-                loss, metrics = self.task.loss(self.ddp_model, batch, self.state.step)
+                with self._autocast():
+                    loss, metrics = self.task.loss(self.ddp_model, batch, self.state.step)
+                loss = loss.float()
                 bad = D.any_true(not bool(torch.isfinite(loss.detach()).all()), self.info)
                 if not bad:
                     self.optimizer.zero_grad(set_to_none=True)

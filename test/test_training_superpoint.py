@@ -151,7 +151,7 @@ def test_joint_loss_decreases(tmp_path):
         f.rename(lab / f.name.replace("_gt", ""))
     conf = load_config(CONFIGS / "superpoint_joint_tiny.yaml", [
         f"data.image_dirs=[{img_dir}]", f"data.labels_dir={lab}", "train.max_steps=40",
-        "data.augmentation.photometric.enable=false"])
+        "data.augmentation.photometric.enable=false", "model.extractor_conf={subpixel_radius: 2}"])
     ds = WarpedPairs(conf["data"])
     item = ds[0]
     # the warped keypoint map is the source one pushed through the homography
@@ -172,6 +172,11 @@ def test_joint_loss_decreases(tmp_path):
     assert np.mean(desc[-5:]) < np.mean(desc[:5])
     ck = load_checkpoint(res["export"])
     assert ck["method"] == "superpoint" and "convDb.weight" in ck["state_dict"]
+    # the recommended post-processing travels with the weights into the runtime
+    assert ck["extractor_conf"] == {"subpixel_radius": 2}
+    from local_features_ros.registry import build_extractor
+    assert build_extractor("superpoint", weights=res["export"], subpixel_radius=-1
+                           ).subpixel_radius == 2
 
 
 # ----------------------------------------------------------------------------- Homographic Adaptation

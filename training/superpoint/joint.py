@@ -119,4 +119,8 @@ class JointTask(Task):
                 **detection_metrics(out["logits"], batch["keypoint_map"], thr)}
 
     def export(self, model: nn.Module, path: Path) -> Path | None:
-        return Path(export_runtime_checkpoint(model, str(path), self.conf, stage="joint"))
+        # post-processing the weights recommend (e.g. subpixel_radius), recorded in the checkpoint:
+        # the runtime uses it wherever the user leaves the key at its "auto" default
+        rec = dict(self.conf.get("model", {}).get("extractor_conf") or {})
+        return Path(export_runtime_checkpoint(model, str(path), self.conf, stage="joint",
+                                              **({"extractor_conf": rec} if rec else {})))

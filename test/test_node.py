@@ -398,8 +398,15 @@ def test_bad_inputs_are_counted_and_next_frame_processed(node_run):
     # Message storm of garbage, then a good frame.
     for k in range(200):
         h.pub_image.publish(image_msg(good, "weird8", (60, k)))
-    h.pub_image.publish(image_msg(good, "rgb8", (61, 0)))
-    assert h.features_for((61, 0), timeout=30.0) is not None
+    # (best-effort input: a burst of 200 frames can overflow the loopback socket and lose the
+    # good frame itself on a loaded machine, so it is re-sent until one copy comes through)
+    got = None
+    for k in range(15):
+        h.pub_image.publish(image_msg(good, "rgb8", (61, k)))
+        got = h.features_for((61, k), timeout=2.0)
+        if got is not None:
+            break
+    assert got is not None and got.width > 0
 
     d = h.last_diag(lambda v: int(v.get("frames_processed", 0)) >= 9)
     assert d is not None

@@ -257,8 +257,10 @@ def _cli_stage(stage: str, out, work, *extra: str) -> int:
                  "--set", "data.pair_interval=0", *extra])
 
 
-#: the orientation stage overfits 8 points (rotated patches, as the file's `stages.ori`) in 16
-#: steps of 8, like the schedule test: on the whole set 24 steps move its loss by ~1 %, either way
+#: the orientation stage overfits 8 points (rotated patches, as the file's `stages.ori`) in 48
+#: steps of 8. 16 steps were too few: with the (thread-order dependent) COLMAP run and descriptor
+#: export of another machine the loss fell only 2-12 %; measured over 4 descriptor seeds here,
+#: 48 steps end at 0.39-0.73 x the initial loss (on the whole set, 24 steps move it by ~1 %)
 ORI_STAGE = ("stages.ori={data: {augment_rotations: true, max_points: 8}, "
              "train: {batch_size: 8, max_steps: %d}}")
 
@@ -273,7 +275,7 @@ def test_single_stages_from_the_cli_chain_through_init_weights(sfm, tmp_path, ca
     _, kps, frames, work = sfm
     assert _cli_stage("desc", tmp_path / "desc", work) == 0
     desc_exp = tmp_path / "desc" / "export" / "lift.pth"
-    ori_args = ("--set", f"model.init_weights={desc_exp}", "--set", ORI_STAGE % 16)
+    ori_args = ("--set", f"model.init_weights={desc_exp}", "--set", ORI_STAGE % 48)
     assert _cli_stage("ori", tmp_path / "ori", work, *ori_args) == 0
     ori_exp = tmp_path / "ori" / "export" / "lift.pth"
     sd_desc = load_checkpoint(desc_exp)["state_dict"]
@@ -288,7 +290,7 @@ def test_single_stages_from_the_cli_chain_through_init_weights(sfm, tmp_path, ca
                                           ori_args[1], ori_args[3]])
     ran = load_checkpoint(tmp_path / "ori" / "checkpoints" / "last.pth")["config"]
     want = stage_config(conf, "ori", str(desc_exp))
-    assert ran["data"]["max_points"] == 8 and ran["train"]["max_steps"] == 16
+    assert ran["data"]["max_points"] == 8 and ran["train"]["max_steps"] == 48
     assert "stages" not in ran and ran["model"]["init_weights"] == str(desc_exp)
     assert {k: v for k, v in ran.items() if k != "train"} == \
         {k: v for k, v in want.items() if k != "train"}
@@ -309,8 +311,8 @@ def test_single_stages_from_the_cli_chain_through_init_weights(sfm, tmp_path, ca
         losses[st] = tuple(vals)
     logging.getLogger(__name__).info("LIFT single-stage CLI losses (init, export): %s", losses)
     assert all(la < 0.9 * lb for lb, la in losses.values()), losses
-    # --resume: 8 steps, then resumed to 16, gives the uninterrupted export
-    half = ("--set", ori_args[1], "--set", ORI_STAGE % 8)
+    # --resume: 24 steps, then resumed to 48, gives the uninterrupted export
+    half = ("--set", ori_args[1], "--set", ORI_STAGE % 24)
     assert _cli_stage("ori", tmp_path / "ori_r", work, *half) == 0
     assert _cli_stage("ori", tmp_path / "ori_r", work, *ori_args, "--resume") == 0
     sd_r = load_checkpoint(tmp_path / "ori_r" / "export" / "lift.pth")["state_dict"]

@@ -74,26 +74,39 @@ def _engine_key(parts: list[str]) -> bool:
     return len(parts) == 2 and parts[0] == "train" and parts[1] in DEFAULT_TRAIN
 
 
+def set_dotted(conf: dict[str, Any], key: str, value: Any, source: str | None = None) -> None:
+    """Set ``a.b.c`` in ``conf`` in place. Unknown paths are an error (typos must not pass),
+    except below a section named ``set``: it holds overrides of *another* config (the SuperPoint
+    pipeline's stages), which are checked when that config is loaded."""
+    what = source or key
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override '{what}' has an empty key")
+    node: dict[str, Any] = conf
+    open_section = False
+    for i, p in enumerate(parts[:-1]):
+        open_section = open_section or (i > 0 and parts[i - 1] == "set")
+        if p not in node and open_section:
+            node[p] = {}
+        if p not in node:
+            raise ConfigError(f"override '{what}': unknown key '{'.'.join(parts[:i + 1])}'")
+        if not isinstance(node[p], dict):
+            raise ConfigError(f"override '{what}': '{'.'.join(parts[:i + 1])}' is not a section")
+        node = node[p]
+    open_section = open_section or (len(parts) > 1 and parts[-2] == "set")
+    if parts[-1] not in node and not _engine_key(parts) and not open_section:
+        raise ConfigError(f"override '{what}': unknown key '{key}'")
+    node[parts[-1]] = value
+
+
 def apply_overrides(conf: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` strings. Unknown top-level paths are an error (typos must not pass)."""
+    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a copy of ``conf``."""
     out = copy.deepcopy(dict(conf))
     for item in overrides or ():
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.path=value")
         key, text = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise ConfigError(f"override '{item}' has an empty key")
-        node: dict[str, Any] = out
-        for i, p in enumerate(parts[:-1]):
-            if p not in node:
-                raise ConfigError(f"override '{item}': unknown key '{'.'.join(parts[:i + 1])}'")
-            if not isinstance(node[p], dict):
-                raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section")
-            node = node[p]
-        if parts[-1] not in node and not _engine_key(parts):
-            raise ConfigError(f"override '{item}': unknown key '{key}'")
-        node[parts[-1]] = parse_value(text)
+        set_dotted(out, key, parse_value(text), source=item)
     return out
 
 

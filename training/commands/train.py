@@ -24,6 +24,8 @@ STAGES: dict[str, dict[str, str]] = {
         "export": "training.superpoint.homographic_adaptation:run_export",
         "retrain": "training.superpoint.magicpoint:MagicPointRetrainTask",
         "joint": "training.superpoint.joint:JointTask",
+        # MagicPoint -> N x (export -> joint) under one time budget (training/superpoint/pipeline.py)
+        "pipeline": "training.superpoint.pipeline:run_pipeline",
     },
     # The geometric trainers (training/d2net, training/lfnet: SfM/rosbag/rendered scenes)
     "d2net": {"train": "training.d2net.task:D2NetTask"},
@@ -50,6 +52,7 @@ DEFAULT_CONFIGS: dict[tuple[str, str], str] = {
     ("superpoint", "export"): "superpoint_homographic_adaptation.yaml",
     ("superpoint", "joint"): "superpoint_joint.yaml",
     ("superpoint", "retrain"): "superpoint_magicpoint_retrain.yaml",
+    ("superpoint", "pipeline"): "superpoint_pipeline.yaml",
     ("d2net", "train"): "d2net_megadepth.yaml",
     ("lfnet", "train"): "lfnet_sfm.yaml",
     **{("lift", s): "lift_eccv2016.yaml" for s in ("desc", "ori", "kp", "joint", "all")},
@@ -106,3 +109,12 @@ def main(args: argparse.Namespace) -> int:
     result = run_stage(args.method, args.stage, conf, args.out, resume=args.resume)
     print(json.dumps(result))
     return 0
+
+
+if __name__ == "__main__":  # `python -m training.commands.train ...` where the package is not
+    import sys              # installed (no entry points), e.g. on a leased GPU machine
+
+    _parser = argparse.ArgumentParser(prog="python -m training.commands.train", description=HELP)
+    add_arguments(_parser)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main(_parser.parse_args()))

@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_HA: dict[str, Any] = {
     "num": 100,  # identity + 99 random homographies
     "aggregation": "sum",  # sum (mean over the views that see a pixel) | max
+    # where the warps run: cv2 (CPU, one view at a time) | torch (batched on the model's device)
+    # | auto (torch on CUDA, else cv2). On a GPU the cv2 warps, not the network, bound the export.
+    "backend": "auto",
     "valid_border_margin": 3,
     "homographies": {"translation": True, "rotation": True, "scaling": True, "perspective": True,
                      "scaling_amplitude": 0.2, "perspective_amplitude_x": 0.2,
@@ -106,6 +109,74 @@ def homographic_adaptation(prob_fn: Callable[[torch.Tensor], torch.Tensor], imag
     return agg
 
 
+def _torch_warp(images: torch.Tensor, H: torch.Tensor, mode: str) -> torch.Tensor:
+    """``cv2.warpPerspective`` of ``(B, 1, h, w)`` by ``(B, 3, 3)`` (source px -> warped px) with a
+    zero border: pixel centres at integer coordinates, as in ``warp_image``."""
+    b, _, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=images.device, dtype=H.dtype),
+                            torch.arange(w, device=images.device, dtype=H.dtype), indexing="ij")
+    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])
+    src = torch.linalg.inv(H) @ pts  # (B, 3, h*w): where each output pixel reads
+    src = src[:, :2] / src[:, 2:3]
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=H.device, dtype=H.dtype)
+    grid = (src.transpose(1, 2) * scale - 1.0).reshape(b, h, w, 2).to(images.dtype)
+    return torch.nn.functional.grid_sample(images, grid, mode=mode, padding_mode="zeros",
+                                           align_corners=True)
+
+
+def _torch_valid_mask(H: torch.Tensor, shape: tuple[int, int], erode_radius: int,
+                      device: torch.device) -> torch.Tensor:
+    """``compute_valid_mask`` for a batch: warped ones (nearest), eroded with the same elliptic
+    kernel and anchor as ``cv2.erode`` (outside the image counts as valid)."""
+    from ..data.homographies import erosion_kernel
+
+    ones = torch.ones((H.shape[0], 1, *shape), device=device)
+    mask = _torch_warp(ones, H, "nearest")
+    k = erosion_kernel(int(erode_radius))
+    if k is None:
+        return mask[:, 0]
+    kh, kw = k.shape
+    ay, ax = kh // 2, kw // 2  # cv2's default anchor: the kernel centre
+    ker = torch.from_numpy(k.astype(np.float32)).to(device)[None, None]
+    hit = torch.nn.functional.conv2d(
+        torch.nn.functional.pad(1.0 - mask, (ax, kw - 1 - ax, ay, kh - 1 - ay)), ker)
+    return (hit < 0.5).float()[:, 0]
+
+
+def homographic_adaptation_torch(prob_fn: Callable[[torch.Tensor], torch.Tensor],
+                                 image: np.ndarray, rng: np.random.Generator,
+                                 conf: Mapping[str, Any] | None = None, batch_size: int = 16,
+                                 device: torch.device | str = "cpu") -> np.ndarray:
+    """``homographic_adaptation`` with the warps batched on ``device`` (same homographies from
+    the same ``rng``, same masks and aggregation; bilinear/nearest sampling within float error of
+    OpenCV's)."""
+    c = {**DEFAULT_HA, **(conf or {})}
+    if c["aggregation"] not in ("sum", "max"):
+        raise ValueError(f"aggregation must be sum or max, got '{c['aggregation']}'")
+    h, w = image.shape
+    num = int(c["num"])
+    margin = int(c["valid_border_margin"])
+    hparams = homography_conf({**DEFAULT_HA["homographies"], **c.get("homographies", {})})
+    Hs = [np.eye(3)] + [sample_homography((h, w), rng, **hparams).H for _ in range(num - 1)]
+    device = torch.device(device)
+    img = torch.from_numpy(np.ascontiguousarray(image, np.float32)).to(device)[None, None]
+    agg = torch.zeros((h, w), device=device)
+    counts = torch.zeros((h, w), device=device)
+    for start in range(0, num, batch_size):
+        Hb = torch.from_numpy(np.stack(Hs[start:start + batch_size])).to(device)  # float64
+        Hinv = torch.linalg.inv(Hb)
+        warped = _torch_warp(img.expand(len(Hb), -1, -1, -1), Hb, "bilinear")
+        probs = prob_fn(warped).to(device).float() * _torch_valid_mask(Hb, (h, w), margin, device)
+        back = _torch_warp(probs[:, None], Hinv, "bilinear")[:, 0]
+        count = _torch_valid_mask(Hinv, (h, w), margin, device)
+        back = back * count
+        agg = agg + back.sum(0) if c["aggregation"] == "sum" else torch.maximum(agg, back.amax(0))
+        counts = counts + count.sum(0)
+    if c["aggregation"] == "sum":
+        agg = torch.where(counts > 0, agg / counts.clamp_min(1e-9), torch.zeros_like(agg))
+    return agg.cpu().numpy().astype(np.float32)
+
+
 def detector_prob_fn(model: SuperPointModel, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     @torch.no_grad()
     def fn(x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +223,10 @@ def _samples(files: list[Path], size: list[int], tile_scales: list[float]
 
 def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict[str, Any]:
     """Write ``out/images/<name>.png`` (resized gray) and ``out/labels/<name>.npz`` (``points`` as
-    (row, col), ``prob`` of each point) for every image; existing labels are skipped on resume."""
+    (row, col), ``prob`` of each point) for every image; existing labels are skipped on resume.
+
+    ``max_time_s`` (> 0) stops after the image that crosses that wall time: an image and its
+    label are written together, so a joint stage can train on whatever was exported."""
     from ..config import save_config
 
     out = Path(out)
@@ -184,6 +258,10 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
     load_initial_weights(model, weights)
     model.to(device).eval()
     prob_fn = detector_prob_fn(model, device)
+    backend = str(ha.get("backend", "auto"))
+    if backend not in ("auto", "cv2", "torch"):
+        raise ValueError(f"homography_adaptation.backend must be auto, cv2 or torch, got '{backend}'")
+    use_torch = backend == "torch" or (backend == "auto" and device.type == "cuda")
     (out / "images").mkdir(exist_ok=True)
     (out / "labels").mkdir(exist_ok=True)
     seed = int(conf.get("seed", 0))
@@ -193,7 +271,22 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
     total_pts = 0
     tile_scales = [float(v) for v in (data.get("tile_scales") or [])]
     samples = _samples(files, size, tile_scales)
-    for i, (f, name, load) in enumerate(samples):
+    max_time = float(conf.get("max_time_s", 0) or 0)
+    min_images = int(conf.get("min_images", 0) or 0)
+    stopped_early = False
+    # Under a time budget, visit the samples in a seeded random order so that a stopped export
+    # holds a fair share of every source (not only the first folder). Each sample keeps its own
+    # random stream (keyed by its index), so its labels do not depend on the order.
+    order = (np.random.default_rng(seed).permutation(len(samples)) if max_time > 0
+             else np.arange(len(samples)))
+    for i in (int(j) for j in order):
+        f, name, load = samples[i]
+        if (max_time > 0 and n_done and n_done + n_skip >= min_images
+                and time.time() - t0 > max_time):
+            stopped_early = True
+            logger.warning("export: time budget (%.0f s) used after %d of %d images", max_time,
+                           n_done + n_skip, len(samples))
+            break
         lab = out / "labels" / f"{name}.npz"
         manifest.append({"name": name, "source": str(f)})
         if resume and lab.is_file():
@@ -201,8 +294,12 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
             continue
         img = load()
         rng = np.random.default_rng([seed, i])
-        prob = homographic_adaptation(prob_fn, img.astype(np.float32) / 255.0, rng, ha,
-                                      int(conf.get("batch_size", 16)))
+        if use_torch:
+            prob = homographic_adaptation_torch(prob_fn, img.astype(np.float32) / 255.0, rng, ha,
+                                                int(conf.get("batch_size", 16)), device)
+        else:
+            prob = homographic_adaptation(prob_fn, img.astype(np.float32) / 255.0, rng, ha,
+                                          int(conf.get("batch_size", 16)))
         nms = box_nms(prob, int(det.get("nms", 4)), float(det.get("iou", 0.1)),
                       float(det.get("min_prob", 0.015)), int(det.get("top_k", 0)))
         rc = np.argwhere(nms >= float(det.get("detection_threshold", 0.015)))
@@ -218,5 +315,6 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
     with open(out / "manifest.json", "w") as fh:
         json.dump(manifest, fh, indent=1)
     return {"images": len(samples), "exported": n_done, "skipped": n_skip,
+            "stopped_early": stopped_early,
             "mean_points": total_pts / max(n_done, 1), "labels_dir": str(out / "labels"),
             "images_dir": str(out / "images")}

@@ -69,6 +69,19 @@ def box_nms(prob: np.ndarray, size: int = 4, iou: float = 0.1, min_prob: float =
     return out
 
 
+def _views(conf: Mapping[str, Any] | None, shape: tuple[int, ...], rng: np.random.Generator
+           ) -> tuple[dict[str, Any], list[np.ndarray]]:
+    """Resolved HA config and its views: identity + ``num - 1`` sampled homographies (both
+    backends draw them the same way from the same ``rng``)."""
+    c = {**DEFAULT_HA, **(conf or {})}
+    if c["aggregation"] not in ("sum", "max"):
+        raise ValueError(f"aggregation must be sum or max, got '{c['aggregation']}'")
+    hparams = homography_conf({**DEFAULT_HA["homographies"], **c.get("homographies", {})})
+    h, w = shape[:2]
+    return c, [np.eye(3)] + [sample_homography((h, w), rng, **hparams).H
+                             for _ in range(int(c["num"]) - 1)]
+
+
 def homographic_adaptation(prob_fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
                            rng: np.random.Generator, conf: Mapping[str, Any] | None = None,
                            batch_size: int = 16) -> np.ndarray:
@@ -79,16 +92,11 @@ def homographic_adaptation(prob_fn: Callable[[torch.Tensor], torch.Tensor], imag
     multiplied by the eroded back-warped count mask; ``sum`` divides the summed heatmaps by the
     summed counts, ``max`` keeps the per-pixel maximum.
     """
-    c = {**DEFAULT_HA, **(conf or {})}
+    c, Hs = _views(conf, image.shape, rng)
     h, w = image.shape
-    num = int(c["num"])
-    margin = int(c["valid_border_margin"])
-    hparams = homography_conf({**DEFAULT_HA["homographies"], **c.get("homographies", {})})
-    Hs = [np.eye(3)] + [sample_homography((h, w), rng, **hparams).H for _ in range(num - 1)]
-    agg = np.zeros((h, w), np.float32) if c["aggregation"] == "sum" else np.full((h, w), 0, np.float32)
+    num, margin = len(Hs), int(c["valid_border_margin"])
+    agg = np.zeros((h, w), np.float32)
     counts = np.zeros((h, w), np.float32)
-    if c["aggregation"] not in ("sum", "max"):
-        raise ValueError(f"aggregation must be sum or max, got '{c['aggregation']}'")
     for start in range(0, num, batch_size):
         chunk = Hs[start:start + batch_size]
         warped = np.stack([warp_image(image.astype(np.float32), H) for H in chunk])
@@ -150,14 +158,9 @@ def homographic_adaptation_torch(prob_fn: Callable[[torch.Tensor], torch.Tensor]
     """``homographic_adaptation`` with the warps batched on ``device`` (same homographies from
     the same ``rng``, same masks and aggregation; bilinear/nearest sampling within float error of
     OpenCV's)."""
-    c = {**DEFAULT_HA, **(conf or {})}
-    if c["aggregation"] not in ("sum", "max"):
-        raise ValueError(f"aggregation must be sum or max, got '{c['aggregation']}'")
+    c, Hs = _views(conf, image.shape, rng)
     h, w = image.shape
-    num = int(c["num"])
-    margin = int(c["valid_border_margin"])
-    hparams = homography_conf({**DEFAULT_HA["homographies"], **c.get("homographies", {})})
-    Hs = [np.eye(3)] + [sample_homography((h, w), rng, **hparams).H for _ in range(num - 1)]
+    num, margin = len(Hs), int(c["valid_border_margin"])
     device = torch.device(device)
     img = torch.from_numpy(np.ascontiguousarray(image, np.float32)).to(device)[None, None]
     agg = torch.zeros((h, w), device=device)

@@ -1,0 +1,71 @@
+"""Where does a detector put its keypoints: on corners, or along edges?
+
+For each image, the structure tensor (Sobel gradients, Gaussian window sigma 2 px) at every
+keypoint gives the eigenvalue ratio ``l2 / l1``: near 0 on a straight edge (the point can slide
+along it, so it is neither repeatable nor well localised), larger on corners and blobs. Prints
+the share of edge-like keypoints (``l2 / l1 < 0.1``) and the median ratio per method, side by
+side on the same images. A briefly trained SuperPoint fires along edges far more than ORB's
+Harris-ranked FAST corners; this measures it for any checkpoint (model card, issue #5).
+
+    OMP_NUM_THREADS=2 python bench/bench_keypoint_cornerness.py \
+        --weights local_features_ros/data/weights/superpoint_lfr.pth \
+        ../shared/data/hpatches/v_wormhole/1.ppm ../shared/data/oxford/boat1.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import cv2
+import numpy as np
+
+from local_features_ros.evaluation.hpatches import read_image
+from local_features_ros.registry import build_extractor
+
+EDGE_RATIO = 0.1
+
+
+def eigen_ratio(gray: np.ndarray, keypoints: np.ndarray, sigma: float = 2.0) -> np.ndarray:
+    """``l2 / l1`` of the structure tensor at each ``(x, y)`` keypoint (nearest pixel)."""
+    g = gray.astype(np.float32) / 255.0
+    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
+    a, b, c = (cv2.GaussianBlur(v, (0, 0), sigma) for v in (gx * gx, gy * gy, gx * gy))
+    h, w = g.shape
+    x = np.clip(np.round(keypoints[:, 0]).astype(int), 0, w - 1)
+    y = np.clip(np.round(keypoints[:, 1]).astype(int), 0, h - 1)
+    A, B, C = a[y, x], b[y, x], c[y, x]
+    half_tr = (A + B) / 2
+    disc = np.sqrt(np.maximum(half_tr ** 2 - (A * B - C * C), 0.0))
+    return (half_tr - disc) / np.maximum(half_tr + disc, 1e-12)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("images", nargs="+")
+    ap.add_argument("--weights", default="", help="SuperPoint checkpoint (default: shipped)")
+    ap.add_argument("--methods", default="superpoint,orb")
+    args = ap.parse_args(argv)
+    extractors = {m: build_extractor(m, weights=args.weights if m == "superpoint" else None)
+                  for m in args.methods.split(",")}
+    print("| image | " + " | ".join(f"{m}: keypoints / edge-like / median l2/l1"
+                                       for m in extractors) + " |")
+    print("|---|" + "---|" * len(extractors))
+    for path in args.images:
+        img = read_image(path)
+        gray = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 else img
+        cells = []
+        for ex in extractors.values():
+            kp = ex.extract(img).numpy()["keypoints"]
+            if len(kp) == 0:
+                cells.append("0 / - / -")
+                continue
+            r = eigen_ratio(gray, kp)
+            cells.append(f"{len(kp)} / {np.mean(r < EDGE_RATIO):.2f} / {np.median(r):.2f}")
+        print(f"| {path.split('/')[-1]} | " + " | ".join(cells) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

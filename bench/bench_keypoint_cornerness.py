@@ -22,23 +22,14 @@ import numpy as np
 
 from local_features_ros.evaluation.hpatches import read_image
 from local_features_ros.registry import build_extractor
+from training.data.cornerness import structure_tensor_ratio
 
 EDGE_RATIO = 0.1
 
 
 def eigen_ratio(gray: np.ndarray, keypoints: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """``l2 / l1`` of the structure tensor at each ``(x, y)`` keypoint (nearest pixel)."""
-    g = gray.astype(np.float32) / 255.0
-    gx = cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)
-    a, b, c = (cv2.GaussianBlur(v, (0, 0), sigma) for v in (gx * gx, gy * gy, gx * gy))
-    h, w = g.shape
-    x = np.clip(np.round(keypoints[:, 0]).astype(int), 0, w - 1)
-    y = np.clip(np.round(keypoints[:, 1]).astype(int), 0, h - 1)
-    A, B, C = a[y, x], b[y, x], c[y, x]
-    half_tr = (A + B) / 2
-    disc = np.sqrt(np.maximum(half_tr ** 2 - (A * B - C * C), 0.0))
-    return (half_tr - disc) / np.maximum(half_tr + disc, 1e-12)
+    """``l2 / l1`` of the structure tensor at each ``(x, y)`` keypoint (training's definition)."""
+    return structure_tensor_ratio(gray, keypoints, sigma)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -269,3 +269,29 @@ def test_resize_crop_preserves_ratio_and_maps_points(tmp_path):
     ds = ImageFolder({"image_dirs": [str(tmp_path)], "resize": [60, 80]})
     assert len(ds) == 2 and ds[0]["image"].shape == (1, 60, 80)
     assert isinstance(ds[0]["image"], torch.Tensor)
+
+
+def test_edge_like_labels_can_be_dropped(tmp_path):
+    """``label_min_cornerness`` keeps HA labels on corners and drops those along straight edges
+    (structure-tensor eigenvalue ratio), and keeps everything at its default 0."""
+    import cv2
+
+    from training.data.cornerness import structure_tensor_ratio
+    from training.data.image_folder import ImageFolder
+
+    img = np.zeros((64, 64), np.uint8)
+    img[16:48, 16:48] = 200
+    (tmp_path / "im").mkdir()
+    (tmp_path / "lab").mkdir()
+    cv2.imwrite(str(tmp_path / "im" / "a.png"), img)
+    rc = np.array([[16, 16], [16, 32], [47, 47], [32, 47]], np.float32)  # (row, col)
+    np.savez(tmp_path / "lab" / "a.npz", points=rc, prob=np.ones(4, np.float32))
+    ratio = structure_tensor_ratio(img, rc[:, ::-1])
+    assert ratio[0] > 0.5 and ratio[2] > 0.5 and ratio[1] < 0.1 and ratio[3] < 0.1
+    conf = {"image_dirs": [str(tmp_path / "im")], "labels_dir": str(tmp_path / "lab"),
+            "resize": [64, 64]}
+    _, pts = ImageFolder(conf).load(0)
+    assert len(pts) == 4
+    _, pts = ImageFolder({**conf, "label_min_cornerness": 0.1}).load(0)
+    assert sorted(map(tuple, pts.tolist())) == [(16.0, 16.0), (47.0, 47.0)]  # the two corners
+    assert len(structure_tensor_ratio(img, np.zeros((0, 2)))) == 0

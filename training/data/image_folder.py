@@ -119,6 +119,8 @@ class ImageFolder(Dataset):
             raise ValueError(f"no images found in {roots}")
         self.size = tuple(int(v) for v in self.conf.get("resize", [240, 320]))
         self.labels_dir = Path(self.conf["labels_dir"]) if self.conf.get("labels_dir") else None
+        # drop edge-like labels (structure-tensor l2/l1 below this; 0 = keep all, the reference)
+        self.min_cornerness = float(self.conf.get("label_min_cornerness", 0.0) or 0.0)
         self.names = [p.stem for p in self.files]
         if self.labels_dir is not None:
             keep = [(f, n) for f, n in zip(self.files, self.names)
@@ -139,6 +141,10 @@ class ImageFolder(Dataset):
         if self.labels_dir is not None:
             rc = np.load(self.labels_dir / f"{self.names[index]}.npz")["points"]
             pts = np.asarray(rc, np.float32).reshape(-1, 2)[:, ::-1].copy()  # (row, col) -> (x, y)
+            if self.min_cornerness > 0 and len(pts):
+                from .cornerness import structure_tensor_ratio
+
+                pts = pts[structure_tensor_ratio(img, pts) >= self.min_cornerness]
         return img, pts
 
     def __getitem__(self, index: int) -> dict[str, Any]:

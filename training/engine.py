@@ -257,6 +257,7 @@ class Trainer:
         self.loader = DataLoader(self.train_ds, batch_size=bs, sampler=self.sampler,
                                  num_workers=int(self.tc["num_workers"]), drop_last=True,
                                  generator=self.loader_gen,
+                                 pin_memory=self.device.type == "cuda",  # async host->GPU copies
                                  collate_fn=getattr(self.task, "collate", None))
         self.ddp_model: nn.Module = self.model
         if self.info.enabled:

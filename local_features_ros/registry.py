@@ -1,58 +1,113 @@
-"""The one registry of methods: name -> extractor class, and ``build_extractor``.
+"""The one registry of methods, built from the methods' own declarations, and ``build_extractor``.
 
-Why lazy import paths: building ``orb`` must not import torch models it does not use, and a
-method's module is the only file to touch when adding a method.
+Why discovery instead of a table: a method declares itself once, as class attributes of its
+``Extractor`` subclass (``name``, ``summary``, ``weights_note``, ``licence``, ``evaluation_only``,
+``shipped_weights``). The registry imports every module of ``local_features_ros.extractors`` and
+every module named by an entry point of the group ``local_features_ros.methods`` (a plugin
+package adds a method without touching this one), and collects those classes. The node's
+parameter list, the runner's generated YAML, ``methods``, ``extract``, ``evaluate`` and ``bench``
+all read the result, so nothing else has to be edited when a method is added.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.metadata
 import logging
-from pathlib import Path
+import pkgutil
+from types import ModuleType
 from typing import Any
 
 from .extractors.base import ConfigError, Extractor
-from .weights import WeightsError, is_project_checkpoint, load_checkpoint
+from .weights import PACKAGE_WEIGHTS_DIR, WeightsError, is_project_checkpoint, load_checkpoint
 
 logger = logging.getLogger(__name__)
 
-METHODS: dict[str, str] = {
-    "superpoint": "local_features_ros.extractors.superpoint:SuperPoint",
-    "d2net": "local_features_ros.extractors.d2net:D2Net",
-    "lfnet": "local_features_ros.extractors.lfnet:LFNet",
-    "lift": "local_features_ros.extractors.lift:LIFT",
-    "delf": "local_features_ros.extractors.delf:DELF",
-    "orb": "local_features_ros.extractors.classical:ORB",
-    "sift": "local_features_ros.extractors.classical:SIFT",
-}
+__all__ = [
+    "ENTRY_POINT_GROUP", "PACKAGE_WEIGHTS_DIR", "RANDOM_WEIGHTS", "available_methods",
+    "build_extractor", "declared_classes", "default_weights", "get_extractor_class",
+    "method_classes", "refresh",
+]
 
-#: Weights shipped with the package (trained by this project's own pipeline).
-PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "data" / "weights"
-DEFAULT_WEIGHTS: dict[str, str] = {
-    "superpoint": "superpoint_lfr.pth",
-}
+#: Entry-point group of plugin methods: ``name = "package.module"`` (the module is scanned).
+ENTRY_POINT_GROUP = "local_features_ros.methods"
 
 #: ``weights: random`` builds an untrained network (tests, training from scratch).
 RANDOM_WEIGHTS = "random"
 
 
-def available_methods() -> list[str]:
-    return sorted(METHODS)
+def declared_classes(module: ModuleType, base: type) -> list[type]:
+    """Subclasses of ``base`` defined in ``module`` that set their own public ``name``.
+
+    Shared by the method and matcher registries: helper base classes (``_OpenCVExtractor``) and
+    imported names are skipped, so a module may hold several declarations and private plumbing.
+    """
+    out = []
+    for obj in vars(module).values():
+        if (isinstance(obj, type) and issubclass(obj, base) and obj is not base
+                and obj.__module__ == module.__name__ and "name" in obj.__dict__
+                and not str(obj.__dict__["name"]).startswith("_")):
+            out.append(obj)
+    return out
 
 
-def get_extractor_class(method: str) -> type[Extractor]:
-    if method not in METHODS:
-        raise ConfigError(f"unknown method '{method}' (available: {', '.join(available_methods())})")
-    module_name, cls_name = METHODS[method].split(":")
-    return getattr(importlib.import_module(module_name), cls_name)
+def scan_modules(package: ModuleType, group: str) -> list[ModuleType]:
+    """Import every module of ``package`` and every module named by entry points of ``group``."""
+    names = [f"{package.__name__}.{m.name}" for m in pkgutil.iter_modules(package.__path__)]
+    for ep in importlib.metadata.entry_points(group=group):
+        names.append(ep.value.split(":")[0].strip())
+    modules = []
+    for name in dict.fromkeys(names):
+        try:
+            modules.append(importlib.import_module(name))
+        except ImportError as exc:  # a broken plugin must not take the built-in methods down
+            logger.warning("cannot import method module '%s': %s", name, exc)
+    return modules
 
 
-def default_weights(method: str) -> Path | None:
-    name = DEFAULT_WEIGHTS.get(method)
-    if name is None:
-        return None
-    p = PACKAGE_WEIGHTS_DIR / name
-    return p if p.is_file() else None
+@functools.cache
+def method_classes() -> dict[str, type[Extractor]]:
+    """Every declared method, name -> class (cached; ``refresh()`` rescans)."""
+    from . import extractors
+
+    found: dict[str, type[Extractor]] = {}
+    for module in scan_modules(extractors, ENTRY_POINT_GROUP):
+        for cls in declared_classes(module, Extractor):
+            other = found.get(cls.name)
+            if other is not None and other is not cls:
+                raise ConfigError(f"method '{cls.name}' is declared twice: "
+                                  f"{other.__module__}.{other.__name__} and "
+                                  f"{cls.__module__}.{cls.__name__}")
+            found[cls.name] = cls
+    return dict(sorted(found.items()))
+
+
+def refresh() -> None:
+    """Forget the scan (tests that add a plugin module at run time)."""
+    method_classes.cache_clear()
+
+
+def available_methods(include_evaluation_only: bool = True) -> list[str]:
+    """Sorted method names; the node passes ``include_evaluation_only=False``."""
+    return [n for n, c in method_classes().items()
+            if include_evaluation_only or not c.evaluation_only]
+
+
+def get_extractor_class(method: str, runtime: bool = False) -> type[Extractor]:
+    """The class of ``method``; ``runtime=True`` refuses evaluation-only peers (the node)."""
+    classes = method_classes()
+    cls = classes.get(method)
+    if cls is None or (runtime and cls.evaluation_only):
+        names = available_methods(include_evaluation_only=not runtime)
+        hint = (f" ('{method}' is an evaluation-only peer)" if cls is not None else "")
+        raise ConfigError(f"unknown method '{method}'{hint} (available: {', '.join(names)})")
+    return cls
+
+
+def default_weights(method: str, conf: dict[str, Any] | None = None) -> Any:
+    """The weights file ``method`` loads when ``weights`` is empty, or None when it ships none."""
+    return get_extractor_class(method).default_weights(conf or {})
 
 
 def build_extractor(method: str, weights: str | None = None, device: str = "cpu",
@@ -60,11 +115,12 @@ def build_extractor(method: str, weights: str | None = None, device: str = "cpu"
     """Build, load weights, move to device, eval mode.
 
     ``weights``: a local path (official layout or project checkpoint); ``None``/``""`` = the
-    package's shipped weights for that method (error if there are none); ``"random"`` = untrained.
+    method's default weights (shipped with the package or another installed package; error if
+    there are none); ``"random"`` = untrained.
     """
     cls = get_extractor_class(method)
     if cls.is_learned and weights in (None, ""):
-        shipped = default_weights(method)
+        shipped = cls.default_weights(conf)
         if shipped is None:
             raise FileNotFoundError(
                 f"method '{method}' needs weights: pass weights=PATH to a local checkpoint "

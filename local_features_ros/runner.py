@@ -384,32 +384,6 @@ def run_plan(plan: RunPlan, env: Mapping[str, str], duration: float = 0.0,
 
 
 # ----------------------------------------------------------------------------------- config files
-#: One line per method for the generated YAML header: what it is, what ``weights`` takes, licence.
-METHOD_NOTES: dict[str, tuple[str, str, str]] = {
-    "superpoint": ("SuperPoint (DeTone et al. 2018): 256-D descriptors, 1/8-resolution heatmap + "
-                   "NMS.", "empty = the package's shipped superpoint_lfr.pth; or an official "
-                   "superpoint_v1.pth", "official release: academic/non-profit non-commercial "
-                   "research use only."),
-    "d2net": ("D2-Net (Dusmanu et al. 2019): VGG16 conv4_3 dense 512-D descriptors, "
-              "detect-and-describe.", "local d2_tf.pth / d2_ots.pth (official layout) or a "
-              "project checkpoint (required)", "official code and weights: Clear BSD."),
-    "lfnet": ("LF-Net (Ono et al. 2018): scale-space score maps, orientation, 256-D patch "
-              "descriptors.", "local project checkpoint or converted official weights "
-              "(required)", "official release: research and evaluation only."),
-    "lift": ("LIFT (Yi et al. 2016): learned detector, orientation and 128-D patch descriptor.",
-             "local weights converted from the official release or a project checkpoint "
-             "(required)", "LIFT is patented (academic use)."),
-    "delf": ("DELF (Noh et al. 2017): attention-selected ResNet-50 conv4 features, PCA to 40-D.",
-             "local weights (converted tensorflow/models layout or a project checkpoint) "
-             "(required)", "tensorflow/models DELF: Apache-2.0."),
-    "orb": ("ORB (OpenCV): oriented FAST + rotated BRIEF; 256 bits published as 0/1 floats.",
-            "unused (classical method)", "OpenCV: Apache-2.0."),
-    "sift": ("SIFT (OpenCV): DoG detector, 128-D L2-normalised descriptors (optionally "
-             "RootSIFT).", "unused (classical method)", "OpenCV: Apache-2.0 (SIFT patent "
-             "expired 2020)."),
-}
-
-
 def _yaml_scalar(v: Any) -> str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
@@ -424,12 +398,12 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
     from .extractors.base import SHARED_DEFAULTS
     from .geometry import VerifyConfig
     from .matching import MatcherConfig
-    from .registry import get_extractor_class
+    from .registry import available_methods, get_extractor_class
     from .ros import params as P
 
-    cls = get_extractor_class(method)
+    cls = get_extractor_class(method, runtime=True)
     d = cls.full_default_conf()
-    note, weights_note, lic = METHOD_NOTES.get(method, (method, "local weights file", "see README"))
+    note, weights_note, lic = cls.summary or method, cls.weights_note, cls.licence
     lines: list[str] = []
 
     def a(text: str, comment: str | None = None) -> None:
@@ -454,7 +428,7 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
     a("# value is rejected with a reason). Floats must be written with a decimal point.")
     a(f"{PARAMS_NODE_KEY}:")
     a("  ros__parameters:")
-    a(f"    method: {method}", "[restart] superpoint | d2net | lfnet | lift | delf | orb | sift")
+    a(f"    method: {method}", "[restart] " + " | ".join(available_methods(False)))
     a('    weights: ""', f"[restart] {weights_note}")
     a("    device: auto", "[restart] auto | cpu | cuda | cuda:N")
     a("    precision: auto", "[restart] auto (fp16 on CUDA, bf16 on CPUs with native bf16, "

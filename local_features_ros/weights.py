@@ -16,6 +16,9 @@ import torch
 
 logger = logging.getLogger(__name__)
 
+#: Weights shipped inside the package (trained by this project's own pipeline).
+PACKAGE_WEIGHTS_DIR = Path(__file__).resolve().parent / "data" / "weights"
+
 FORMAT_NAME = "local_features_ros"
 FORMAT_VERSION = 1
 

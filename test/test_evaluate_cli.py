@@ -225,8 +225,8 @@ def test_bad_input_fails_with_reason(tmp_path, capsys):
     assert _run(["evaluate", "hpatches", "--method", "nope", str(tmp_path),
                  "--json", str(tmp_path / "r.json")]) == 1
     assert "unknown method" in capsys.readouterr().err
-    assert _run(["evaluate", "pairs", "--method", "disk", str(tmp_path),
-                 "--json", str(tmp_path / "r.json")]) == 1  # no --peer-weights: refused
+    assert _run(["evaluate", "pairs", "--method", "d2net", str(tmp_path),
+                 "--json", str(tmp_path / "r.json")]) == 1  # d2net ships no weights: refused
 
 
 def test_bench_smoke(tmp_path):
@@ -260,26 +260,3 @@ def test_summary_tables_repeat_the_json(tmp_path):
         row = next(line for line in text.splitlines() if line.startswith(f"| {m} |"))
         assert row.split("|")[3].strip() == f"{r['mma']['3']:.3f}"
     assert (res / "synth_mma.png").is_file()
-
-
-def test_disk_peer_loads_a_local_state_dict(tmp_path):
-    """kornia DISK from a local file only (here untrained weights, wrapped as kornia ships them)."""
-    import torch
-    from kornia.feature import DISK
-
-    from local_features_ros.commands.evaluate import build_method
-
-    torch.manual_seed(0)
-    ref = DISK()
-    torch.save({"extractor": ref.state_dict()}, tmp_path / "disk.pth")
-    peer = build_method("disk", device="cpu", conf={"max_keypoints": "50"},
-                        peer_weights=str(tmp_path / "disk.pth"))
-    for a, b in zip(peer.model.state_dict().values(), ref.state_dict().values()):
-        assert torch.equal(a, b)
-    img = _texture(2)[:60, :70]  # not a multiple of 16: padded inside, cropped back
-    f = peer.extract(img)
-    assert 0 < len(f) <= 50 and f.descriptors.shape[1] == 128
-    k = f.keypoints.numpy()
-    assert (k[:, 0] >= 0).all() and (k[:, 0] <= 69).all() and (k[:, 1] <= 59).all()
-    with pytest.raises(FileNotFoundError):
-        build_method("disk", peer_weights=str(tmp_path / "missing.pth"))

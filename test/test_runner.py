@@ -47,13 +47,15 @@ def test_config_lists_every_parameter_with_method_defaults(path):
 def test_print_config_works_for_every_method(tmp_path):
     from local_features_ros.registry import available_methods
 
-    for method in available_methods():
+    for method in available_methods(include_evaluation_only=False):
         text = runner.default_params_yaml(method)
         path = tmp_path / f"{method}.yaml"
         path.write_text(text)
         flat = runner.flatten(runner.load_node_params(path))
         assert flat["method"] == method
         _check_params(flat, text)
+    with pytest.raises(ValueError, match="evaluation-only"):
+        runner.default_params_yaml("akaze")  # a peer is not a node method
 
 
 def _check_params(flat: dict, text: str) -> None:

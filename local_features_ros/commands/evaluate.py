@@ -4,10 +4,8 @@ Why one command for the three protocols: they share method building (registry me
 evaluation-only peers below), the ``--set`` config path, and the JSON writer, so every number in the
 README comes from the same features ``local-features extract`` would write for those options.
 
-Peers (evaluation only, not registry methods): ``akaze`` (OpenCV AKAZE, binary descriptors unpacked to
-0/1 floats, so squared L2 = Hamming as for ORB) and ``disk`` (kornia's DISK; only with
-``--peer-weights PATH`` to a local state dict, never downloaded). kornia 0.8.2 ships no ALIKED, so
-``aliked`` is refused with that reason.
+Every method comes from the registry, evaluation-only peers included (``akaze``: OpenCV AKAZE,
+declared in ``extractors/classical.py`` with ``evaluation_only = True``, so the node refuses it).
 """
 
 from __future__ import annotations
@@ -27,128 +25,12 @@ logger = logging.getLogger(__name__)
 
 HELP = "evaluate a method: HPatches-style homographies, pose pairs, or VO sequences (JSON out)"
 
-PEERS = ("akaze", "disk", "aliked")
-
-
-# ---------------------------------------------------------------------------------------- peers
-class AKAZEPeer:
-    """OpenCV AKAZE behind the ``extract(image) -> Features`` interface."""
-
-    name = "akaze"
-    is_learned = False
-
-    def __init__(self, device: str = "cpu", **conf: Any) -> None:
-        known = {"max_keypoints": -1, "detection_threshold": 0.001}
-        bad = set(conf) - set(known)
-        if bad:
-            raise ValueError(f"unknown config key '{sorted(bad)[0]}' for peer 'akaze' "
-                             f"(known: {', '.join(known)})")
-        self.conf = {**known, **{k: type(known[k])(float(v)) if k == "detection_threshold"
-                                 else int(v) for k, v in conf.items()}}
-        self.device = device
-        self._akaze = None
-
-    def extract(self, image: np.ndarray) -> Any:
-        import cv2
-        import torch
-
-        from ..image.preprocess import to_float_image
-        from ..types import Features
-
-        if self._akaze is None:
-            self._akaze = cv2.AKAZE_create(threshold=float(self.conf["detection_threshold"]))
-        img = np.asarray(image)
-        gray = (cv2.cvtColor(img, cv2.COLOR_RGB2GRAY) if img.ndim == 3 and img.dtype == np.uint8
-                else img if img.dtype == np.uint8
-                else np.round(to_float_image(img, 1) * 255).astype(np.uint8))
-        kps, desc = self._akaze.detectAndCompute(gray, None)
-        h, w = gray.shape[:2]
-        if desc is None or not kps:
-            return Features.empty(488, (w, h))
-        scores = np.array([k.response for k in kps], np.float32)
-        order = np.argsort(-scores, kind="stable")
-        k = int(self.conf["max_keypoints"])
-        if k > 0:
-            order = order[:k]
-        pts = np.array([kps[i].pt for i in order], np.float32).reshape(-1, 2)
-        bits = np.unpackbits(desc[order], axis=1).astype(np.float32)
-        return Features(
-            keypoints=torch.from_numpy(pts),
-            scores=torch.from_numpy(scores[order]),
-            descriptors=torch.from_numpy(bits),
-            scales=torch.tensor([kps[i].size for i in order], dtype=torch.float32),
-            orientations=torch.tensor([math.radians(kps[i].angle) for i in order],
-                                      dtype=torch.float32),
-            image_size=(w, h),
-        )
-
-
-class DISKPeer:
-    """kornia DISK with a user-supplied local state dict (``kornia.feature.DISK`` layout)."""
-
-    name = "disk"
-    is_learned = True
-
-    def __init__(self, weights: str, device: str = "cpu", **conf: Any) -> None:
-        import torch
-        from kornia.feature import DISK
-
-        known = {"max_keypoints": -1, "detection_threshold": 0.0, "nms_radius": 2}
-        bad = set(conf) - set(known)
-        if bad:
-            raise ValueError(f"unknown config key '{sorted(bad)[0]}' for peer 'disk' "
-                             f"(known: {', '.join(known)})")
-        self.conf = {**known, **{k: type(known[k])(float(v)) for k, v in conf.items()}}
-        if not weights or not Path(weights).is_file():
-            raise FileNotFoundError(f"peer 'disk' needs --peer-weights PATH to a local kornia "
-                                    f"DISK state dict (got {weights!r}); nothing is downloaded")
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "extractor" in state:
-            state = state["extractor"]
-        self.device = torch.device(device if device not in ("", "auto") else
-                                   ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.model = DISK()
-        self.model.load_state_dict(state, strict=True)
-        self.model.to(self.device).eval()
-
-    def extract(self, image: np.ndarray) -> Any:
-        import torch
-
-        from ..image.preprocess import to_float_image
-        from ..types import Features
-
-        f = to_float_image(image, 3)
-        h, w = f.shape[:2]
-        t = torch.from_numpy(f).permute(2, 0, 1)[None].to(self.device)
-        k = int(self.conf["max_keypoints"])
-        with torch.inference_mode():
-            out = self.model(t, n=k if k > 0 else None,
-                             window_size=2 * int(self.conf["nms_radius"]) + 1,
-                             score_threshold=float(self.conf["detection_threshold"]),
-                             pad_if_not_divisible=True)[0]
-        return Features(keypoints=out.keypoints.float().cpu(),
-                        scores=out.detection_scores.float().cpu(),
-                        descriptors=out.descriptors.float().cpu(), image_size=(w, h))
-
-
 def build_method(method: str, weights: str | None = None, device: str = "cpu",
-                 precision: str = "fp32", conf: dict[str, Any] | None = None,
-                 peer_weights: str | None = None) -> Any:
-    """A registry extractor, or an evaluation peer when the registry has no such method."""
-    from ..registry import METHODS, build_extractor
+                 precision: str = "fp32", conf: dict[str, Any] | None = None) -> Any:
+    """Any registry method, evaluation-only peers (``akaze``) included."""
+    from ..registry import build_extractor
 
-    conf = dict(conf or {})
-    if method in METHODS:
-        return build_extractor(method, weights, device, precision, **conf)
-    if method == "akaze":
-        return AKAZEPeer(device=device, **conf)
-    if method == "disk":
-        return DISKPeer(peer_weights or "", device=device, **conf)
-    if method == "aliked":
-        raise ValueError("peer 'aliked' is not available: the installed kornia (0.8.2) has no "
-                         "ALIKED model")
-    raise ValueError(f"unknown method '{method}' (registry: {', '.join(sorted(METHODS))}; "
-                     f"evaluation peers: {', '.join(PEERS)})")
+    return build_extractor(method, weights, device, precision, **dict(conf or {}))
 
 
 def _floats(text: str | None) -> list[float] | None:
@@ -180,11 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", choices=("hpatches", "pairs", "sequence"))
     parser.add_argument("path", help="HPatches/Oxford folder | pair list or Strecha/TUM folder | "
                                      "KITTI/TUM sequence folder")
-    add_extractor_arguments(parser, method_help="registry method, or an evaluation peer "
-                                                "(akaze, disk)")
+    add_extractor_arguments(parser, method_help="registry method, evaluation-only peers (akaze) "
+                                                "included; see `local-features methods`")
     parser.add_argument("--json", required=True, metavar="OUT", help="write results here")
     parser.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR")
-    parser.add_argument("--peer-weights", help="local state dict for the kornia peers (disk)")
     g = parser.add_argument_group("pairs / sequence")
     g.add_argument("--image-dir", help="image root of a pair list (default: the list's folder)")
     g.add_argument("--intrinsics", help="fx,fy,cx,cy for TUM-style folders")
@@ -205,8 +86,7 @@ def main(args: argparse.Namespace) -> int:
     from ..evaluation import sequence as sq
 
     conf = parse_settings(args.settings)
-    extractor = build_method(args.method, args.weights, args.device, args.precision, conf,
-                             args.peer_weights)
+    extractor = build_method(args.method, args.weights, args.device, args.precision, conf)
 
     def extract(image: np.ndarray) -> hp.NumpyFeatures:
         return hp.extract_numpy(extractor, image)
@@ -233,9 +113,7 @@ def main(args: argparse.Namespace) -> int:
     result = {
         "protocol_name": args.protocol,
         "method": args.method,
-        "weights": (args.peer_weights if args.method in PEERS
-                    else getattr(extractor, "weights_source", None)
-                    if getattr(extractor, "is_learned", False) else None),
+        "weights": (extractor.weights_source if extractor.is_learned else None),
         "conf": dict(getattr(extractor, "conf", {})),
         "device": str(args.device),
         "precision": args.precision,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "list available methods and their config keys"
+HELP = "list available methods (declared by their own modules) and their config keys"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,5 +18,6 @@ def main(args: argparse.Namespace) -> int:
     for name in names:
         cls = get_extractor_class(name)
         conf = ", ".join(f"{k}={v}" for k, v in cls.full_default_conf().items())
-        print(f"{name}: {conf}")
+        tag = " [evaluation only]" if cls.evaluation_only else ""
+        print(f"{name}{tag}: {cls.summary}\n    licence: {cls.licence}\n    keys: {conf}")
     return 0

@@ -1,7 +1,9 @@
 """One interface for every method (learned or classical).
 
 Why: the node, the CLI, evaluation and training all talk to ``Extractor.extract`` and never to a
-method's internals, so adding a method is one module plus one registry line.
+method's internals. A method declares itself once, with the class attributes below (``name``,
+``summary``, ``weights_note``, ``licence``, ``evaluation_only``, ``shipped_weights``); the registry
+finds every such class, so adding a method is one module (see ``docs/ARCHITECTURE.md``).
 
 Construction path (one, for every method): ``__init__(**conf)`` builds the architecture with
 random weights; ``load_weights(path)`` loads a local checkpoint strictly. ``build_extractor`` in
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
 import numpy as np
@@ -20,7 +23,7 @@ from torch import nn
 
 from ..image.preprocess import ResizeInfo, prepare_image
 from ..types import Features
-from ..weights import check_state_dict, load_checkpoint, unwrap_state_dict
+from ..weights import PACKAGE_WEIGHTS_DIR, check_state_dict, load_checkpoint, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +68,19 @@ class Extractor(nn.Module):
     """Base class: subclasses set ``name``, ``default_conf``, ``input_channels`` and implement
     ``_extract`` on a prepared ``(1, C, H, W)`` float tensor in [0, 1]."""
 
+    #: Registry name. A subclass that sets it in its own body (and does not start with '_') is a
+    #: registry method; helper base classes leave it alone.
     name: ClassVar[str] = "base"
+    #: One line shown in generated parameter files and ``local-features methods``.
+    summary: ClassVar[str] = ""
+    #: What ``weights:`` takes for this method (generated parameter files).
+    weights_note: ClassVar[str] = "local weights file (required)"
+    #: Licence of the code and weights a user would run (generated parameter files, README).
+    licence: ClassVar[str] = "see README"
+    #: Evaluation-only peers (e.g. AKAZE): in ``extract``/``evaluate``/``bench``, not in the node.
+    evaluation_only: ClassVar[bool] = False
+    #: File name under ``local_features_ros/data/weights`` used when ``weights`` is empty.
+    shipped_weights: ClassVar[str | None] = None
     default_conf: ClassVar[dict[str, Any]] = {}
     #: keys that may change while running (node runtime parameters); others need a rebuild.
     runtime_keys: ClassVar[frozenset[str]] = frozenset(SHARED_DEFAULTS)
@@ -83,6 +98,17 @@ class Extractor(nn.Module):
         self.precision = precision
         self._device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         self.weights_source: str = "random"
+
+    # ------------------------------------------------------------------ declaration
+    @classmethod
+    def default_weights(cls, conf: Mapping[str, Any] | None = None) -> Path | None:
+        """Weights used when ``weights`` is empty (``conf``: the user's settings, for methods whose
+        file depends on a key). Raise ``FileNotFoundError`` with the reason when they should exist
+        but do not; return ``None`` when the method ships none."""
+        if not cls.shipped_weights:
+            return None
+        p = PACKAGE_WEIGHTS_DIR / cls.shipped_weights
+        return p if p.is_file() else None
 
     # ------------------------------------------------------------------ config
     @classmethod

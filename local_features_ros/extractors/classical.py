@@ -1,4 +1,5 @@
-"""Classical baselines through OpenCV: ORB and SIFT, behind the same ``Extractor`` interface.
+"""Classical baselines through OpenCV: ORB, SIFT and (evaluation only) AKAZE, behind the same
+``Extractor`` interface.
 
 Why here: evaluation tables and the node compare learned methods against these, so they must
 produce the same ``Features`` contract (original pixels, radians, float32 descriptors).
@@ -40,6 +41,8 @@ logger = logging.getLogger(__name__)
 ORB_UNLIMITED = 100_000
 #: OpenCV SIFT's keypoint size at the base scale: 2 * sigma with sigma = 1.6.
 SIFT_BASE_SIZE = 2.0 * 1.6
+#: OpenCV AKAZE's keypoint size at the finest level: derivative factor 1.5 x base sigma 1.6.
+AKAZE_BASE_SIZE = 1.5 * 1.6
 
 
 class _OpenCVExtractor(Extractor):
@@ -105,6 +108,10 @@ class ORB(_OpenCVExtractor):
     """OpenCV ORB (oriented FAST + rotated BRIEF), 256-bit descriptors as 0/1 floats."""
 
     name: ClassVar[str] = "orb"
+    summary: ClassVar[str] = ("ORB (OpenCV): oriented FAST + rotated BRIEF; 256 bits published as "
+                              "0/1 floats.")
+    weights_note: ClassVar[str] = "unused (classical method)"
+    licence: ClassVar[str] = "OpenCV: Apache-2.0."
     default_conf: ClassVar[dict[str, Any]] = {
         "max_keypoints": 1000,
         "detection_threshold": 20.0,  # FAST threshold (intensity levels)
@@ -154,6 +161,10 @@ class SIFT(_OpenCVExtractor):
     """OpenCV SIFT, L2-normalised 128-D descriptors (optionally RootSIFT)."""
 
     name: ClassVar[str] = "sift"
+    summary: ClassVar[str] = ("SIFT (OpenCV): DoG detector, 128-D L2-normalised descriptors "
+                              "(optionally RootSIFT).")
+    weights_note: ClassVar[str] = "unused (classical method)"
+    licence: ClassVar[str] = "OpenCV: Apache-2.0 (SIFT patent expired 2020)."
     default_conf: ClassVar[dict[str, Any]] = {
         "max_keypoints": -1,
         "detection_threshold": 0.04,  # contrastThreshold
@@ -195,3 +206,47 @@ class SIFT(_OpenCVExtractor):
         if self.conf["root_sift"]:
             d = np.sqrt(d / np.maximum(d.sum(axis=1, keepdims=True), 1e-12))
         return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+
+
+class AKAZE(_OpenCVExtractor):
+    """OpenCV AKAZE (nonlinear scale space, 486-bit M-LDB), an evaluation-only peer.
+
+    Why evaluation only: it is a reference point in accuracy tables, not a method we support on a
+    robot (ORB is the binary baseline of the node). Descriptors: the 61 bytes unpacked to 488 0/1
+    floats (the last 2 bits are always 0), so squared L2 = Hamming as for ORB. ``max_keypoints``
+    is the base class's top-k by response (AKAZE has no feature budget of its own).
+    """
+
+    name: ClassVar[str] = "akaze"
+    summary: ClassVar[str] = "AKAZE (OpenCV): nonlinear scale space, binary M-LDB (evaluation only)."
+    weights_note: ClassVar[str] = "unused (classical method)"
+    licence: ClassVar[str] = "OpenCV: Apache-2.0."
+    evaluation_only: ClassVar[bool] = True
+    default_conf: ClassVar[dict[str, Any]] = {
+        "detection_threshold": 0.001,  # detector response threshold (OpenCV default)
+        "remove_borders": 0,
+        "n_octaves": 4,
+        "n_octave_layers": 4,
+    }
+
+    @property
+    def descriptor_dim(self) -> int:
+        return 488
+
+    def reference_size(self) -> float:
+        return AKAZE_BASE_SIZE
+
+    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+        super().validate_conf(conf)
+        if float(conf["detection_threshold"]) <= 0:
+            raise ConfigError("AKAZE detection_threshold must be > 0")
+        if int(conf["n_octaves"]) < 1 or int(conf["n_octave_layers"]) < 1:
+            raise ConfigError("n_octaves and n_octave_layers must be >= 1")
+
+    def _create(self) -> Any:
+        return cv2.AKAZE_create(threshold=float(self.conf["detection_threshold"]),
+                                nOctaves=int(self.conf["n_octaves"]),
+                                nOctaveLayers=int(self.conf["n_octave_layers"]))
+
+    def _descriptors(self, raw: np.ndarray) -> np.ndarray:
+        return np.unpackbits(raw.astype(np.uint8), axis=1).astype(np.float32)

@@ -192,6 +192,11 @@ class D2Net(Extractor):
     """
 
     name = "d2net"
+    summary = ("D2-Net (Dusmanu et al. 2019): VGG16 conv4_3 dense 512-D descriptors, "
+               "detect-and-describe.")
+    weights_note = ("local d2_tf.pth / d2_ots.pth (official layout) or a project checkpoint "
+                    "(required)")
+    licence = "official code and weights: Clear BSD."
     input_channels = 3
     multiple_of = 1
     checkpoint_wrapper_keys = ("model",)

@@ -180,6 +180,11 @@ class DELF(Extractor):
     """
 
     name = "delf"
+    summary = ("DELF (Noh et al. 2017): attention-selected ResNet-50 conv4 features, PCA to "
+               "40-D.")
+    weights_note = ("local weights (converted tensorflow/models layout or a project checkpoint) "
+                    "(required)")
+    licence = "tensorflow/models DELF: Apache-2.0."
     input_channels = 3
     default_conf: ClassVar[dict[str, Any]] = {
         "max_keypoints": 1000,  # official max_feature_num, selected by attention

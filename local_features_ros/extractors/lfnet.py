@@ -226,6 +226,11 @@ class LFNet(Extractor):
     """LF-Net detector + descriptor; gray input in [0, 1] (the official ``/255`` photo)."""
 
     name: ClassVar[str] = "lfnet"
+    summary: ClassVar[str] = ("LF-Net (Ono et al. 2018): scale-space score maps, orientation, "
+                              "256-D patch descriptors.")
+    weights_note: ClassVar[str] = ("local project checkpoint or converted official weights "
+                                   "(required)")
+    licence: ClassVar[str] = "official release: research and evaluation only."
     input_channels: ClassVar[int] = 1
     default_conf: ClassVar[dict[str, Any]] = {
         # shared keys, LF-Net values

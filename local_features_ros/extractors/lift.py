@@ -302,6 +302,11 @@ class LIFT(Extractor):
     """LIFT: pyramid detector, orientation and descriptor networks; gray input in [0, 1]."""
 
     name: ClassVar[str] = "lift"
+    summary: ClassVar[str] = ("LIFT (Yi et al. 2016): learned detector, orientation and 128-D "
+                              "patch descriptor.")
+    weights_note: ClassVar[str] = ("local weights converted from the official release or a "
+                                   "project checkpoint (required)")
+    licence: ClassVar[str] = "LIFT is patented (academic use)."
     input_channels: ClassVar[int] = 1
     default_conf: ClassVar[dict[str, Any]] = {
         "max_keypoints": 1000,  # test_num_keypoint

@@ -51,6 +51,13 @@ class SuperPoint(Extractor):
     """SuperPoint detector + descriptor (official MagicLeap architecture)."""
 
     name: ClassVar[str] = "superpoint"
+    summary: ClassVar[str] = ("SuperPoint (DeTone et al. 2018): 256-D descriptors, 1/8-resolution "
+                              "heatmap + NMS.")
+    weights_note: ClassVar[str] = ("empty = the package's shipped superpoint_lfr.pth; or an official "
+                                   "superpoint_v1.pth")
+    licence: ClassVar[str] = ("official release: academic/non-profit non-commercial research use "
+                              "only; the shipped superpoint_lfr.pth: BSD-3-Clause (this project's).")
+    shipped_weights: ClassVar[str | None] = "superpoint_lfr.pth"
     input_channels: ClassVar[int] = 1
     multiple_of: ClassVar[int] = CELL
     # Defaults = the official demo frontend's behaviour out of the box (conf_thresh 0.015,

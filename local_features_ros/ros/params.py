@@ -21,6 +21,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 ParameterType)
 
 from ..extractors.base import SHARED_DEFAULTS, ConfigError
+from ..registry import available_methods
 
 #: Shared extractor keys whose node parameter name differs from the config key.
 RENAMED_KEYS: dict[str, str] = {"resize_max_edge": "resize.max_edge"}
@@ -94,8 +95,9 @@ def ros_type(value: Any) -> int:
 def node_specs() -> list[ParamSpec]:
     """Parameters that do not depend on the method (read before the extractor is built)."""
     return [
-        ParamSpec("method", "superpoint", "feature method (registry name): superpoint, d2net, "
-                  "lfnet, lift, delf, orb, sift", False, "node:method"),
+        ParamSpec("method", "superpoint", "feature method (registry name): "
+                  + ", ".join(available_methods(include_evaluation_only=False)), False,
+                  "node:method"),
         ParamSpec("weights", "", "local weights file (official or project checkpoint); empty = "
                   "the package's shipped weights; 'random' = untrained (tests)", False,
                   "node:weights"),

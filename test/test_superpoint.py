@@ -407,7 +407,7 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="descriptor_sampling"):
         build_extractor("superpoint", weights="random", descriptor_sampling="bicubic")
     e = build_extractor("superpoint", weights="random")
-    assert e.conf["detection_threshold"] == 0.015 and e.conf["nms"] == "fast"
+    assert e.conf["detection_threshold"] == 0.015 and e.conf["nms"] == "exact"
     assert e.conf["max_keypoints"] == -1 and e.conf["remove_borders"] == 4
 
 

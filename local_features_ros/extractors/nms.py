@@ -1,6 +1,6 @@
 """Non-maximum suppression on dense score maps (shared by the detectors).
 
-Why two NMS flavours:
+Why three NMS flavours (SuperPoint's ``nms`` key: ``exact`` default, ``fast``, ``official``):
 
 - ``greedy_nms`` gives *exactly* the result of the greedy grid NMS of the official SuperPoint
   frontend (``nms_fast``: visit points by descending score, keep a point if no already-kept point
@@ -19,7 +19,10 @@ Why two NMS flavours:
   decreasing score, e.g. plateaus or ridges); (b) exactly equal scores within one window are all
   kept (greedy keeps the first). On peaked heatmaps (trained detectors) both agree almost always.
 
-Both treat only points with ``score >= threshold`` as candidates, as the official frontend does.
+- ``reference_greedy_nms`` is the literal sequential loop (the reference the other two are
+  tested against, and SuperPoint's ``nms: official``): one Python-level visit per candidate.
+
+All treat only points with ``score >= threshold`` as candidates, as the official frontend does.
 Suppression below the threshold cannot change the kept set above it: a kept point only ever
 suppresses alive neighbours that score lower than itself.
 
@@ -182,6 +185,25 @@ def greedy_nms(scores: torch.Tensor, radius: int, threshold: float,
         if not bool((alive > 0).any()):
             return keep
     return _greedy_tail(alive, keep, radius)
+
+
+def reference_greedy_nms(scores: torch.Tensor, radius: int, threshold: float) -> torch.Tensor:
+    """The greedy grid NMS as a plain loop: visit candidates by descending score (stable: row-major
+    first among equal scores), keep one if no kept point lies within the L-infinity ``radius``."""
+    if scores.ndim != 2:
+        raise ValueError(f"reference_greedy_nms expects an (H, W) map, got {tuple(scores.shape)}")
+    s = scores.detach().float().cpu().numpy()
+    cand = s >= threshold
+    keep = np.zeros(s.shape, bool)
+    ys, xs = np.nonzero(cand)
+    order = np.argsort(-s[ys, xs], kind="stable")
+    free = cand.copy()
+    for i in order:
+        y, x = ys[i], xs[i]
+        if free[y, x]:
+            keep[y, x] = True
+            free[max(0, y - radius):y + radius + 1, max(0, x - radius):x + radius + 1] = False
+    return torch.from_numpy(keep).to(scores.device)
 
 
 def _greedy_nms_np(s: np.ndarray, radius: int, threshold: float, max_rounds: int) -> np.ndarray:

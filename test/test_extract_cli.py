@@ -147,3 +147,23 @@ def test_console_entry_point_exit_status(images, tmp_path):
     assert bad.returncode != 0
     lines = [ln for ln in bad.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "not found" in lines[0]
+
+
+def test_skip_bad_writes_the_good_images_and_lists_the_bad(images, tmp_path, capsys):
+    folder = images["dir"]
+    (folder / "text.png").write_bytes(b"this is not a png")  # fails the header check
+    (folder / "trunc.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)  # header ok, body corrupt
+    out = tmp_path / "o"
+    assert cli_main(["extract", "--method", "orb", "--out", str(out), str(folder)]) != 0  # strict
+    rc = cli_main(["extract", "--method", "orb", "--skip-bad", "--out", str(out), str(folder)])
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert sorted(p.name for p in out.glob("*.npz")) == ["color.npz", "gray.npz"]
+    assert "skipped 2 bad image(s)" in captured.err
+    assert "text.png" in captured.err and "trunc.png" in captured.err
+    assert "wrote 2 feature file(s)" in captured.out
+    only_bad = tmp_path / "bad_only"
+    only_bad.mkdir()
+    (only_bad / "trunc.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    assert cli_main(["extract", "--method", "orb", "--skip-bad", "--out", str(tmp_path / "o2"),
+                     str(only_bad)]) == 1  # nothing worked: failure

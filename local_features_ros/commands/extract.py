@@ -7,6 +7,8 @@ float32, ``image_size`` [width, height] — exactly ``Features.numpy()``.
 Every input is checked (exists, has an image header OpenCV can decode, no two outputs with the
 same stem) before the model is built, so a typo fails in a second with a one-line reason instead
 of after a long run; a file that is corrupt past its header fails when it is reached.
+``--skip-bad`` instead skips unreadable files, lists them on stderr and exits 0 when at least one
+image worked (a folder from a robot's disk often holds a truncated last frame).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_extractor_arguments(parser)
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files or folders")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip unreadable/corrupt images (listed on stderr; exit 0 if at least "
+                             "one image worked) instead of stopping at the first one")
 
 
 def collect_images(inputs: list[str]) -> list[Path]:
@@ -93,9 +99,14 @@ def main(args: argparse.Namespace) -> int:
     images = collect_images(args.inputs)
     import cv2
 
-    for p in images:  # fail fast (header check only) before loading a model
+    bad: list[tuple[Path, str]] = []
+    for p in list(images):  # fail fast (header check only) before loading a model
         if not cv2.haveImageReader(str(p)):
-            raise ValueError(f"cannot read image {p} (not an image format OpenCV can decode)")
+            reason = f"cannot read image {p} (not an image format OpenCV can decode)"
+            if not args.skip_bad:
+                raise ValueError(reason)
+            bad.append((p, "not an image format OpenCV can decode"))
+            images.remove(p)
     out_dir = Path(args.out).expanduser()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,15 +114,26 @@ def main(args: argparse.Namespace) -> int:
         raise RuntimeError(f"cannot create output folder {out_dir}: {exc}") from exc
     extractor = build_extractor(args.method, weights=args.weights, device=args.device,
                                 precision=args.precision, **conf)
-    total = 0
+    total = written = 0
     for p in images:
-        feats = extractor.extract(read_image(p))
+        try:
+            feats = extractor.extract(read_image(p))
+        except ValueError as exc:  # corrupt past the header, empty, unsupported layout
+            if not args.skip_bad:
+                raise
+            bad.append((p, str(exc)))
+            continue
         target = out_dir / f"{p.stem}.npz"
         try:
             write_npz(target, feats.numpy())
         except OSError as exc:
             raise RuntimeError(f"cannot write {target}: {exc}") from exc
         total += len(feats)
+        written += 1
         logger.info("%s: %d keypoints", p.name, len(feats))
-    print(f"wrote {len(images)} feature file(s) to {out_dir} ({total} keypoints, method {args.method})")
-    return 0
+    print(f"wrote {written} feature file(s) to {out_dir} ({total} keypoints, method {args.method})")
+    if bad:
+        print(f"skipped {len(bad)} bad image(s):", file=sys.stderr)
+        for p, reason in bad:
+            print(f"  {p}: {reason}", file=sys.stderr)
+    return 0 if written > 0 else 1

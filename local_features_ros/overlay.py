@@ -125,4 +125,42 @@ def draw_overlay(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | 
         cv2.rectangle(canvas, (0, 0), (min(w - 1, tw + 8), th + 10), (0, 0, 0), -1)
         cv2.putText(canvas, text, (4, 4 + th), cv2.FONT_HERSHEY_SIMPLEX, scale, TEXT_BGR, 1,
                     cv2.LINE_AA)
+        if h >= LEGEND_MIN_SIZE[1] and w >= LEGEND_MIN_SIZE[0]:
+            draw_legend(canvas, scale)
     return canvas
+
+
+#: Smallest (width, height) that gets the legend (below it the legend would hide the image).
+LEGEND_MIN_SIZE = (200, 120)
+LEGEND_LINES = (
+    ("inlier: track prev -> current", "line", INLIER_BGR),
+    ("outlier (rejected by RANSAC)", "tick", OUTLIER_BGR),
+    ("keypoint: yellow low .. red high score", "circle", (0, 140, 255)),
+    ("top: kpts | matches to prev frame | inliers | latency", "text", TEXT_BGR),
+)
+
+
+def draw_legend(canvas: np.ndarray, scale: float) -> None:
+    """What the colours and the header numbers mean, in the bottom-left corner (in place).
+
+    Why: someone opening the overlay in rviz for the first time cannot know that red ticks are
+    RANSAC outliers or that the header counts matches against the previous frame.
+    """
+    h, w = canvas.shape[:2]
+    s = max(0.25, scale * 0.6)
+    (_, th), _ = cv2.getTextSize("Ag", cv2.FONT_HERSHEY_SIMPLEX, s, 1)
+    row = th + 6
+    widths = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, s, 1)[0][0] for t, _, _ in LEGEND_LINES]
+    box_w = min(w - 1, max(widths) + 30)
+    y0 = h - 1 - row * len(LEGEND_LINES) - 4
+    cv2.rectangle(canvas, (0, y0), (box_w, h - 1), (0, 0, 0), -1)
+    for i, (text, kind, bgr) in enumerate(LEGEND_LINES):
+        yc = y0 + 4 + row * i + row // 2
+        if kind == "line":
+            cv2.line(canvas, (4, yc), (20, yc), bgr, 2, cv2.LINE_AA)
+        elif kind == "tick":
+            cv2.line(canvas, (9, yc - 4), (15, yc + 4), bgr, 2, cv2.LINE_AA)
+        elif kind == "circle":
+            cv2.circle(canvas, (12, yc), 4, bgr, 1, cv2.LINE_AA)
+        cv2.putText(canvas, text, (26, yc + th // 2), cv2.FONT_HERSHEY_SIMPLEX, s, TEXT_BGR, 1,
+                    cv2.LINE_AA)

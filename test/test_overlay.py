@@ -31,3 +31,16 @@ def test_empty_and_float_inputs():
     depth[10:20, 10:20] = 2.0
     out = draw_overlay(depth, np.zeros((0, 2)))
     assert out.shape == (40, 60, 3) and out[0, 0].sum() == 0
+
+
+def test_legend_in_the_bottom_left_corner():
+    img = np.full((240, 320), 128, np.uint8)
+    out = draw_overlay(img, np.array([[160.0, 60.0]]), np.array([1.0]), info=OverlayInfo("orb"))
+    corner = out[150:, :200]
+    assert (corner == 0).all(axis=2).sum() > 1000  # the black legend box
+    assert any(_near(corner, x, y, INLIER_BGR) for y in range(0, 90, 3) for x in (8, 12, 16))
+    assert any(_near(corner, x, y, OUTLIER_BGR) for y in range(0, 90, 3) for x in (10, 12, 14))
+    bare = draw_overlay(img, np.array([[160.0, 60.0]]), np.array([1.0]))  # no info: no legend
+    assert (bare[150:, :200] == 128).all()
+    small = draw_overlay(np.full((60, 80), 128, np.uint8), np.zeros((0, 2)), info=OverlayInfo("orb"))
+    assert (small[40:, :] == 128).all()  # too small for a legend

@@ -207,3 +207,25 @@ def test_colcon_build_installs_package(tmp_path):
     marker = (install / "local_features_ros" / "share" / "ament_index" / "resource_index"
               / "packages" / "local_features_ros")
     assert marker.is_file()
+
+
+def test_package_xml_declares_what_the_code_imports():
+    """rosdep installs exactly what the ROS side uses: every ROS package dependency is imported
+    by the node code or the launch file, and every ROS import is declared (no cv_bridge)."""
+    import ast
+    import xml.etree.ElementTree as ET
+
+    root = Path(__file__).resolve().parents[1]
+    deps = {e.text.strip() for e in ET.parse(root / "package.xml").getroot().iter("exec_depend")}
+    ros_deps = {d for d in deps if not d.startswith("python3-") and d != "rviz2"}
+    imported: set[str] = set()
+    for path in [*(root / "local_features_ros").rglob("*.py"), *(root / "launch").glob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module] if isinstance(node, ast.ImportFrom) and node.module
+                     and node.level == 0 else [])
+            imported |= {n.split(".")[0] for n in names}
+    ros_imports = {n for n in imported if n in {"rclpy", "launch", "launch_ros"}
+                   or n.endswith("_msgs") or n.endswith("_interfaces")}
+    assert ros_deps == ros_imports, (ros_deps ^ ros_imports)
+    assert "cv_bridge" not in deps

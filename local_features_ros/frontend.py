@@ -4,7 +4,8 @@ Why one class: the ROS node (``~/matches``, ``track_id``, ``~/relative_motion``)
 evaluation (VO errors) and the demo must do exactly the same thing per frame, and none of it
 needs rclpy. The node owns threading; this class is not thread-safe by itself.
 
-Per frame: ``match_descriptors`` (previous -> current) -> ``verify_matches`` (model per
+Per frame: ``matcher.match`` (previous -> current; a ``matchers`` object, ``nn`` = mutual NN on
+L2 via ``match_descriptors`` by default, or ``lightglue``) -> ``verify_matches`` (model per
 ``verify``; ``auto`` = essential when both frames have K, else fundamental) -> track ids
 inherited along *inlier* matches -> ``relative_motion`` from the essential matrix when both
 frames have K. A frame whose descriptor size differs from the previous one (method switched) or
@@ -20,13 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from .geometry import VerifyConfig, relative_motion, verify_matches
-from .matching import MatcherConfig, match_descriptors
+from .matchers.base import Matcher
+from .matching import MatcherConfig
 from .tracking import TrackManager
 from .types import Features, MatchResult, RelativeMotion
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FrameResult", "FrameToFrameFrontend"]
+__all__ = ["FrameResult", "FrameToFrameFrontend", "as_matcher"]
 
 
 @dataclass
@@ -51,11 +53,23 @@ class _Previous:
     stamp: float
 
 
-class FrameToFrameFrontend:
-    """``matcher`` and ``verify`` are plain attributes: assign new configs at runtime (node
-    parameter changes) and the next ``process`` uses them; tracks are kept."""
+def as_matcher(matcher: Matcher | MatcherConfig | None) -> Matcher:
+    """A ``Matcher`` as it is; a ``MatcherConfig`` (or None) = the ``nn`` matcher with it."""
+    if isinstance(matcher, Matcher):
+        return matcher
+    if matcher is None or isinstance(matcher, MatcherConfig):
+        from .matchers.nn import NNMatcher
 
-    def __init__(self, matcher: MatcherConfig = MatcherConfig(),
+        return NNMatcher(matcher if matcher is not None else MatcherConfig())
+    raise TypeError(f"matcher must be a Matcher or a MatcherConfig, got {type(matcher).__name__}")
+
+
+class FrameToFrameFrontend:
+    """``matcher`` (a ``Matcher``; a ``MatcherConfig`` assigned or passed means the ``nn`` matcher
+    with that config) and ``verify`` are attributes: assign new ones at runtime (node parameter
+    changes) and the next ``process`` uses them; tracks are kept."""
+
+    def __init__(self, matcher: Matcher | MatcherConfig | None = None,
                  verify: VerifyConfig = VerifyConfig()):
         self.matcher = matcher
         self.verify = verify
@@ -63,7 +77,15 @@ class FrameToFrameFrontend:
         self._prev: _Previous | None = None
         self._frame_index = 0
 
-    def update_config(self, matcher: MatcherConfig | None = None,
+    @property
+    def matcher(self) -> Matcher:
+        return self._matcher
+
+    @matcher.setter
+    def matcher(self, value: Matcher | MatcherConfig | None) -> None:
+        self._matcher = as_matcher(value)
+
+    def update_config(self, matcher: Matcher | MatcherConfig | None = None,
                       verify: VerifyConfig | None = None) -> None:
         if matcher is not None:
             self.matcher = matcher
@@ -102,8 +124,7 @@ class FrameToFrameFrontend:
         if prev is None:
             ids = self.tracks.update(len(features))
         else:
-            matches = match_descriptors(prev.features.descriptors, features.descriptors,
-                                        self.matcher)
+            matches = self._matcher.match(prev.features, features)
             have_k = prev.K is not None and K is not None
             verify = self.verify
             if verify.model == "essential" and not have_k:

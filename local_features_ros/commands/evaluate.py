@@ -11,6 +11,7 @@ declared in ``extractors/classical.py`` with ``evaluation_only = True``, so the 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -66,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                                 "included; see `local-features methods`")
     parser.add_argument("--json", required=True, metavar="OUT", help="write results here")
     parser.add_argument("--plot", metavar="DIR", help="write PNG figures into DIR")
+    from .match import add_matcher_arguments
+
+    add_matcher_arguments(parser)  # --matcher nn|lightglue, --matcher-weights, --matcher-set
     g = parser.add_argument_group("pairs / sequence")
     g.add_argument("--image-dir", help="image root of a pair list (default: the list's folder)")
     g.add_argument("--intrinsics", help="fx,fy,cx,cy for TUM-style folders")
@@ -87,6 +91,9 @@ def main(args: argparse.Namespace) -> int:
 
     conf = parse_settings(args.settings)
     extractor = build_method(args.method, args.weights, args.device, args.precision, conf)
+    from .match import build_matcher_from_args
+
+    matcher = build_matcher_from_args(args, args.method, device=str(extractor.device))
 
     def extract(image: np.ndarray) -> hp.NumpyFeatures:
         return hp.extract_numpy(extractor, image)
@@ -95,19 +102,19 @@ def main(args: argparse.Namespace) -> int:
         cfg = hp.HPatchesConfig()
         if args.ransac_thresh is not None:
             cfg.ransac_reproj_thresh = args.ransac_thresh
-        result = hp.evaluate_hpatches(args.path, extract, cfg)
+        result = hp.evaluate_hpatches(args.path, extract, cfg, matcher=matcher)
     elif args.protocol == "pairs":
         pcfg = pp.PairsConfig()
         if args.ransac_thresh is not None:
             pcfg.ransac_thresh_px = args.ransac_thresh
         pairs, kind = pp.load_pose_pairs(args.path, args.image_dir, _floats(args.intrinsics),
                                          _floats(args.distortion), args.min_gap, args.max_gap)
-        result = pp.evaluate_pairs(pairs, extract, pcfg)
+        result = pp.evaluate_pairs(pairs, extract, pcfg, matcher=matcher)
         result["input_kind"] = kind
     else:
         seq = sq.load_sequence(args.path, _floats(args.intrinsics), _floats(args.distortion))
         result = sq.evaluate_sequence(seq, extract, stride=args.stride,
-                                      max_frames=args.max_frames)
+                                      max_frames=args.max_frames, matcher=matcher)
         result["input_kind"] = seq.kind
 
     result = {
@@ -117,6 +124,8 @@ def main(args: argparse.Namespace) -> int:
         "conf": dict(getattr(extractor, "conf", {})),
         "device": str(args.device),
         "precision": args.precision,
+        "matcher": {"type": matcher.name, "description": matcher.describe(),
+                    "conf": dataclasses.asdict(matcher.conf)},
         "path": str(args.path),
         "threads": {"torch": torch.get_num_threads(),
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},

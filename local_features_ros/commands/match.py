@@ -2,11 +2,13 @@
 
 Output ``OUT.npz``: ``keypoints0``/``keypoints1`` (N, 2) float32 [x, y] original pixels,
 ``scores0``/``scores1``, ``image_size0``/``image_size1`` [w, h], ``matches`` (M, 2) int64
-``[i0, i1]``, ``distances`` (M,) float32 L2 descriptor distances, ``inliers`` (M,) bool,
+``[i0, i1]``, ``distances`` (M,) float32 (``--matcher nn``: L2 descriptor distances;
+``--matcher lightglue``: 1 - match confidence), ``inliers`` (M,) bool,
 ``model`` (3, 3) float64 (NaN when no model), ``model_type`` (str: homography | fundamental |
 none). ``--draw`` writes both images side by side with inlier (green) and outlier (red) lines.
-Matching and verification are the same functions the node uses (``matching.py``,
-``geometry.py``).
+Matching and verification are the same code the node uses (``matchers/``: ``nn`` = mutual NN +
+ratio + max distance from ``matching.py``, ``lightglue`` = LightGlue with released ALIKED/DISK
+weights or ``--matcher-weights``; ``geometry.py``).
 """
 
 from __future__ import annotations
@@ -21,17 +23,49 @@ from ._common import add_extractor_arguments, parse_settings
 
 logger = logging.getLogger(__name__)
 
-HELP = "match the features of two images (mutual NN + ratio + RANSAC) into OUT.npz"
+HELP = "match the features of two images (mutual NN + ratio, or LightGlue; RANSAC) into OUT.npz"
+
+
+def add_matcher_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--matcher``, ``--matcher-weights``, ``--matcher-set`` (shared with ``evaluate``)."""
+    parser.add_argument("--matcher", default="nn",
+                        help="matcher: nn (mutual nearest neighbour on L2, default) | lightglue "
+                             "(released weights for --method aliked/disk, else --matcher-weights)")
+    parser.add_argument("--matcher-weights", default=None, metavar="PATH",
+                        help="local LightGlue weights file (wins over the released ones)")
+    parser.add_argument("--matcher-set", dest="matcher_settings", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="matcher config (repeatable); lightglue: depth_confidence, "
+                             "width_confidence (<= 0 = off), filter_threshold, n_layers, features")
+
+
+def build_matcher_from_args(args: argparse.Namespace, method: str, device: str | None = None,
+                            **conf: Any) -> Any:
+    """The matcher the command line asks for; ``method`` picks LightGlue's released weights,
+    ``conf`` are defaults (e.g. ``nn``'s ratio) that ``--matcher-set`` overrides."""
+    from ..matchers.base import build_matcher, get_matcher_class
+
+    cls = get_matcher_class(args.matcher)
+    known = cls.default_conf()
+    conf = {**conf, **parse_settings(args.matcher_settings)}
+    if args.matcher_weights:
+        conf["weights"] = args.matcher_weights
+    if "features" in known:
+        conf.setdefault("features", method)
+    return build_matcher(args.matcher, device=device or args.device, precision=args.precision,
+                         **conf)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_extractor_arguments(parser)
+    add_matcher_arguments(parser)
     parser.add_argument("--ratio", type=float, default=1.0,
-                        help="Lowe ratio test threshold in (0, 1]; 1 = off (default)")
+                        help="--matcher nn: Lowe ratio test threshold in (0, 1]; 1 = off (default)")
     parser.add_argument("--no-mutual", dest="mutual", action="store_false",
-                        help="plain nearest neighbour instead of mutual nearest neighbour")
+                        help="--matcher nn: plain nearest neighbour instead of mutual")
     parser.add_argument("--max-distance", type=float, default=0.0,
-                        help="drop matches with L2 descriptor distance above this (0 = off)")
+                        help="--matcher nn: drop matches with L2 descriptor distance above this "
+                             "(0 = off)")
     parser.add_argument("--verify", default="fundamental",
                         choices=("homography", "fundamental", "none"),
                         help="geometric verification model (default fundamental)")
@@ -73,14 +107,18 @@ def draw_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts
 
 def main(args: argparse.Namespace) -> int:
     from ..geometry import VerifyConfig, verify_matches
-    from ..matching import MatcherConfig, match_descriptors
     from ..registry import build_extractor, get_extractor_class
     from .extract import read_image, write_npz
 
     conf: dict[str, Any] = parse_settings(args.settings)
     get_extractor_class(args.method)  # unknown method fails before any file work
-    matcher = MatcherConfig(mutual=bool(args.mutual), ratio=float(args.ratio),
-                            max_distance=float(args.max_distance))
+    nn_conf: dict[str, Any] = {"mutual": bool(args.mutual), "ratio": float(args.ratio),
+                               "max_distance": float(args.max_distance)}
+    if args.matcher != "nn":
+        if nn_conf != {"mutual": True, "ratio": 1.0, "max_distance": 0.0}:
+            raise ValueError("--ratio / --no-mutual / --max-distance apply to --matcher nn only")
+        nn_conf = {}
+    matcher = build_matcher_from_args(args, args.method, **nn_conf)
     verify = VerifyConfig(model=args.verify, threshold_px=float(args.threshold))
     paths = [Path(args.image0).expanduser(), Path(args.image1).expanduser()]
     for p in paths:
@@ -94,7 +132,7 @@ def main(args: argparse.Namespace) -> int:
     extractor = build_extractor(args.method, weights=args.weights, device=args.device,
                                 precision=args.precision, **conf)
     f0, f1 = (extractor.extract(img).float().to("cpu") for img in images)
-    result = match_descriptors(f0.descriptors, f1.descriptors, matcher)
+    result = matcher.match(f0, f1)
     k0, k1 = f0.keypoints.numpy(), f1.keypoints.numpy()
     result = verify_matches(k0, k1, result, verify)
     model = result.model if result.model is not None else np.full((3, 3), np.nan)
@@ -117,5 +155,6 @@ def main(args: argparse.Namespace) -> int:
         if not cv2.imwrite(str(draw), canvas):
             raise ValueError(f"cannot write drawing {draw} (unknown image extension?)")
     print(f"{paths[0].name}: {len(f0)} keypoints, {paths[1].name}: {len(f1)} keypoints, "
-          f"{len(result)} matches, {result.num_inliers} inliers ({result.model_type}) -> {out}")
+          f"{len(result)} matches ({matcher.name}), {result.num_inliers} inliers "
+          f"({result.model_type}) -> {out}")
     return 0

@@ -5,7 +5,8 @@ Why its own reader: the same code runs on the official HPatches sequences (``<se
 (``graf1.ppm``, ``graf2.ppm``, ``graf_H_1_2``), so the README numbers and the CI fixtures share it.
 
 Features are used exactly as ``Extractor.extract`` returns them (no resizing or top-k here) and
-matched by mutual nearest neighbour on L2 distance (``local_features_ros.matching``).
+matched by mutual nearest neighbour on L2 distance (``local_features_ros.matching``), or by the
+``matcher`` object given (``local_features_ros.matchers``: ``nn`` | ``lightglue``).
 """
 
 from __future__ import annotations
@@ -74,6 +75,36 @@ def mutual_nn_matches(f0: NumpyFeatures, f1: NumpyFeatures) -> np.ndarray:
     res = match_descriptors(torch.from_numpy(f0.descriptors), torch.from_numpy(f1.descriptors),
                             MatcherConfig(mutual=True))
     return np.asarray(res.matches, np.int64).reshape(-1, 2)
+
+
+def features_of(f: NumpyFeatures) -> Any:
+    """The ``Features`` behind ``f`` (rebuilt from the arrays when there is no ``raw``)."""
+    if f.raw is not None:
+        return f.raw
+    import torch
+
+    from ..types import Features
+
+    return Features(keypoints=torch.from_numpy(np.asarray(f.keypoints, np.float32).reshape(-1, 2)),
+                    scores=torch.from_numpy(np.asarray(f.scores, np.float32).reshape(-1)),
+                    descriptors=torch.from_numpy(np.asarray(f.descriptors, np.float32)
+                                                 .reshape(len(f.keypoints), -1)),
+                    image_size=tuple(int(v) for v in f.image_size))
+
+
+def match_features(f0: NumpyFeatures, f1: NumpyFeatures, matcher: Any = None) -> np.ndarray:
+    """``(M, 2)`` int64 matches: ``matcher.match`` (a ``matchers`` object), or mutual NN on L2
+    when ``matcher`` is None (the protocols' default)."""
+    if matcher is None:
+        return mutual_nn_matches(f0, f1)
+    if len(f0) == 0 or len(f1) == 0:
+        return np.zeros((0, 2), np.int64)
+    res = matcher.match(features_of(f0), features_of(f1))
+    return np.asarray(res.matches, np.int64).reshape(-1, 2)
+
+
+def matching_protocol(matcher: Any = None) -> str:
+    return "mutual nearest neighbour, L2" if matcher is None else matcher.describe()
 
 
 # ---------------------------------------------------------------------------------------- dataset
@@ -192,8 +223,9 @@ def aggregate(per_pair: list[dict[str, Any]], num_features: list[int],
 
 
 def evaluate_hpatches(root: str | Path, extract: Callable[[np.ndarray], NumpyFeatures],
-                      cfg: HPatchesConfig | None = None) -> dict[str, Any]:
-    """Run the protocol on every pair under ``root``; ``extract`` maps an image to features."""
+                      cfg: HPatchesConfig | None = None, matcher: Any = None) -> dict[str, Any]:
+    """Run the protocol on every pair under ``root``; ``extract`` maps an image to features;
+    ``matcher``: a ``matchers`` object (None = mutual NN on L2)."""
     cfg = cfg or HPatchesConfig()
     pairs = load_homography_pairs(root)
     cache: dict[Path, NumpyFeatures] = {}
@@ -207,7 +239,7 @@ def evaluate_hpatches(root: str | Path, extract: Callable[[np.ndarray], NumpyFea
     for p in pairs:
         cv2.setRNGSeed(0)  # RANSAC: same numbers on every run
         f0, f1 = feats(p.image0), feats(p.image1)
-        matches = mutual_nn_matches(f0, f1)
+        matches = match_features(f0, f1, matcher)
         r = evaluate_pair(f0, f1, matches, p.H_0to1, cfg)
         r.update(sequence=p.sequence, image0=p.image0.name, image1=p.image1.name)
         per_pair.append(r)
@@ -224,7 +256,7 @@ def evaluate_hpatches(root: str | Path, extract: Callable[[np.ndarray], NumpyFea
             out.setdefault("by_type", {})[kind] = aggregate(sub, [0] * len(imgs), cfg)
             out["by_type"][kind].pop("features")
     out["protocol"] = {
-        "matching": "mutual nearest neighbour, L2",
+        "matching": matching_protocol(matcher),
         "mma": "fraction of matches with |H_gt x0 - x1| <= t px, mean over pairs",
         "homography": f"cv2.findHomography RANSAC {cfg.ransac_reproj_thresh} px; mean corner "
                       "error vs ground truth <= eps (SuperPoint)",

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from . import metrics
-from .hpatches import NumpyFeatures, mutual_nn_matches, read_image
+from .hpatches import NumpyFeatures, match_features, matching_protocol, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -224,7 +224,8 @@ class PairsConfig:
 
 
 def evaluate_pairs(pairs: list[PosePair], extract: Callable[[np.ndarray], NumpyFeatures],
-                   cfg: PairsConfig | None = None) -> dict[str, Any]:
+                   cfg: PairsConfig | None = None, matcher: Any = None) -> dict[str, Any]:
+    """``matcher``: a ``matchers`` object (None = mutual NN on L2)."""
     cfg = cfg or PairsConfig()
     cache: dict[tuple[Path, int], tuple[NumpyFeatures, np.ndarray, np.ndarray]] = {}
 
@@ -242,7 +243,7 @@ def evaluate_pairs(pairs: list[PosePair], extract: Callable[[np.ndarray], NumpyF
         f1, K1, R1 = view(p.image1, p.K1, p.rot1)
         # Rotated cameras: T' = R1' T R0'^-1 (the camera centres do not move).
         T = metrics.make_T(R1, np.zeros(3)) @ p.T_0to1 @ metrics.make_T(R0.T, np.zeros(3))
-        matches = mutual_nn_matches(f0, f1)
+        matches = match_features(f0, f1, matcher)
         est = None
         if len(matches) >= 5:
             est = metrics.estimate_relative_pose(f0.keypoints[matches[:, 0]],
@@ -265,7 +266,7 @@ def evaluate_pairs(pairs: list[PosePair], extract: Callable[[np.ndarray], NumpyF
         "matches": float(np.mean([q["matches"] for q in per_pair])),
         "num_pairs": len(per_pair),
         "protocol": {
-            "matching": "mutual nearest neighbour, L2",
+            "matching": matching_protocol(matcher),
             "pose": f"cv2.findEssentialMat RANSAC on normalised coordinates "
                     f"({cfg.ransac_thresh_px} px / mean focal, conf {cfg.confidence}) + recoverPose",
             "error": "max(rotation angle, translation direction angle, sign-ambiguous), degrees",

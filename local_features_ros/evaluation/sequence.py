@@ -123,27 +123,30 @@ def undistort_features(feats: Any, K: np.ndarray, dist: np.ndarray) -> Any:
                     extra=dict(feats.extra))
 
 
-def make_frontend() -> Any:
-    """The node's frontend with mutual-NN matching and essential-matrix verification."""
+def make_frontend(matcher: Any = None) -> Any:
+    """The node's frontend with essential-matrix verification and ``matcher`` (a ``matchers``
+    object; None = mutual NN on L2)."""
     from ..frontend import FrameToFrameFrontend
     from ..geometry import VerifyConfig
     from ..matching import MatcherConfig
 
-    return FrameToFrameFrontend(matcher=MatcherConfig(mutual=True),
+    return FrameToFrameFrontend(matcher=matcher if matcher is not None
+                                else MatcherConfig(mutual=True),
                                 verify=VerifyConfig(model="essential"))
 
 
 def evaluate_sequence(seq: Sequence, extract: Callable[[np.ndarray], NumpyFeatures],
                       stride: int = 1, max_frames: int = 0,
                       thresholds: tuple[int, ...] = metrics.POSE_THRESHOLDS,
-                      frontend: Any = None) -> dict[str, Any]:
-    """Run the frontend over the sequence and compare every relative motion to the ground truth."""
+                      frontend: Any = None, matcher: Any = None) -> dict[str, Any]:
+    """Run the frontend over the sequence and compare every relative motion to the ground truth.
+    ``matcher`` (a ``matchers`` object) goes to the default frontend; None = mutual NN."""
     idx = list(range(0, len(seq.images), max(1, stride)))
     if max_frames:
         idx = idx[:max_frames]
     if len(idx) < 2:
         raise ValueError("a sequence needs at least two frames")
-    frontend = frontend or make_frontend()
+    frontend = frontend or make_frontend(matcher)
     gt = [seq.poses[i] for i in idx]
     steps: list[np.ndarray] = []
     per_frame: list[dict[str, Any]] = []
@@ -215,8 +218,10 @@ def evaluate_sequence(seq: Sequence, extract: Callable[[np.ndarray], NumpyFeatur
         "trajectory": {"estimated": [T[:3, 3].tolist() for T in est],
                        "ground_truth": pos_gt.tolist()},
         "protocol": {
-            "frontend": "FrameToFrameFrontend(MatcherConfig(mutual=True), "
-                        "VerifyConfig(model='essential'))",
+            "frontend": "FrameToFrameFrontend(matcher, VerifyConfig(model='essential'))",
+            "matching": (frontend.matcher.describe() if hasattr(frontend, "matcher")
+                         and hasattr(frontend.matcher, "describe")
+                         else "mutual nearest neighbour, L2"),
             "error": "rotation angle and translation direction angle (sign kept), degrees",
             "drift": "steps scaled to ground-truth length; ATE after rigid alignment; RPE delta 1",
         },

@@ -7,8 +7,9 @@ then refuses ``SetParameters`` on them with its own reason); YAML/``--params-fil
 them at startup.
 
 Targets: ``extractor:<key>`` (an extractor config key, applied with ``Extractor.update_conf``),
-``matcher:<field>`` / ``verify:<field>`` (fields of ``MatcherConfig`` / ``VerifyConfig``), and
-``node:<name>`` (read by the node itself).
+``matcher:<field>`` / ``verify:<field>`` (fields of ``MatcherConfig`` / ``VerifyConfig``),
+``lightglue:<field>`` (fields of ``matchers.lightglue.LightGlueConfig``, applied with
+``Matcher.update_conf``), and ``node:<name>`` (read by the node itself; ``matcher.type`` is one).
 """
 
 from __future__ import annotations
@@ -222,6 +223,48 @@ def matcher_specs(matcher_conf: Any) -> list[ParamSpec]:
     ]
 
 
+#: Prefix of the LightGlue matcher's parameters (``matcher.lightglue.depth_confidence`` ...).
+LIGHTGLUE_PREFIX = "matcher.lightglue."
+
+
+def matcher_type_specs() -> list[ParamSpec]:
+    """``matcher.type`` (restart-only): which ``matchers`` registry entry the frontend uses."""
+    from ..matchers.base import available_matchers
+
+    return [ParamSpec("matcher.type", "nn", "frame-to-frame matcher: nn (mutual NN / ratio / "
+                      "max distance on L2, the matcher.* keys) | lightglue (LightGlue with released "
+                      "weights for aliked/disk, else matcher.lightglue.weights; the "
+                      "matcher.lightglue.* keys)", False, "node:matcher.type",
+                      choices=tuple(available_matchers()))]
+
+
+def lightglue_specs(lightglue_conf: Any = None) -> list[ParamSpec]:
+    """``matcher.lightglue.*`` from the core ``LightGlueConfig`` defaults (``features`` is not a
+    parameter: the node passes its ``method``). Used only with ``matcher.type: lightglue``."""
+    if lightglue_conf is None:
+        from ..matchers.lightglue import LightGlueConfig
+
+        lightglue_conf = LightGlueConfig()
+    d = dataclasses.asdict(lightglue_conf)
+    p = LIGHTGLUE_PREFIX
+    return [
+        ParamSpec(p + "weights", str(d["weights"]), "local LightGlue weights file; empty = the "
+                  "released file for the method (aliked, disk); superpoint needs one", False,
+                  "lightglue:weights"),
+        ParamSpec(p + "depth_confidence", float(d["depth_confidence"]), "adaptive depth: stop "
+                  "early when this fraction of points is confident (<= 0 = off)", True,
+                  "lightglue:depth_confidence", float_range=(-1.0, 1.0)),
+        ParamSpec(p + "width_confidence", float(d["width_confidence"]), "adaptive width: prune "
+                  "points confidently unmatchable (<= 0 = off)", True,
+                  "lightglue:width_confidence", float_range=(-1.0, 1.0)),
+        ParamSpec(p + "filter_threshold", float(d["filter_threshold"]), "minimum match "
+                  "confidence", True, "lightglue:filter_threshold", float_range=(0.0, 0.999)),
+        ParamSpec(p + "n_layers", int(d["n_layers"]), "transformer layers to run (<= the weights' "
+                  "layers, 9 for the released files)", False, "lightglue:n_layers",
+                  int_range=(1, 64)),
+    ]
+
+
 def verify_specs(verify_conf: Any) -> list[ParamSpec]:
     from ..geometry import _METHODS, MODELS
 
@@ -271,9 +314,10 @@ class ChangeSet:
     matcher: dict[str, Any] = dataclasses.field(default_factory=dict)
     verify: dict[str, Any] = dataclasses.field(default_factory=dict)
     node: dict[str, Any] = dataclasses.field(default_factory=dict)
+    lightglue: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def empty(self) -> bool:
-        return not (self.extractor or self.matcher or self.verify or self.node)
+        return not (self.extractor or self.matcher or self.verify or self.node or self.lightglue)
 
 
 def split_changes(specs: Mapping[str, ParamSpec], values: Mapping[str, Any],

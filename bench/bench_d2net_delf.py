@@ -18,7 +18,6 @@ import argparse
 import importlib.util
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from local_features_ros.evaluation.speed import measure, measure_alternating
 from local_features_ros.registry import build_extractor
 
 
@@ -45,28 +45,14 @@ def textured_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times)
+    return measure(fn, runs, warmup).median_ms
 
 
 def paired_ms(fa: Callable[[], object], fb: Callable[[], object], runs: int, warmup: int
               ) -> tuple[float, float]:
     """Medians of two functions run alternately, so load from other processes hits both alike."""
-    for _ in range(warmup):
-        fa(), fb()
-    ta, tb = [], []
-    for _ in range(runs):
-        for fn, acc in ((fa, ta), (fb, tb)):
-            t = time.perf_counter()
-            fn()
-            acc.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(ta), statistics.median(tb)
+    ta, tb = measure_alternating([fa, fb], runs, warmup)
+    return ta.median_ms, tb.median_ms
 
 
 def _has(module: str) -> bool:

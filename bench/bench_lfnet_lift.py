@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from typing import Any, Callable
 
 import cv2
 import numpy as np
 import torch
 
+from local_features_ros.evaluation.speed import measure
 from local_features_ros.registry import build_extractor
 
 
@@ -45,19 +44,9 @@ def make_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def timed(fn: Callable[[], Any], runs: int, warmup: int, device: torch.device) -> tuple[float, Any]:
     """Median milliseconds of ``fn`` (CUDA synchronised) and its last result."""
-    out = None
-    for _ in range(warmup):
-        out = fn()
-    times = []
-    for _ in range(max(runs, 1)):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t = time.perf_counter()
-        out = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - t) * 1e3)
-    return statistics.median(times), out
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+    t = measure(fn, max(runs, 1), warmup, sync)
+    return t.median_ms, t.result
 
 
 @torch.inference_mode()

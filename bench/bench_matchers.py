@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import statistics
-import time
 
 import cv2
 import numpy as np
 import torch
 
 from local_features_ros import pretrained
+from local_features_ros.evaluation.speed import measure
 from local_features_ros.matchers import build_matcher
 from local_features_ros.types import Features
 
@@ -78,18 +77,9 @@ def top(f: Features, n: int) -> Features:
 
 
 def timed(fn, runs: int, warmup: int, device: torch.device) -> tuple[float, object]:
-    for _ in range(warmup):
-        fn()
-    times, res = [], None
-    for _ in range(runs):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        res = fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), res
+    """Median seconds of ``fn`` (CUDA synchronised) and its last result."""
+    t = measure(fn, runs, warmup, torch.cuda.synchronize if device.type == "cuda" else None)
+    return t.median_ms / 1e3, t.result
 
 
 def main() -> None:

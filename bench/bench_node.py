@@ -107,7 +107,7 @@ def bench_end_to_end(frames: int, method: str, weights: str, width: int, height:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, PointCloud2
 
-    from local_features_ros.runner import ros_env
+    from local_features_ros.ros.runner import ros_env
     from local_features_ros.synthetic.scene import PinholeCamera, SyntheticScene
 
     domain = random.randint(100, 199)

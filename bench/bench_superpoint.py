@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -29,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_superpoint_frontend import OfficialFrontend, random_official_state_dict  # noqa: E402
 
 from local_features_ros.extractors.base import cpu_supports_bf16  # noqa: E402
+from local_features_ros.evaluation.speed import measure  # noqa: E402
 from local_features_ros.registry import build_extractor  # noqa: E402
 
 logger = logging.getLogger(__name__)
@@ -48,16 +47,8 @@ def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def median_ms(fn: Callable[[], object], runs: int, warmup: int) -> tuple[float, float, object]:
     """Median wall ms and median process CPU ms (all threads; tells contention from work)."""
-    out = None
-    for _ in range(warmup):
-        out = fn()
-    wall, cpu = [], []
-    for _ in range(runs):
-        t0, c0 = time.perf_counter(), time.process_time()
-        out = fn()
-        wall.append((time.perf_counter() - t0) * 1e3)
-        cpu.append((time.process_time() - c0) * 1e3)
-    return statistics.median(wall), statistics.median(cpu), out
+    t = measure(fn, runs, warmup)
+    return t.median_ms, t.cpu_median_ms, t.result
 
 
 def count(out: object) -> str:

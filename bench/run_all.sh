@@ -20,8 +20,3 @@ W=(--weights random)  # speed only: random weights in the official layout
 # Every method, whole extractor at 640x480 (random weights where none are shipped: speed only).
 "$PY" bench/bench_d2net_delf.py --size 640x480 --runs ${RUNS_HEAVY:-3} | tee "$OUT/d2net_delf.txt"
 "$PY" bench/bench_lfnet_lift.py --size 640x480 --runs ${RUNS_HEAVY:-3} | tee "$OUT/lfnet_lift.txt"
-# Shipped SuperPoint: detector vs descriptor split per HPatches/Oxford pair (research data, read in place).
-DATA=${DATA:-../shared/data}
-if [[ -d "$DATA/hpatches" && -d "$DATA/oxford" ]]; then
-  "$PY" bench/bench_superpoint_detector_vs_descriptor.py "$DATA/hpatches" "$DATA/oxford" | tee "$OUT/superpoint_split.txt"
-fi

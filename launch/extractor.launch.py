@@ -4,7 +4,7 @@
     ros2 launch local_features_ros extractor.launch.py params_file:=/path/orb.yaml namespace:=cam0 \
         image:=/cam0/image_raw camera_info:=/cam0/camera_info rviz:=true
 
-Arguments and defaults come from ``local_features_ros.runner.LAUNCH_ARGS``, the table
+Arguments and defaults come from ``local_features_ros.ros.runner.LAUNCH_ARGS``, the table
 ``local-features run`` maps to its options, so the launch file and the runner cannot drift apart.
 An empty ``method`` keeps the YAML's method; ``method:=M`` with the default ``params_file`` loads
 ``config/M.yaml`` (thresholds are in method units); a relative ``params_file`` is looked up in
@@ -19,9 +19,8 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from local_features_ros.runner import LAUNCH_ARGS, PACKAGE, params_file_for, topic_remaps
-
-NODE_NAME = "feature_extractor"
+from local_features_ros.ros.names import NODE_NAME, PACKAGE
+from local_features_ros.ros.runner import LAUNCH_ARGS, params_file_for, topic_remaps
 
 
 def _share_dir():

@@ -17,10 +17,11 @@ from importlib.metadata import entry_points
 COMMANDS: dict[str, str] = {
     "extract": "local_features_ros.commands.extract",
     "match": "local_features_ros.commands.match",
-    "run": "local_features_ros.commands.run",
-    "demo": "local_features_ros.commands.demo",
+    "run": "local_features_ros.ros.commands.run",  # ROS commands: by path, never imported
+    "demo": "local_features_ros.ros.commands.demo",  # from outside ros/ (test_core_contracts)
     "evaluate": "local_features_ros.commands.evaluate",
     "bench": "local_features_ros.commands.bench",
+    "export": "local_features_ros.commands.export",
     "methods": "local_features_ros.commands.methods",
 }
 

@@ -9,7 +9,8 @@ force, ``torch.cdist`` in chunks bounded to ~``chunk_bytes``), (2) each query de
 vote to each keyframe owning one of its ``knn`` neighbours within ``max_distance``, (3) the
 ``num_verify`` keyframes with most votes are verified: mutual-nearest-neighbour matches between
 query and keyframe, then OpenCV RANSAC (fundamental by default; homography or affine), (4) ranked by
-inliers (then votes). Core module: no rclpy; the node calls ``add``/``query`` with ``Features``.
+inliers (then votes). Core module: no rclpy; the node uses ``PlaceRecognizer`` (keyframe ids,
+keyframe stamps, keyframe cadence, load/save of the database file) on top of the database.
 
 Bounded memory: at most ``max_keyframes`` keyframes and ``max_descriptors`` descriptors in total;
 a keyframe keeps at most ``max_per_keyframe`` features (best by score); when a bound is hit the
@@ -112,6 +113,24 @@ class KeyframeDatabase:
     @property
     def keyframe_ids(self) -> list[KeyframeId]:
         return list(self._frames)
+
+    @property
+    def descriptor_dim(self) -> int | None:
+        """Dimension of the stored descriptors (None while no keyframe has a feature)."""
+        return self._dim
+
+    def meta(self, keyframe_id: KeyframeId) -> dict:
+        """A copy of the ``meta`` stored with a keyframe (``KeyError`` when it is not stored)."""
+        return dict(self._frames[keyframe_id].meta)
+
+    def set_max_keyframes(self, max_keyframes: int) -> None:
+        """Change the keyframe bound; keyframes over it are evicted now, oldest first."""
+        max_keyframes = int(max_keyframes)
+        if max_keyframes < 1:
+            raise ValueError("max_keyframes must be >= 1")
+        self.config.max_keyframes = max_keyframes
+        while len(self._frames) > max_keyframes:
+            self.remove(next(iter(self._frames)))
 
     def add(self, keyframe_id: KeyframeId, features: Features, meta: dict | None = None) -> None:
         """Store a keyframe (replaces one with the same id). ``meta`` must be JSON-serialisable
@@ -303,3 +322,105 @@ class KeyframeDatabase:
             db._num_desc += b - a
         db._dim = int(header["dim"]) if db._num_desc else None
         return db
+
+
+class PlaceRecognizer:
+    """Keyframe database of one feature stream (the node's ``place_recognition.*``).
+
+    Adds what a stream needs on top of ``KeyframeDatabase``: integer keyframe ids from a running
+    counter (continued after a loaded file), every keyframe's image stamp ``(sec, nanosec)`` kept
+    in ``stamps`` (and in the saved ``meta``), the keyframe cadence (``due``), the candidate
+    filter by inliers, and the database file (``open`` / ``save``). Not thread-safe: one thread.
+
+    Errors of ``open`` are ``ConfigError`` whose text starts with the setting's name
+    (``max_keyframes ...``, ``database ...``) so a caller can prefix its own parameter names.
+    """
+
+    #: keyframe ids must fit the uint32 ``keyframe_id`` of ``~/loop_candidates``
+    MAX_ID = 2**32 - 1
+
+    def __init__(self, db: KeyframeDatabase, path: str = "") -> None:
+        self.db = db
+        self.path = path
+        #: keyframe id -> (sec, nanosec) of its image stamp; ids of evicted keyframes are pruned
+        #: (ids grow, eviction is FIFO).
+        self.stamps: dict[int, tuple[int, int]] = {}
+        self.next_id = 0
+        self.since_keyframe: int | None = None  # processed frames since the last keyframe
+        self.saved = False
+        self.loaded = False  # True when ``open`` read an existing file
+        for kf_id in db.keyframe_ids:
+            meta = db.meta(kf_id)
+            self.stamps[kf_id] = (int(meta.get("stamp_sec", 0)), int(meta.get("stamp_nanosec", 0)))
+            self.next_id = max(self.next_id, kf_id + 1)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike | None, max_keyframes: int,
+             descriptor_dim: int | None = None, method: str = "") -> "PlaceRecognizer":
+        """A new database, or the one in ``path`` when that file exists (integer keyframe ids
+        in ``[0, 2^32 - 1)``, ``descriptor_dim``-D descriptors; trimmed to ``max_keyframes``,
+        oldest first). ``path`` is where ``save`` writes; empty = in memory only."""
+        from .extractors.base import ConfigError
+
+        max_keyframes = int(max_keyframes)
+        if max_keyframes < 1:
+            raise ConfigError(f"max_keyframes must be >= 1, got {max_keyframes}")
+        path = str(Path(path).expanduser()) if path else ""
+        if not (path and Path(path).is_file()):
+            return cls(KeyframeDatabase(max_keyframes=max_keyframes), path)
+        try:
+            db = KeyframeDatabase.load(path)
+        except Exception as exc:  # corrupt/foreign file: a configuration error
+            raise ConfigError(f"database '{path}' cannot be loaded: "
+                              f"{type(exc).__name__}: {exc}") from exc
+        bad = [k for k in db.keyframe_ids if isinstance(k, bool) or not isinstance(k, int)
+               or not 0 <= k < cls.MAX_ID]
+        if bad:
+            raise ConfigError(f"database '{path}': keyframe ids must be integers in "
+                              f"[0, 2^32 - 1), got {bad[:5]}")
+        dim = db.descriptor_dim
+        if dim is not None and descriptor_dim is not None and int(dim) != int(descriptor_dim):
+            raise ConfigError(f"database '{path}' holds {dim}-D descriptors but method "
+                              f"'{method}' gives {descriptor_dim}-D")
+        db.set_max_keyframes(max_keyframes)
+        recognizer = cls(db, path)
+        recognizer.loaded = True
+        return recognizer
+
+    def __len__(self) -> int:
+        return len(self.db)
+
+    def due(self, every: int) -> bool:
+        """Count one processed frame; True when it is a keyframe (the first one always is)."""
+        due = self.since_keyframe is None or self.since_keyframe + 1 >= every
+        self.since_keyframe = 0 if due else self.since_keyframe + 1
+        return due
+
+    def query(self, features: Features, top_k: int, exclude_recent: int, min_inliers: int
+              ) -> list[Candidate]:
+        """Verified candidates with at least ``min_inliers`` inliers, best first."""
+        cands = self.db.query(features, top_k=int(top_k), exclude_recent=int(exclude_recent))
+        return [c for c in cands if c.inliers >= int(min_inliers)]
+
+    def add(self, features: Features, stamp: tuple[int, int]) -> int:
+        """Store ``features`` as the next keyframe (image stamp ``(sec, nanosec)``); its id."""
+        kf_id = self.next_id
+        self.next_id += 1
+        st = (int(stamp[0]), int(stamp[1]))
+        self.db.add(kf_id, features, {"stamp_sec": st[0], "stamp_nanosec": st[1]})
+        self.stamps[kf_id] = st
+        while self.stamps:
+            oldest = next(iter(self.stamps))
+            if oldest in self.db:
+                break
+            del self.stamps[oldest]
+        return kf_id
+
+    def save(self) -> bool:
+        """Write the database to ``path`` once; False when there is nothing to do (no path,
+        already saved). Raises what the write raises."""
+        if not self.path or self.saved:
+            return False
+        self.db.save(self.path)
+        self.saved = True
+        return True

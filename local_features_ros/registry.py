@@ -139,6 +139,7 @@ def build_extractor(method: str, weights: str | None = None, device: str = "cpu"
     stored = dict(ckpt.get("extractor_conf") or {}) if is_project_checkpoint(ckpt) else {}
     known = cls.full_default_conf()
     extractor = cls(device=device, precision=precision,
-                    **{**{k: v for k, v in stored.items() if k in known}, **conf})
+                    **{**{k: v for k, v in stored.items() if k in known and k != "backend"},
+                       **conf})
     extractor.load_weights(weights, checkpoint=ckpt)
     return extractor.setup()

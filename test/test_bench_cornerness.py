@@ -1,4 +1,4 @@
-"""The cornerness diagnostic (bench/bench_keypoint_cornerness.py) tells edges from corners."""
+"""The cornerness diagnostic (experiments/bench_keypoint_cornerness.py) tells edges from corners."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _module():
     spec = importlib.util.spec_from_file_location(
-        "bench_keypoint_cornerness", ROOT / "bench" / "bench_keypoint_cornerness.py")
+        "bench_keypoint_cornerness", ROOT / "experiments" / "bench_keypoint_cornerness.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -84,6 +86,72 @@ def test_core_never_imports_rclpy():
         "assert 'training' not in sys.modules, 'runtime imported training'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1] / "local_features_ros"
+#: Top-level names of ROS packages (plus any ``*_msgs``, ``*_srvs``, ``*_interfaces``, ``rosidl*``).
+ROS_TOP_LEVEL = {"rclpy", "launch", "launch_ros", "launch_testing", "ament_index_python",
+                 "cv_bridge", "message_filters", "tf2_ros", "rosbag2_py"}
+
+
+def _is_ros(module: str) -> bool:
+    top = module.split(".")[0]
+    return (top in ROS_TOP_LEVEL or top.startswith("rosidl")
+            or top.endswith(("_msgs", "_srvs", "_interfaces"))
+            or module == "local_features_ros.ros" or module.startswith("local_features_ros.ros."))
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in ``path``, at any depth (functions, classes,
+    ``if TYPE_CHECKING``, try blocks); ``from X import name`` also yields ``X.name`` (``name``
+    may be a submodule: ``from local_features_ros import ros``)."""
+    rel = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
+    parts = list(rel.parts)
+    package = parts if parts[-1] == "__init__" else parts[:-1]
+    package = [p for p in package if p != "__init__"]
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                assert len(base) == len(package) - node.level + 1, f"{path}: import beyond the top"
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module or ""
+            out.append((node.lineno, module))
+            out += [(node.lineno, f"{module}.{a.name}") for a in node.names if a.name != "*"]
+    return out
+
+
+def _core_files() -> list[Path]:
+    ros_dir = PACKAGE_DIR / "ros"
+    return [p for p in sorted(PACKAGE_DIR.rglob("*.py")) if ros_dir not in p.parents]
+
+
+def test_import_scan_resolves_relative_imports():
+    """The scanner itself: relative imports at any depth resolve to absolute names."""
+    found = dict((m, n) for n, m in _imports(PACKAGE_DIR / "ros" / "commands" / "demo.py"))
+    assert "local_features_ros.registry" in found  # ``from ...registry import`` in a function
+    assert "local_features_ros.ros.diagnostics" in found and "rclpy" in found
+    assert _is_ros("local_features_ros.ros") and _is_ros("sensor_msgs.msg")
+    assert _is_ros("rcl_interfaces.msg") and _is_ros("rosidl_runtime_py")
+    assert not _is_ros("local_features_ros.registry") and not _is_ros("rosbags.highlevel")
+
+
+def test_core_has_no_ros_or_training_import_at_any_depth():
+    """No module outside ``local_features_ros/ros/`` imports rclpy, ROS message/interface
+    packages, launch, or ``local_features_ros.ros`` -- also not lazily inside a function (the
+    import-time check above cannot see those); runtime code never imports ``training``."""
+    files = _core_files()
+    assert len(files) > 30 and PACKAGE_DIR / "cli.py" in files
+    bad = []
+    for path in files:
+        for line, module in _imports(path):
+            if _is_ros(module) or module.split(".")[0] == "training":
+                bad.append(f"{path.relative_to(PACKAGE_DIR.parent)}:{line}: {module}")
+    assert not bad, "ROS or training imported outside local_features_ros/ros/:\n" + "\n".join(bad)
 
 
 def test_atomic_save_has_normal_file_mode(tmp_path):

@@ -92,8 +92,8 @@ def test_launch_file_parses_and_declares_generate_function():
 
 
 def test_launch_arguments_match_design_and_runner(launch_module):
-    from local_features_ros.commands import run as run_cmd
-    from local_features_ros.runner import LAUNCH_ARGS
+    from local_features_ros.ros.commands import run as run_cmd
+    from local_features_ros.ros.runner import LAUNCH_ARGS
 
     mod, _ = launch_module
     ld = mod.generate_launch_description()

@@ -467,7 +467,11 @@ def test_compressed_every_frame_and_watchdog(node_run):
 def test_startup_config_errors_exit_2(ros_env, tmp_path):
     for params, needle in (({"method": "no_such_method"}, "unknown method"),
                            ({"method": "superpoint", "weights": str(tmp_path / "missing.pth")},
-                            "not found")):
+                            "not found"),
+                           ({"method": "akaze"}, "evaluation-only"),
+                           ({"method": "orb", "matcher.type": "lightglue"},
+                            "matcher.lightglue.weights"),
+                           ({"method": "orb", "matcher.type": "superglue"}, "matcher.type")):
         log = tmp_path / "startup.log"
         proc = start_node(ros_env, log, **params)
         try:
@@ -518,6 +522,43 @@ def test_superpoint_official_layout_weights(node_run, tmp_path):
     assert (cols["score"] >= cutoff - 1e-5).all()
 
 
+def test_aliked_with_lightglue_tracks_and_motion(node_run):
+    """The licence-clean pair end to end: released ALIKED + LightGlue weights, matches with track
+    ids along inliers, and a relative motion close to the rendered ground truth."""
+    frames = scene_frames(3, (320, 240))
+    h, proc, log = node_run(method="aliked", **{"matcher.type": "lightglue"},
+                            max_keypoints=512, precision="fp32", process_every_frame=True)
+    h.prime(lambda st: image_msg(frames[0].image, "rgb8", st), sec=1000)
+    for _ in range(5):
+        h.pub_info.publish(info_msg(frames[0].K, (99, 0)))
+        h.spin_until(lambda: False, 0.1)
+    prev = None
+    for i, fr in enumerate(frames):
+        stamp = (100 + i, 0)
+        h.pub_info.publish(info_msg(fr.K, stamp))
+        h.spin_until(lambda: False, 0.2)
+        h.pub_image.publish(image_msg(fr.image, "rgb8", stamp))
+        feat = h.features_for(stamp, timeout=60)
+        assert feat is not None, log.read_text(errors="replace")[-2000:]
+        assert [f.count for f in feat.fields if f.name == "descriptor"] == [128]
+        cols = parse_cloud(feat)
+        mt = h.matches_for(stamp, timeout=10)
+        assert mt is not None
+        if prev is not None:
+            m = parse_cloud(mt)
+            inl = m["inlier"].astype(bool)
+            assert mt.width > 50 and inl.sum() > 0.7 * mt.width, (mt.width, inl.sum())
+            np.testing.assert_array_equal(cols["track_id"][m["cur_index"][inl]],
+                                          prev["track_id"][m["prev_index"][inl]])
+            tf = h.spin_until(lambda: next((t for t in h.got["motion"]
+                                            if stamp_of(t) == stamp), None), 10.0)
+            assert tf is not None, "no relative motion"
+            T = np.linalg.inv(frames[i - 1].T_world_cam) @ fr.T_world_cam
+            R = _quat_to_R(tf.transform.rotation)
+            assert _rot_angle_deg(R.T @ T[:3, :3]) < 1.0
+        prev = cols
+
+
 @pytest.mark.parametrize("method,dim,extra", [
     ("d2net", 512, {}),
     ("delf", 1024, {}),  # no PCA fitted in random weights: raw 1024-D block3 features
@@ -541,3 +582,19 @@ def test_every_learned_method_runs_in_the_node(node_run, method, dim, extra):
     assert (cols["u"] >= -0.5).all() and (cols["u"] <= 127.5).all()
     assert (cols["v"] >= -0.5).all() and (cols["v"] <= 95.5).all()
     assert np.isfinite(cols["descriptor"]).all()
+
+
+def test_frame_inbox_latest_slot_and_bounded_fifo():
+    """The node's callback -> worker hand-over (no ROS types involved)."""
+    from local_features_ros.ros.inbox import FrameInbox
+
+    drops = []
+    box = FrameInbox(lambda: drops.append(1), put_timeout_s=0.01)
+    box.put("a", every_frame=False, limit=1)
+    box.put("b", every_frame=False, limit=1)  # overwrites a: one drop
+    assert box.get() == "b" and len(drops) == 1
+    for m in "cde":
+        box.put(m, every_frame=True, limit=2)  # e waits 10 ms for space, then is dropped
+    assert len(drops) == 2 and [box.get(), box.get()] == ["c", "d"]
+    box.stop()
+    assert box.stopped and box.get() is None

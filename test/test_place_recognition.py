@@ -152,3 +152,38 @@ def test_failing_ransac_gives_no_inliers_not_an_exception(monkeypatch):
     db.add(0, f)
     cands = db.query(f, top_k=1, verify=True)
     assert len(cands) == 1 and cands[0].votes > 0 and cands[0].inliers == 0
+
+
+def test_place_recognizer_ids_stamps_cadence_and_file(tmp_path):
+    """The node's keyframe bookkeeping (``PlaceRecognizer``), without ROS: ids continue after a
+    reload, stamps follow eviction, ``due`` counts frames, ``open`` errors name the setting."""
+    from local_features_ros.extractors.base import ConfigError
+    from local_features_ros.place_recognition import PlaceRecognizer
+
+    eye = np.eye(8, dtype=np.float32)
+    path = tmp_path / "kf.npz"
+    rec = PlaceRecognizer.open(str(path), max_keyframes=2, descriptor_dim=8)
+    assert not rec.loaded and rec.path == str(path) and len(rec) == 0
+    assert [rec.due(3) for _ in range(7)] == [True, False, False, True, False, False, True]
+    for i in range(3):
+        assert rec.add(_feats(eye[[i, i + 1]]), (10 + i, 5)) == i
+    assert rec.db.keyframe_ids == [1, 2] and rec.stamps == {1: (11, 5), 2: (12, 5)}
+    assert rec.db.meta(2) == {"stamp_sec": 12, "stamp_nanosec": 5} and rec.db.descriptor_dim == 8
+    assert rec.query(_feats(eye[[2, 3]]), top_k=3, exclude_recent=0, min_inliers=10**6) == []
+    assert rec.save() and not rec.save()  # once
+    again = PlaceRecognizer.open(str(path), max_keyframes=1, descriptor_dim=8)
+    assert again.loaded and again.db.keyframe_ids == [2] and again.stamps == {2: (12, 5)}
+    assert again.add(_feats(eye[[0]]), (20, 0)) == 3  # ids continue after the stored ones
+    with pytest.raises(ConfigError, match=r"^max_keyframes must be >= 1"):
+        PlaceRecognizer.open("", max_keyframes=0)
+    with pytest.raises(ConfigError, match=r"^database .* holds 8-D descriptors but method 'x'"):
+        PlaceRecognizer.open(str(path), 5, descriptor_dim=16, method="x")
+    (tmp_path / "bad.npz").write_bytes(b"junk")
+    with pytest.raises(ConfigError, match=r"^database .* cannot be loaded"):
+        PlaceRecognizer.open(str(tmp_path / "bad.npz"), 5)
+    named = KeyframeDatabase()
+    named.add("a", _feats(eye[[0]]))
+    named.save(tmp_path / "named.npz")
+    with pytest.raises(ConfigError, match="keyframe ids must be integers"):
+        PlaceRecognizer.open(str(tmp_path / "named.npz"), 5)
+

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from local_features_ros import runner
+from local_features_ros.ros import param_files, runner
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted((REPO / "config").glob("*.yaml"))
@@ -28,13 +28,15 @@ def _declared_parameters(method: str) -> dict[str, object]:
     specs = (P.node_specs() + P.place_recognition_specs()
              + P.shared_extractor_specs(cls.full_default_conf(), cls.runtime_keys)
              + P.method_specs(cls.default_conf, cls.runtime_keys)
-             + P.matcher_specs(MatcherConfig()) + P.verify_specs(VerifyConfig()))
+             + P.matcher_specs(MatcherConfig()) + P.matcher_type_specs() + P.lightglue_specs()
+             + P.verify_specs(VerifyConfig()))
     return {s.name: s.default for s in specs}
 
 
 def test_every_method_has_a_config():
     names = {p.stem for p in CONFIGS}
-    assert {"extractor", "superpoint", "orb", "sift", "d2net", "delf", "lfnet", "lift"} <= names
+    assert {"extractor", "superpoint", "orb", "sift", "d2net", "delf", "lfnet", "lift", "aliked",
+            "disk"} <= names
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
@@ -48,14 +50,14 @@ def test_print_config_works_for_every_method(tmp_path):
     from local_features_ros.registry import available_methods
 
     for method in available_methods(include_evaluation_only=False):
-        text = runner.default_params_yaml(method)
+        text = param_files.default_params_yaml(method)
         path = tmp_path / f"{method}.yaml"
         path.write_text(text)
         flat = runner.flatten(runner.load_node_params(path))
         assert flat["method"] == method
         _check_params(flat, text)
     with pytest.raises(ValueError, match="evaluation-only"):
-        runner.default_params_yaml("akaze")  # a peer is not a node method
+        param_files.default_params_yaml("akaze")  # a peer is not a node method
 
 
 def _check_params(flat: dict, text: str) -> None:

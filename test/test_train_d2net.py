@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from local_features_ros.extractors.d2net import D2Net
 from local_features_ros.registry import build_extractor
 from training.config import load_config
-from training.d2net.loss import d2net_loss, soft_detection
+from training.d2net.losses import d2net_loss, soft_detection
 from training.d2net.model import D2NetTrainModel
 from training.d2net.task import D2NetTask
 from training.engine import Trainer, seed_everything

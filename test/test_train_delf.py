@@ -15,7 +15,7 @@ from local_features_ros.synthetic.scene import PinholeCamera, SyntheticScene, lo
 from local_features_ros.weights import load_checkpoint
 from training.delf.datasets import LandmarkCrops, class_folder_tree, google_landmarks_csv, \
     place_labels, places_from_poses, split_per_class
-from training.delf.trainer import DelfAttentionTask, DelfFinetuneTask, run_pca
+from training.delf.task import DelfAttentionTask, DelfFinetuneTask, run_pca
 from training.engine import Trainer
 
 W, H, N = 64, 48, 16

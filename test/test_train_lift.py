@@ -19,7 +19,7 @@ from local_features_ros.weights import load_checkpoint  # noqa: E402
 from training.lift.losses import classification_loss, descriptor_loss, hardest_negatives, \
     overlap_loss, triplet_loss  # noqa: E402
 from training.lift.patches import LiftQuadruplets, affine_to_similarity, patch_pixels  # noqa: E402
-from training.lift.trainer import TASKS, build_keypoint_set, run_schedule, \
+from training.lift.task import TASKS, build_keypoint_set, run_schedule, \
     stage_config  # noqa: E402
 
 W, H, N_FRAMES, SEED = 160, 120, 8, 0
@@ -327,7 +327,7 @@ def test_single_stages_from_the_cli_chain_through_init_weights(sfm, tmp_path, ca
     err = capsys.readouterr().err
     assert "unknown stage 'orientation' for method 'lift'" in err and "ori" in err
     assert not (tmp_path / "bad").exists()
-    from training.lift.trainer import fit_stage
+    from training.lift.task import fit_stage
 
     with pytest.raises(ValueError, match="unknown LIFT stage 'orientation'"):
         fit_stage(conf, "orientation", None, tmp_path / "bad")

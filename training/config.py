@@ -14,9 +14,37 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from local_features_ros.commands._common import split_setting
+
 logger = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+#: The engine's ``train:`` section (``training/engine.py`` fills every stage's ``train`` with
+#: these). Kept here, not in the engine, so the config layer needs nothing above it: the engine
+#: imports the config module, never the reverse.
+DEFAULT_TRAIN: dict[str, Any] = {
+    "seed": 0,
+    "batch_size": 8,
+    "num_workers": 0,
+    "max_steps": 1000,
+    "optimizer": "adam",  # adam | sgd
+    "lr": 1e-3,
+    "betas": [0.9, 0.999],
+    "weight_decay": 0.0,
+    "grad_clip": 0.0,  # 0 = off
+    "log_every": 10,
+    "val_every": 500,
+    "val_batches": 4,
+    "val_batch_size": 8,
+    "checkpoint_every": 200,
+    "max_time_s": 0,  # stop cleanly (with a checkpoint) after this wall time; 0 = off
+    "device": "auto",
+    # fp32 | bf16: bf16 autocasts the task's forward + loss (weights, gradients and optimizer stay
+    # fp32). Why: ~2x faster convolutions on CPUs with native bf16 (AVX512-BF16/AMX) and on
+    # recent GPUs, with no loss scaling needed (bf16 has fp32's exponent range).
+    "precision": "fp32",
+}
 
 
 class ConfigError(ValueError):
@@ -35,7 +63,9 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
         raise ConfigError(f"{p}: top level must be a mapping, got {type(data).__name__}")
     base = data.pop("base", None)
     if base:  # `base: other.yaml` -> inherit, then override (tiny CI configs reuse the real ones)
-        parent = load_yaml(p.parent / base)
+        # next to this file, else in training/configs (a recipe kept elsewhere, e.g. experiments/)
+        bp = p.parent / base
+        parent = load_yaml(bp if bp.is_file() else CONFIG_DIR / base)
         data = merge(parent, data)
     return data
 
@@ -49,6 +79,86 @@ def merge(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
         else:
             out[k] = copy.deepcopy(v)
     return out
+
+
+class FrozenConf(Mapping[str, Any]):
+    """Read-only, recursively frozen view of a config: ``conf["loss"]["margin"]`` reads,
+    assignment raises, and a missing key is a ``KeyError`` naming the known keys (so a typo in the
+    code reading a config fails as loudly as one in the YAML). ``thaw()`` gives plain dicts back
+    (checkpoints and ``config.yaml`` hold builtin types only)."""
+
+    __slots__ = ("_data", "_where")
+
+    def __init__(self, data: Mapping[str, Any], where: str = ""):
+        object.__setattr__(self, "_where", where)
+        object.__setattr__(self, "_data", {k: freeze(v, f"{where}.{k}" if where else str(k))
+                                           for k, v in data.items()})
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._data[key]
+        except KeyError:
+            raise KeyError(f"no config key '{self._where + '.' if self._where else ''}{key}' "
+                           f"(known: {', '.join(sorted(map(str, self._data)))})") from None
+
+    def __iter__(self):
+        return iter(self._data)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise TypeError("a resolved config is read-only")
+
+    def __repr__(self) -> str:
+        return f"FrozenConf({self.thaw()!r})"
+
+    def __reduce__(self):  # copy / deepcopy / pickle
+        return (FrozenConf, (self.thaw(), self._where))
+
+    def thaw(self) -> dict[str, Any]:
+        return {k: thaw(v) for k, v in self._data.items()}
+
+
+def freeze(value: Any, where: str = "") -> Any:
+    """Mappings -> ``FrozenConf``, lists -> tuples, recursively; other values unchanged."""
+    if isinstance(value, FrozenConf):
+        return value
+    if isinstance(value, Mapping):
+        return FrozenConf(value, where)
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v, where) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """Inverse of ``freeze`` (tuples come back as lists, as YAML wrote them)."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [thaw(v) for v in value]
+    return value
+
+
+def merge_conf(defaults: Mapping[str, Any], conf: Mapping[str, Any] | None, where: str = "config",
+               prefix: str = "") -> dict[str, Any]:
+    """``defaults`` updated with ``conf``, the way ``Extractor._merge_conf`` merges a method's
+    config: a key ``defaults`` does not have is an error naming the known keys. Nested sections
+    merge recursively; a section whose default is an empty mapping is free-form (its keys belong
+    to something else that checks them, e.g. a dataset's ``data`` or the runtime extractor's
+    ``model.lift``); ``None`` for a section keeps its defaults."""
+    merged = copy.deepcopy(dict(defaults))
+    for k, v in (conf or {}).items():
+        path = f"{prefix}{k}"
+        if k not in merged:
+            raise ConfigError(f"unknown config key '{path}' for '{where}' "
+                              f"(known: {', '.join(sorted(map(str, merged)))})")
+        d = merged[k]
+        if isinstance(d, Mapping) and d and (isinstance(v, Mapping) or v is None):
+            merged[k] = merge_conf(d, v, where, f"{path}.")
+        else:
+            merged[k] = copy.deepcopy(thaw(v))
+    return merged
 
 
 def parse_value(text: str) -> Any:
@@ -69,8 +179,6 @@ def parse_value(text: str) -> Any:
 def _engine_key(parts: list[str]) -> bool:
     """``train.<key>`` of the engine's defaults is valid even when a config file omits it (every
     stage's ``train:`` section takes the engine defaults, e.g. ``train.precision``)."""
-    from .engine import DEFAULT_TRAIN
-
     return len(parts) == 2 and parts[0] == "train" and parts[1] in DEFAULT_TRAIN
 
 
@@ -103,9 +211,10 @@ def apply_overrides(conf: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     """Apply ``a.b.c=value`` strings (values parsed as YAML) to a copy of ``conf``."""
     out = copy.deepcopy(dict(conf))
     for item in overrides or ():
-        if "=" not in item:
-            raise ConfigError(f"override '{item}' must look like key.path=value")
-        key, text = item.split("=", 1)
+        try:
+            key, text = split_setting(item)
+        except ValueError:
+            raise ConfigError(f"override '{item}' must look like key.path=value") from None
         set_dotted(out, key, parse_value(text), source=item)
     return out
 

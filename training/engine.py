@@ -13,6 +13,7 @@ the uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import copy
 import csv
 import logging
 import math
@@ -23,7 +24,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -34,32 +35,9 @@ from torch.utils.data.distributed import DistributedSampler
 from local_features_ros.weights import atomic_torch_save, load_checkpoint
 
 from . import distributed as D
-from .config import save_config
+from .config import DEFAULT_TRAIN, FrozenConf, freeze, merge_conf, save_config
 
 logger = logging.getLogger(__name__)
-
-DEFAULT_TRAIN: dict[str, Any] = {
-    "seed": 0,
-    "batch_size": 8,
-    "num_workers": 0,
-    "max_steps": 1000,
-    "optimizer": "adam",  # adam | sgd
-    "lr": 1e-3,
-    "betas": [0.9, 0.999],
-    "weight_decay": 0.0,
-    "grad_clip": 0.0,  # 0 = off
-    "log_every": 10,
-    "val_every": 500,
-    "val_batches": 4,
-    "val_batch_size": 8,
-    "checkpoint_every": 200,
-    "max_time_s": 0,  # stop cleanly (with a checkpoint) after this wall time; 0 = off
-    "device": "auto",
-    # fp32 | bf16: bf16 autocasts the task's forward + loss (weights, gradients and optimizer stay
-    # fp32). Why: ~2x faster convolutions on CPUs with native bf16 (AVX512-BF16/AMX) and on
-    # recent GPUs, with no loss scaling needed (bf16 has fp32's exponent range).
-    "precision": "fp32",
-}
 
 PRECISIONS = ("fp32", "bf16", "auto")
 
@@ -69,12 +47,32 @@ class TrainingDiverged(RuntimeError):
 
 
 class Task:
-    """A method/stage plug-in. Subclasses implement the four ``build_*``/``loss`` hooks."""
+    """A method/stage plug-in. Subclasses implement the four ``build_*``/``loss`` hooks.
+
+    ``default_conf``: the task's one declaration of its config sections and their defaults
+    (top-level sections; ``train`` is always the engine's ``DEFAULT_TRAIN``). When a task declares
+    one, the YAML is merged over it with ``config.merge_conf`` (an unknown key fails, naming the
+    known ones) and ``self.settings`` is the frozen result; ``self.conf`` stays the config as given
+    (it is what the run directory and checkpoints record). An empty ``default_conf`` checks
+    nothing (``settings`` is then the frozen config as given).
+    """
 
     name = "task"
+    default_conf: ClassVar[Mapping[str, Any]] = {}
 
     def __init__(self, conf: Mapping[str, Any]):
         self.conf = dict(conf)
+        self.settings: FrozenConf = self.resolve_settings(conf)
+
+    @classmethod
+    def full_default_conf(cls) -> dict[str, Any]:
+        return {"train": dict(DEFAULT_TRAIN), **copy.deepcopy(dict(cls.default_conf))}
+
+    @classmethod
+    def resolve_settings(cls, conf: Mapping[str, Any]) -> FrozenConf:
+        if not cls.default_conf:
+            return freeze(dict(conf))
+        return freeze(merge_conf(cls.full_default_conf(), conf, where=f"{cls.name} training"))
 
     def build_model(self) -> nn.Module:
         raise NotImplementedError

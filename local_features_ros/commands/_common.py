@@ -24,13 +24,18 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, method: bool = True
                         help="extractor config override (repeatable), e.g. --set max_keypoints=1000")
 
 
+def split_setting(item: str) -> tuple[str, str]:
+    """One ``--set KEY=VALUE`` -> ``(KEY, VALUE)``, both stripped; the value stays a string.
+
+    The one definition of ``--set`` parsing: the extractor commands and the offline trainer
+    (``training/config.py``, dotted keys, values then read as YAML) both split with it."""
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ValueError(f"bad --set '{item}': expected KEY=VALUE")
+    return key, value.strip()
+
+
 def parse_settings(items: list[str] | None) -> dict[str, str]:
     """``["k=v", ...]`` -> ``{k: v}`` (values stay strings; the extractor casts them)."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ValueError(f"bad --set '{item}': expected KEY=VALUE")
-        out[key] = value.strip()
-    return out
+    return dict(split_setting(item) for item in items or [])

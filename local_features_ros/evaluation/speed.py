@@ -23,7 +23,7 @@ import os
 import resource
 import time
 from dataclasses import asdict, dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -69,19 +69,62 @@ class StageTiming:
     runs: int
 
 
+@dataclass
+class Timings:
+    """Per-run wall and process-CPU milliseconds of one timed function, and its last result."""
+
+    wall_ms: list[float]
+    cpu_ms: list[float]
+    result: Any = None
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.wall_ms))
+
+    @property
+    def p90_ms(self) -> float:
+        return float(np.percentile(self.wall_ms, 90))
+
+    @property
+    def cpu_median_ms(self) -> float:
+        """Median process CPU time (all threads): tells contention from work."""
+        return float(np.median(self.cpu_ms))
+
+
+def measure_alternating(fns: Sequence[Callable[[], Any]], runs: int, warmup: int,
+                        sync: Callable[[], None] | None = None) -> list[Timings]:
+    """THE timing loop (``local-features bench`` and ``bench/*.py``): ``warmup`` untimed rounds,
+    then ``runs`` timed rounds; a round calls each of ``fns`` once, in order, so load from other
+    processes hits all of them alike. ``sync`` (e.g. ``torch.cuda.synchronize``) runs after
+    the warm-up and after every timed call, inside the timed span."""
+    sync = sync or (lambda: None)
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    sync()
+    out = [Timings([], []) for _ in fns]
+    for _ in range(runs):
+        for fn, t in zip(fns, out):
+            c0 = time.process_time()
+            t0 = time.perf_counter()  # the wall span holds only fn and sync
+            t.result = fn()
+            sync()
+            t1 = time.perf_counter()
+            t.wall_ms.append((t1 - t0) * 1e3)
+            t.cpu_ms.append((time.process_time() - c0) * 1e3)
+    return out
+
+
+def measure(fn: Callable[[], Any], runs: int, warmup: int,
+            sync: Callable[[], None] | None = None) -> Timings:
+    """``measure_alternating`` of one function."""
+    return measure_alternating([fn], runs, warmup, sync)[0]
+
+
 def time_call(fn: Callable[[], Any], runs: int, warmup: int, sync: Callable[[], None]
               ) -> StageTiming:
-    for _ in range(warmup):
-        fn()
-    sync()
-    ts = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        ts.append((time.perf_counter() - t0) * 1e3)
-    a = np.array(ts)
-    return StageTiming(float(np.median(a)), float(np.percentile(a, 90)), runs)
+    t = measure(fn, runs, warmup, sync)
+    return StageTiming(t.median_ms, t.p90_ms, runs)
 
 
 def has_own_forward(extractor: Any) -> bool:

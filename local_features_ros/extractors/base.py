@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -38,6 +39,35 @@ SHARED_DEFAULTS: dict[str, Any] = {
 }
 
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+
+#: Keys every method has besides ``SHARED_DEFAULTS``, restart-only (a subclass's ``runtime_keys``
+#: built from ``SHARED_DEFAULTS`` never includes them). ``backend``: what runs the network part
+#: (``local_features_ros/backends``); post-processing always stays in torch.
+BASE_DEFAULTS: dict[str, Any] = {
+    "backend": "torch",
+}
+
+#: ``backend`` values: torch (the modules as they are), or the exported ONNX network in
+#: onnxruntime (CPU / CUDA), OpenVINO (CPU) or TensorRT (onnxruntime's TensorRT provider, GPU).
+BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+
+
+@dataclass(frozen=True)
+class NetworkDecl:
+    """One exportable network part of an extractor (see ``Extractor.networks``).
+
+    ``call``: attribute of the extractor that computes it (a submodule or a method; called with
+    the input tensors, returns a tensor or a tuple of tensors; must read only restart-only config
+    keys, since an export freezes them). ``inputs``: ``(name, example shape, {axis: dim name})``
+    per input, the dict naming the dynamic axes. ``outputs``: ``(name, {axis: dim name})``.
+    ``dynamic``: False when the traced graph bakes the input size in (sizes computed with Python
+    arithmetic): then one export per input shape is cached instead of one for all shapes.
+    """
+
+    call: str
+    inputs: tuple[tuple[str, tuple[int, ...], dict[int, str]], ...]
+    outputs: tuple[tuple[str, dict[int, str]], ...]
+    dynamic: bool = True
 
 
 class ConfigError(ValueError):
@@ -89,6 +119,9 @@ class Extractor(nn.Module):
     #: wrapper keys official checkpoints use around the state dict (e.g. D2-Net's 'model').
     checkpoint_wrapper_keys: ClassVar[tuple[str, ...]] = ()
     is_learned: ClassVar[bool] = True
+    #: Network parts that ``backend`` may run outside torch, by name (``NetworkDecl``); the
+    #: extractor calls each through ``call_network(name, ...)``. Empty = torch only.
+    networks: ClassVar[dict[str, NetworkDecl]] = {}
 
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__()
@@ -98,6 +131,8 @@ class Extractor(nn.Module):
         self.precision = precision
         self._device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         self.weights_source: str = "random"
+        #: network name -> backend runner (set by ``setup()`` when ``backend`` is not torch)
+        self._network_runners: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ declaration
     @classmethod
@@ -113,7 +148,7 @@ class Extractor(nn.Module):
     # ------------------------------------------------------------------ config
     @classmethod
     def full_default_conf(cls) -> dict[str, Any]:
-        return {**SHARED_DEFAULTS, **cls.default_conf}
+        return {**SHARED_DEFAULTS, **BASE_DEFAULTS, **cls.default_conf}
 
     def _merge_conf(self, conf: Mapping[str, Any]) -> dict[str, Any]:
         merged = self.full_default_conf()
@@ -137,6 +172,12 @@ class Extractor(nn.Module):
             raise ConfigError("remove_borders must be >= 0")
         if int(conf["resize_max_edge"]) < 0:
             raise ConfigError("resize_max_edge must be >= 0 (0 = native size)")
+        backend = conf.get("backend", "torch")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
+        if backend != "torch" and not self.networks:
+            raise ConfigError(f"method '{self.name}' has no exportable network: backend must be "
+                              f"'torch' (got '{backend}')")
 
     def update_conf(self, **changes: Any) -> None:
         """Apply runtime-changeable keys atomically (all validated before any is applied)."""
@@ -159,7 +200,35 @@ class Extractor(nn.Module):
         self.to(self._device).eval()
         if self._device.type == "cpu" or self.use_reduced_precision:
             self.to(memory_format=torch.channels_last)
+        self._network_runners = {}
+        if self.conf.get("backend", "torch") != "torch":
+            from ..backends import create_runners
+
+            self._network_runners = create_runners(self)
         return self
+
+    # ------------------------------------------------------------------ network parts
+    @property
+    def backend(self) -> str:
+        """What runs the network parts: ``torch`` or the backend of ``setup()``."""
+        return str(self.conf.get("backend", "torch")) if self._network_runners else "torch"
+
+    def network_callable(self, name: str) -> Any:
+        """The torch callable of network part ``name`` (``networks[name].call``)."""
+        decl = self.networks.get(name)
+        if decl is None:
+            raise KeyError(f"method '{self.name}' declares no network '{name}' "
+                           f"(declared: {', '.join(self.networks) or 'none'})")
+        return getattr(self, decl.call)
+
+    def call_network(self, name: str, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Run network part ``name``: in torch (under the caller's autocast), or in the
+        configured backend (fp32 outputs on this extractor's device). Always a tuple."""
+        runner = self._network_runners.get(name)
+        if runner is not None:
+            return runner(*inputs)
+        out = self.network_callable(name)(*inputs)
+        return out if isinstance(out, tuple) else (out,)
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..types import Features
-from .base import SHARED_DEFAULTS, ConfigError, Extractor
+from .base import SHARED_DEFAULTS, ConfigError, Extractor, NetworkDecl
 from .nms import greedy_nms, maxpool_nms, reference_greedy_nms
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,12 @@ class SuperPoint(Extractor):
     }
     runtime_keys: ClassVar[frozenset[str]] = (frozenset(SHARED_DEFAULTS)
                                               | {"nms", "descriptor_sampling", "subpixel_radius"})
+    #: the exportable part (``backend``): ``forward``, image -> (semi, raw coarse descriptors)
+    networks: ClassVar[dict[str, NetworkDecl]] = {"network": NetworkDecl(
+        call="forward",
+        inputs=(("image", (1, 1, 64, 80), {0: "batch", 2: "height", 3: "width"}),),
+        outputs=(("semi", {0: "batch", 2: "height_8", 3: "width_8"}),
+                 ("desc", {0: "batch", 2: "height_8", 3: "width_8"})))}
 
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__(device=device, precision=precision, **conf)
@@ -144,6 +150,13 @@ class SuperPoint(Extractor):
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(B, 1, H, W)`` in [0, 1] -> ``semi`` ``(B, 65, H/8, W/8)`` logits and the raw
         (not yet normalised) coarse descriptors ``(B, 256, H/8, W/8)``, in the autocast dtype."""
+        x = self.encode(image)
+        semi = self.detector_head(x)
+        desc = self.convDb(self.relu(self.convDa(x)))
+        return semi, desc
+
+    def encode(self, image: torch.Tensor) -> torch.Tensor:
+        """The shared VGG backbone: ``(B, 1, H, W)`` -> ``(B, 128, H/8, W/8)`` (training reuses it)."""
         r = self.relu
         x = r(self.conv1a(image))
         x = self.pool(r(self.conv1b(x)))
@@ -152,19 +165,23 @@ class SuperPoint(Extractor):
         x = r(self.conv3a(x))
         x = self.pool(r(self.conv3b(x)))
         x = r(self.conv4a(x))
-        x = r(self.conv4b(x))
-        semi = self.convPb(r(self.convPa(x)))
-        desc = self.convDb(r(self.convDa(x)))
-        return semi, desc
+        return r(self.conv4b(x))
+
+    def detector_head(self, feat: torch.Tensor) -> torch.Tensor:
+        """Backbone features -> ``semi`` logits ``(B, 65, H/8, W/8)`` (MagicPoint's whole output)."""
+        return self.convPb(self.relu(self.convPa(feat)))
 
     def run_network(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward under the configured precision; returns fp32 ``semi`` and unit-norm coarse desc."""
         if image.shape[-2] % CELL or image.shape[-1] % CELL:
             raise ValueError(f"SuperPoint input must be a multiple of {CELL}, got {tuple(image.shape)}")
-        if self.conv1b.weight.is_contiguous(memory_format=torch.channels_last):  # set by setup()
-            image = image.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            semi, desc = self(image)
+        if self._network_runners:  # exported network in onnxruntime / OpenVINO / TensorRT
+            semi, desc = self.call_network("network", image)
+        else:
+            if self.conv1b.weight.is_contiguous(memory_format=torch.channels_last):  # setup()
+                image = image.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                semi, desc = self(image)
         desc = F.normalize(desc.float(), p=2, dim=1)
         return semi.float(), desc
 

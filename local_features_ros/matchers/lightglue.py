@@ -73,9 +73,9 @@ def released_weights(features: str) -> Path:
         known = ", ".join(sorted(RELEASED_WEIGHTS))
         what = f"method '{features}'" if features else "no method given (features='')"
         raise FileNotFoundError(
-            f"matcher 'lightglue' needs weights for {what}: set the matcher's weights to a local "
-            f"LightGlue file for it (released weights exist only for {known}; nothing is "
-            "downloaded)")
+            f"matcher 'lightglue' needs weights for {what}: set the matcher's weights (node: "
+            f"matcher.lightglue.weights, CLI: --matcher-weights) to a local LightGlue file for "
+            f"it (released weights exist only for {known}; nothing is downloaded)")
     try:
         return pretrained.released_weights(filename)
     except FileNotFoundError as exc:

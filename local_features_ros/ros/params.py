@@ -21,7 +21,8 @@ from typing import Any, Iterable, Mapping
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
 
-from ..extractors.base import SHARED_DEFAULTS, ConfigError
+from ..extractors.base import BACKENDS, PRECISIONS, SHARED_DEFAULTS, ConfigError
+from ..pipeline import check_extractor_changes, replace_fields
 from ..registry import available_methods
 
 #: Shared extractor keys whose node parameter name differs from the config key.
@@ -31,7 +32,6 @@ RENAMED_KEYS: dict[str, str] = {"resize_max_edge": "resize.max_edge"}
 EXTRACTOR_PREFIX = "extractor."
 
 DEVICES_HELP = "auto | cpu | cuda | cuda:N"
-PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 TRANSPORTS = ("raw", "compressed")
 
 #: Images with more pixels than this are rejected before decoding (an 8k frame would stall the
@@ -189,6 +189,10 @@ def shared_extractor_specs(defaults: Mapping[str, Any], runtime_keys: Iterable[s
                   "edge is at most this before inference (0 = native); keypoints are always "
                   "published in original pixels", "resize_max_edge" in rk,
                   "extractor:resize_max_edge", int_range=(0, 16384)),
+        ParamSpec("backend", str(defaults.get("backend", "torch")), "what runs the network "
+                  "part: torch | onnxruntime | openvino | tensorrt (exported to ONNX on first use, "
+                  "cached in $LFR_CACHE_DIR or ~/.cache/local_features_ros/onnx; post-processing "
+                  "stays in torch)", "backend" in rk, "extractor:backend", choices=BACKENDS),
     ]
 
 
@@ -342,24 +346,6 @@ def split_changes(specs: Mapping[str, ParamSpec], values: Mapping[str, Any],
     return cs, None
 
 
-def validate_extractor_changes(extractor: Any, changes: Mapping[str, Any]) -> None:
-    """Build the trial config an ``update_conf`` would produce and run the method's validation
-    on it, without touching the running extractor. Raises ``ConfigError`` with the reason."""
-    if not changes:
-        return
-    bad = [k for k in changes if k not in extractor.runtime_keys]
-    if bad:
-        raise ConfigError(f"'{bad[0]}' cannot change at runtime for method "
-                          f"'{extractor.name}' (restart the node)")
-    trial = {**extractor.conf, **changes}
-    extractor.validate_conf(trial)
-
-
-def validate_dataclass_changes(current: Any, changes: Mapping[str, Any]) -> Any:
-    """``dataclasses.replace`` runs the config's own ``__post_init__`` checks on the trial."""
-    if not changes:
-        return current
-    try:
-        return dataclasses.replace(current, **changes)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(str(exc)) from exc
+#: The core's trial-config checks, under the names this module's callers use.
+validate_extractor_changes = check_extractor_changes
+validate_dataclass_changes = replace_fields

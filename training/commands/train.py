@@ -1,74 +1,59 @@
 """``local-features train METHOD --stage STAGE --config FILE --out DIR [--resume] [--set k=v]``.
 
-Why a stage table: each (method, stage) names either a ``Task`` (trained by the shared engine) or
-a procedure (e.g. Homographic Adaptation export); adding a method is one table entry.
+Why declarations: each training package says, once, in its ``__init__.py``, which stages it has
+(``TRAINING = TrainingSpec(...)``, ``training/spec.py``): each (method, stage) names either a
+``Task`` (trained by the shared engine) or a procedure (e.g. Homographic Adaptation export). This
+command reads those declarations (and the ``local_features_ros.training`` entry points of plugin
+packages), so adding a method touches its own package only.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from ..spec import TrainingSpec, find_specs
 
 HELP = "train a method's stage from a YAML config (checkpoints, --resume, torchrun DDP)"
 
 logger = logging.getLogger(__name__)
 
-#: method -> stage -> "module:attr"; attr is a Task subclass or a ``run(conf, out, resume)``.
-STAGES: dict[str, dict[str, str]] = {
-    "superpoint": {
-        "magicpoint": "training.superpoint.magicpoint:MagicPointTask",
-        "export": "training.superpoint.homographic_adaptation:run_export",
-        "retrain": "training.superpoint.magicpoint:MagicPointRetrainTask",
-        "joint": "training.superpoint.joint:JointTask",
-        # MagicPoint -> N x (export -> joint) under one time budget (training/superpoint/pipeline.py)
-        "pipeline": "training.superpoint.pipeline:run_pipeline",
-    },
-    # The geometric trainers (training/d2net, training/lfnet: SfM/rosbag/rendered scenes)
-    "d2net": {"train": "training.d2net.task:D2NetTask"},
-    "lfnet": {"train": "training.lfnet.task:LFNetTask"},
-    # LIFT and DELF trainers (training/lift, training/delf) plug into the same engine.
-    # LIFT: one stage alone (``stages.<stage>`` merged over the config, init from
-    # ``model.init_weights``) or the whole schedule desc -> ori -> kp (-> joint) with ``all``
-    "lift": {
-        "desc": "training.lift.trainer:run_desc",
-        "ori": "training.lift.trainer:run_ori",
-        "kp": "training.lift.trainer:run_kp",
-        "joint": "training.lift.trainer:run_joint",
-        "all": "training.lift.trainer:run_schedule",
-    },
-    "delf": {
-        "finetune": "training.delf.trainer:DelfFinetuneTask",
-        "attention": "training.delf.trainer:DelfAttentionTask",
-        "pca": "training.delf.trainer:run_pca",
-    },
-}
 
-DEFAULT_CONFIGS: dict[tuple[str, str], str] = {
-    ("superpoint", "magicpoint"): "superpoint_magicpoint_shapes.yaml",
-    ("superpoint", "export"): "superpoint_homographic_adaptation.yaml",
-    ("superpoint", "joint"): "superpoint_joint.yaml",
-    ("superpoint", "retrain"): "superpoint_magicpoint_retrain.yaml",
-    ("superpoint", "pipeline"): "superpoint_pipeline.yaml",
-    ("d2net", "train"): "d2net_megadepth.yaml",
-    ("lfnet", "train"): "lfnet_sfm.yaml",
-    **{("lift", s): "lift_eccv2016.yaml" for s in ("desc", "ori", "kp", "joint", "all")},
-    ("delf", "finetune"): "delf_finetune.yaml",
-    ("delf", "attention"): "delf_attention.yaml",
-    ("delf", "pca"): "delf_pca.yaml",
-}
+def specs() -> dict[str, TrainingSpec]:
+    """method -> declaration, read from the training packages and plugins (``training/spec.py``)."""
+    return find_specs()
+
+
+def _stage_table() -> Mapping[str, Mapping[str, str]]:
+    return MappingProxyType({m: sp.stages for m, sp in specs().items()})
+
+
+def _default_config_table() -> Mapping[tuple[str, str], str]:
+    return MappingProxyType({(m, st): cfg for m, sp in specs().items()
+                             for st, cfg in sp.default_configs.items()})
+
+
+def __getattr__(name: str) -> Any:
+    """``STAGES`` (method -> stage -> "module:attr") and ``DEFAULT_CONFIGS`` ((method, stage) ->
+    YAML), read-only views derived from the declarations; there is no table to keep here."""
+    if name == "STAGES":
+        return _stage_table()
+    if name == "DEFAULT_CONFIGS":
+        return _default_config_table()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def stage_help() -> str:
-    """Stages per method, written from ``STAGES`` so ``--help`` cannot drift from the table."""
-    return "; ".join(f"{m}: {'|'.join(st)}" for m, st in STAGES.items())
+    """Stages per method, written from the declarations so ``--help`` cannot drift from them."""
+    return "; ".join(f"{m}: {'|'.join(sp.stages)}" for m, sp in specs().items())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("method", choices=sorted(STAGES), help="method to train")
+    parser.add_argument("method", choices=sorted(specs()), help="method to train")
     parser.add_argument("--stage", required=True, help=f"stage ({stage_help()})")
     parser.add_argument("--config", default=None,
                         help="YAML config (default: the stage's file in training/configs, "
@@ -80,12 +65,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve(method: str, stage: str) -> Any:
-    stages = STAGES.get(method)
-    if stages is None or stage not in stages:
-        known = ", ".join(sorted(stages or {}))
-        raise ValueError(f"unknown stage '{stage}' for method '{method}' (known: {known})")
-    module, attr = stages[stage].split(":")
-    return getattr(importlib.import_module(module), attr)
+    spec = specs().get(method)
+    if spec is None:
+        raise ValueError(f"unknown stage '{stage}' for method '{method}' (known methods: "
+                         f"{', '.join(sorted(specs()))})")
+    return spec.resolve(stage)
 
 
 def run_stage(method: str, stage: str, conf: dict[str, Any], out: str | Path,
@@ -102,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
     from ..config import load_config
 
     resolve(args.method, args.stage)  # unknown stage -> one-line error before reading configs
-    cfg = args.config or DEFAULT_CONFIGS.get((args.method, args.stage))
+    cfg = args.config or specs()[args.method].default_configs.get(args.stage)
     if cfg is None:
         raise ValueError("--config is required for this stage")
     conf = load_config(cfg, args.overrides)

@@ -1,2 +1,10 @@
 """D2-Net training (methods.md §2.5): stride-8 training network sharing weights with the
 stride-4 runtime network, soft detection, margin ranking loss with hardest negatives."""
+
+from ..spec import TrainingSpec
+
+TRAINING = TrainingSpec(
+    method="d2net",
+    stages={"train": "training.d2net.task:D2NetTask"},
+    default_configs={"train": "d2net_megadepth.yaml"},
+)

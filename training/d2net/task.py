@@ -12,9 +12,12 @@ from torch.utils.data import Dataset
 
 from local_features_ros.weights import save_checkpoint
 
+from local_features_ros.extractors.d2net import D2Net
+
+from ..config import thaw
 from ..engine import Task
 from ..sfm.data import build_pair_datasets
-from .loss import d2net_loss, dense_matching_accuracy
+from .losses import d2net_loss, dense_matching_accuracy
 from .model import D2NetTrainModel
 
 logger = logging.getLogger(__name__)
@@ -27,9 +30,16 @@ LOSS_DEFAULTS: dict[str, Any] = {"margin": 1.0, "safe_radius": 4, "scaling_steps
 
 class D2NetTask(Task):
     name = "d2net"
+    default_conf = {
+        # training keys, then the runtime extractor's own keys (passed on to ``D2Net``)
+        "model": {"init_weights": None, "trainable": "conv4_3", "preprocessing": "caffe",
+                  **{k: v for k, v in D2Net.full_default_conf().items() if k != "preprocessing"}},
+        "data": {},  # training/sfm/pairs.py reads it
+        "loss": LOSS_DEFAULTS,
+    }
 
     def _loss_conf(self) -> dict[str, Any]:
-        return {**LOSS_DEFAULTS, **self.conf.get("loss", {})}
+        return thaw(self.settings["loss"])
 
     def build_model(self) -> nn.Module:
         m = dict(self.conf.get("model", {}))

@@ -1,1 +1,14 @@
 """DELF training (methods.md §5.4): landmark/place datasets, two-step training, PCA fit."""
+
+from ..spec import TrainingSpec
+
+TRAINING = TrainingSpec(
+    method="delf",
+    stages={
+        "finetune": "training.delf.task:DelfFinetuneTask",
+        "attention": "training.delf.task:DelfAttentionTask",
+        "pca": "training.delf.task:run_pca",
+    },
+    default_configs={"finetune": "delf_finetune.yaml", "attention": "delf_attention.yaml",
+                     "pca": "delf_pca.yaml"},
+)

@@ -188,7 +188,7 @@ def train_delf(conf: Mapping[str, Any], out: str | Path, finetune: Mapping[str, 
     are ``train`` overrides of each step (steps, lr); the PCA step uses ``conf`` as is."""
     from ..config import merge
     from ..engine import Trainer
-    from .trainer import DelfAttentionTask, DelfFinetuneTask, run_pca
+    from .task import DelfAttentionTask, DelfFinetuneTask, run_pca
 
     out = Path(out)
     c1 = merge(conf, {"train": dict(finetune)})
@@ -207,7 +207,7 @@ def untrained_export(conf: Mapping[str, Any], out: str | Path) -> str:
 
     from ..config import merge
     from ..engine import seed_everything
-    from .trainer import DelfFinetuneTask, run_pca
+    from .task import DelfFinetuneTask, run_pca
 
     out = Path(out)
     task = DelfFinetuneTask(copy.deepcopy(dict(conf)))

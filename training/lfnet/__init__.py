@@ -1,1 +1,9 @@
 """LF-Net training (methods.md §3.2): two-branch scheme with depth/pose-warped targets."""
+
+from ..spec import TrainingSpec
+
+TRAINING = TrainingSpec(
+    method="lfnet",
+    stages={"train": "training.lfnet.task:LFNetTask"},
+    default_configs={"train": "lfnet_sfm.yaml"},
+)

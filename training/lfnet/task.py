@@ -13,6 +13,7 @@ from torch.utils.data import Dataset
 from local_features_ros.extractors.lfnet import LFNet
 from local_features_ros.weights import load_checkpoint, save_checkpoint, unwrap_state_dict
 
+from ..config import thaw
 from ..engine import Task
 from ..sfm.data import build_pair_datasets
 from .losses import LOSS_DEFAULTS, lfnet_losses, match_score
@@ -22,6 +23,12 @@ logger = logging.getLogger(__name__)
 
 class LFNetTask(Task):
     name = "lfnet"
+    default_conf = {
+        # ``init_weights`` + the runtime extractor's keys (passed on to ``LFNet``)
+        "model": {"init_weights": None, **LFNet.full_default_conf()},
+        "data": {},  # training/sfm/pairs.py reads it
+        "loss": LOSS_DEFAULTS,
+    }
 
     def _model_conf(self) -> dict[str, Any]:
         m = dict(self.conf.get("model", {}))
@@ -49,7 +56,7 @@ class LFNetTask(Task):
 
     @torch.no_grad()
     def validate(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
-        lc = {**LOSS_DEFAULTS, **self.conf.get("loss", {})}
+        lc = thaw(self.settings["loss"])
         loss, metrics = lfnet_losses(model, batch, 10**9, lc)
         ms = match_score(model, batch, int(lc["top_k"]), float(lc["match_reproj_thresh"]),
                          float(lc["depth_tol"]), bool(lc["relative_depth_tol"]))

@@ -1,1 +1,14 @@
 """LIFT training (methods.md §4.4): quadruplet patches from COLMAP SfM and the staged schedule."""
+
+from ..spec import TrainingSpec
+
+# one stage alone (``stages.<stage>`` merged over the config, init from ``model.init_weights``)
+# or the whole schedule desc -> ori -> kp (-> joint) with ``all``
+_STAGES = ("desc", "ori", "kp", "joint")
+
+TRAINING = TrainingSpec(
+    method="lift",
+    stages={**{s: f"training.lift.task:run_{s}" for s in _STAGES},
+            "all": "training.lift.task:run_schedule"},
+    default_configs={s: "lift_eccv2016.yaml" for s in (*_STAGES, "all")},
+)

@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import os
+from pathlib import Path
+from typing import Any, Mapping, Sequence
 
 from torch.utils.data import Dataset
 
 from .pairs import GeometricPairs
-from .scene_index import load_scenes
+from .render import render_scene
+from .scene_index import SceneError, SceneIndex, read_megadepth_scene
 
 #: official validation pair list is drawn once with numpy seed 42 (methods.md §2.5)
 VALIDATION_SEED = 42
+
+
+def load_scenes(entries: Sequence[Any] | None, root: str | os.PathLike | None = None
+                ) -> list[SceneIndex]:
+    """Scenes named in a config: each entry is an ``index.npz``, a folder holding one, a
+    MegaDepth-style scene folder, a ``.txt`` list of such entries (one per line, official
+    ``train_scenes.txt`` style, relative to ``root``) or ``{render: {...}}`` (rendered on demand
+    with :func:`training.sfm.render.render_scene`)."""
+    out: list[SceneIndex] = []
+    base = Path(root) if root else None
+    for e in entries or []:
+        if isinstance(e, dict):
+            if "render" not in e:
+                raise SceneError(f"scene entry {e} must be a path or {{render: {{...}}}}")
+            out.append(render_scene(**dict(e["render"])).index)
+            continue
+        p = Path(str(e))
+        if base is not None and not p.is_absolute():
+            p = base / p
+        if p.suffix == ".txt":
+            if not p.is_file():
+                raise FileNotFoundError(f"scene list not found: {p}")
+            lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+            out.extend(load_scenes(lines, base or p.parent))
+        elif p.suffix == ".npz":
+            out.append(SceneIndex.load(p))
+        elif (p / "index.npz").is_file():
+            out.append(SceneIndex.load(p / "index.npz", root=p))
+        else:
+            out.append(read_megadepth_scene(p))
+    return out
 
 
 def build_pair_datasets(data: Mapping[str, Any], seed: int = 0) -> tuple[Dataset, Dataset | None]:

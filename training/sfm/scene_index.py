@@ -20,7 +20,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -315,36 +315,3 @@ def tracks_from_depth(depths: Sequence[np.ndarray], Ks: Sequence[np.ndarray],
         ids.append(ids_all[vis])
         xys.append(np.stack([x[vis], y[vis]], 1))
     return ids, xys, {int(k): v for k, v in zip(ids_all, xyz)}
-
-
-def load_scenes(entries: Sequence[Any] | None, root: str | os.PathLike | None = None
-                ) -> list[SceneIndex]:
-    """Scenes named in a config: each entry is an ``index.npz``, a folder holding one, a
-    MegaDepth-style scene folder, a ``.txt`` list of such entries (one per line, official
-    ``train_scenes.txt`` style, relative to ``root``) or ``{render: {...}}`` (rendered on demand
-    with :func:`training.sfm.render.render_scene`)."""
-    out: list[SceneIndex] = []
-    base = Path(root) if root else None
-    for e in entries or []:
-        if isinstance(e, dict):
-            if "render" not in e:
-                raise SceneError(f"scene entry {e} must be a path or {{render: {{...}}}}")
-            from .render import render_scene
-
-            out.append(render_scene(**dict(e["render"])).index)
-            continue
-        p = Path(str(e))
-        if base is not None and not p.is_absolute():
-            p = base / p
-        if p.suffix == ".txt":
-            if not p.is_file():
-                raise FileNotFoundError(f"scene list not found: {p}")
-            lines = [ln.strip() for ln in p.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
-            out.extend(load_scenes(lines, base or p.parent))
-        elif p.suffix == ".npz":
-            out.append(SceneIndex.load(p))
-        elif (p / "index.npz").is_file():
-            out.append(SceneIndex.load(p / "index.npz", root=p))
-        else:
-            out.append(read_megadepth_scene(p))
-    return out

@@ -18,6 +18,7 @@ from ..data.homographies import compute_valid_mask, filter_points, homography_co
     points_to_map, sample_homography, warp_image, warp_points
 from ..data.image_folder import ImageFolder
 from ..data.photometric import photometric_augmentation
+from ..config import thaw
 from ..engine import Task
 from .losses import descriptor_loss, detector_loss
 from .magicpoint import detection_metrics
@@ -79,6 +80,12 @@ class WarpedPairs(Dataset):
 
 class JointTask(Task):
     name = "superpoint"
+    default_conf = {
+        # extractor_conf: runtime keys the weights recommend (recorded in the export)
+        "model": {"init_weights": None, "detection_threshold": 0.015, "extractor_conf": {}},
+        "data": {},  # WarpedPairs / ImageFolder read it
+        "loss": {"lambda_loss": 1e-4, "descriptor": {}},  # descriptor: losses.descriptor_loss
+    }
 
     def build_model(self) -> nn.Module:
         model = SuperPointModel(detector_only=False)
@@ -93,15 +100,15 @@ class JointTask(Task):
 
     def _losses(self, model: nn.Module, batch: Mapping[str, torch.Tensor]
                 ) -> tuple[torch.Tensor, dict[str, float], dict[str, torch.Tensor]]:
-        lc = self.conf.get("loss", {})
+        lc = self.settings["loss"]
         b = batch["image"].shape[0]
         out = model(torch.cat([batch["image"], batch["warped_image"]], 0))
         logits, desc = out["logits"], out["descriptors"]
         det0 = detector_loss(logits[:b], batch["keypoint_map"], batch["valid_mask"])
         det1 = detector_loss(logits[b:], batch["warped_keypoint_map"], batch["warped_valid_mask"])
         dl = descriptor_loss(desc[:b], desc[b:], batch["homography"], batch["warped_valid_mask"],
-                             lc.get("descriptor", {}))
-        total = det0 + det1 + float(lc.get("lambda_loss", 1e-4)) * dl
+                             thaw(lc["descriptor"] or {}))
+        total = det0 + det1 + float(lc["lambda_loss"]) * dl
         metrics = {"detector": float(det0.detach()), "detector_warped": float(det1.detach()),
                    "descriptor": float(dl.detach())}
         return total, metrics, {"logits": logits[:b]}
@@ -114,7 +121,7 @@ class JointTask(Task):
     @torch.no_grad()
     def validate(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         total, metrics, out = self._losses(model, batch)
-        thr = float(self.conf.get("model", {}).get("detection_threshold", 0.015))
+        thr = float(self.settings["model"]["detection_threshold"])
         return {"loss": float(total), **metrics,
                 **detection_metrics(out["logits"], batch["keypoint_map"], thr)}
 

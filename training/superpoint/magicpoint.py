@@ -37,6 +37,11 @@ class DetectorTask(Task):
     """Any detector-only stage on (image, keypoint_map, valid_mask) batches."""
 
     name = "magicpoint"
+    default_conf = {
+        "model": {"init_weights": None, "detection_threshold": 0.001,
+                  "nms": 4},  # nms: in the shipped configs, not read by the detector stages
+        "data": {},  # the dataset reads it (synthetic_shapes.py, image_folder.py)
+    }
 
     def build_model(self) -> nn.Module:
         model = SuperPointModel(detector_only=True)
@@ -53,7 +58,7 @@ class DetectorTask(Task):
     def validate(self, model: nn.Module, batch: Mapping[str, torch.Tensor]) -> dict[str, float]:
         out = model(batch["image"])
         loss = detector_loss(out["logits"], batch["keypoint_map"], batch.get("valid_mask"))
-        thr = float(self.conf.get("model", {}).get("detection_threshold", 0.001))
+        thr = float(self.settings["model"]["detection_threshold"])
         return {"loss": float(loss), **detection_metrics(out["logits"], batch["keypoint_map"], thr,
                                                          batch.get("valid_mask"))}
 

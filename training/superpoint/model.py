@@ -35,24 +35,14 @@ class SuperPointModel(nn.Module):
                 p.requires_grad_(not self.detector_only)
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        """Shared VGG feature map ``(B, 128, H/8, W/8)`` (the runtime network's layers)."""
-        n, r = self.net, self.net.relu
-        x = r(n.conv1a(image))
-        x = n.pool(r(n.conv1b(x)))
-        x = r(n.conv2a(x))
-        x = n.pool(r(n.conv2b(x)))
-        x = r(n.conv3a(x))
-        x = n.pool(r(n.conv3b(x)))
-        x = r(n.conv4a(x))
-        return r(n.conv4b(x))
+        """Shared VGG feature map ``(B, 128, H/8, W/8)``: the runtime network's own backbone."""
+        return self.net.encode(image)
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """``(B, 1, H, W)`` in [0, 1] -> ``logits`` (B, 65, H/8, W/8) and, unless detector-only,
         the raw coarse ``descriptors`` (B, 256, H/8, W/8)."""
         if self.detector_only:
-            feat = self.encode(image)
-            n = self.net
-            return {"logits": n.convPb(n.relu(n.convPa(feat)))}
+            return {"logits": self.net.detector_head(self.net.encode(image))}
         semi, desc = self.net(image)
         return {"logits": semi, "descriptors": desc}
 

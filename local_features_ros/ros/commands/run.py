@@ -5,7 +5,7 @@
     local-features run config/extractor.yaml --namespace cam0 --image /cam0/image_raw \\
         --camera-info /cam0/camera_info           # live camera already publishing
 
-Launch argument <-> option table: ``local_features_ros.runner.LAUNCH_ARGS``.
+Launch argument <-> option table: ``local_features_ros.ros.runner.LAUNCH_ARGS``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..runner import build_plan, default_params_yaml, ros_env, run_plan
+    from ..names import NODE_NAME
+    from ..param_files import default_params_yaml
+    from ..runner import build_plan, ros_env, run_plan
 
     if args.print_config:
         print(default_params_yaml(args.print_config), end="")
@@ -77,6 +79,6 @@ def main(args: argparse.Namespace) -> int:
                       log_dir=Path(args.log_dir) if args.log_dir else None)
     print(f"stopped after {result.elapsed_s:.1f} s ({result.reason}); exit status: " +
           ", ".join(f"{k}={v}" for k, v in result.returncodes.items()))
-    if result.reason.startswith("feature_extractor exited"):
-        return int(result.returncodes.get("feature_extractor") or 1)
+    if result.reason.startswith(f"{NODE_NAME} exited"):
+        return int(result.returncodes.get(NODE_NAME) or 1)
     return 0

@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Train SuperPoint end to end on a leased GPU machine within BUDGET seconds, then copy the
 # weights and logs to $OUT (the device tool brings $OUT back). Prepare here first:
-#   bash scripts/device/pack_superpoint_data.sh
+#   bash experiments/pack_superpoint_data.sh
 # then one device call, from the repository root:
-#   run(command="bash scripts/device/superpoint_lease.sh 480", carry=[".device"], timeout_s=600)
+#   run(command="bash experiments/superpoint_lease.sh 480", carry=[".device"], timeout_s=600)
 # and evaluate the returned superpoint.pth here (scripts/evaluate_all.sh with METHODS=superpoint
 # after copying it over local_features_ros/data/weights/superpoint_lfr.pth, or --weights).
 # Works on a CPU machine too (slowly): the pipeline picks cuda when there is one.
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 BUDGET=${1:-480}
 OUT=${OUT:-out/lease}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-[[ -d .device/data ]] || { echo "no .device/data: run scripts/device/pack_superpoint_data.sh" >&2; exit 2; }
+[[ -d .device/data ]] || { echo "no .device/data: run experiments/pack_superpoint_data.sh" >&2; exit 2; }
 rm -rf runs/sp_lease   # a lease starts from scratch (a fresh machine has no runs/ anyway)
 # DataLoader workers hand batches over in /dev/shm; containers often give it 64 MB, which 14
 # workers with 5 MB batches overrun ("bus error"). Try to grow it, then check that the workers
@@ -47,7 +47,7 @@ print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
 PYEOF
 set +e
 "$PY" -m training.commands.train superpoint --stage pipeline \
-  --config superpoint_pipeline_gpu_lease.yaml --out runs/sp_lease \
+  --config experiments/superpoint_pipeline_gpu_lease.yaml --out runs/sp_lease \
   --set pipeline.time_budget_s="$BUDGET" --set magicpoint.set.train.num_workers="$WORKERS" \
   --set joint.set.train.num_workers="$WORKERS" "${@:2}" 2>&1 | tee "$OUT/train.log"
 rc=${PIPESTATUS[0]}

@@ -24,7 +24,7 @@ from torch.utils.data import Dataset
 from local_features_ros.extractors.lift import KP_INPUT_SIZE, LIFT, orientation_from_output
 from local_features_ros.weights import load_checkpoint, save_checkpoint, unwrap_state_dict
 
-from ..config import merge
+from ..config import merge, thaw
 from ..engine import Task, Trainer
 from .losses import DEFAULT_LOSS, classification_loss, descriptor_loss, orientation_loss, \
     overlap_loss
@@ -95,10 +95,18 @@ class LiftStageTask(Task):
 
     name = "lift"
     stage = "desc"
+    default_conf = {
+        "data": {},  # patches.py reads it
+        "model": {"lift": {}, "init_weights": None},  # model.lift: the runtime LIFT's keys
+        "loss": DEFAULT_LOSS,
+        "finetune": ["kp", "ori", "desc"],  # modules the joint stage trains
+        # the schedule's own sections (run_schedule / stage_config strip them before a stage)
+        "schedule": {}, "stages": {},
+    }
 
     def __init__(self, conf: Mapping[str, Any]):
         super().__init__(conf)
-        self.lc = {**DEFAULT_LOSS, **dict(self.conf.get("loss", {}))}
+        self.lc = thaw(self.settings["loss"])
 
     # ------------------------------------------------------------------ engine hooks
     def trained_modules(self) -> tuple[str, ...]:

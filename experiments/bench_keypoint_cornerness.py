@@ -7,7 +7,7 @@ the share of edge-like keypoints (``l2 / l1 < 0.1``) and the median ratio per me
 side on the same images. A briefly trained SuperPoint fires along edges far more than ORB's
 Harris-ranked FAST corners; this measures it for any checkpoint (model card, issue #5).
 
-    OMP_NUM_THREADS=2 python bench/bench_keypoint_cornerness.py \
+    OMP_NUM_THREADS=2 python experiments/bench_keypoint_cornerness.py \
         --weights local_features_ros/data/weights/superpoint_lfr.pth \
         ../shared/data/hpatches/v_wormhole/1.ppm ../shared/data/oxford/boat1.jpg
 """

@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def choose_method(method: str) -> tuple[str, str]:
     """(method, why): explicit choice, else superpoint with shipped weights, else orb."""
-    from ..registry import default_weights
+    from ...registry import default_weights
 
     if method:
         return method, "as requested"
@@ -59,7 +59,8 @@ def main(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from ..ros.diagnostics import make_collector, summarize
+    from ..diagnostics import make_collector, summarize
+    from ..names import NODE_NAME
     from ..runner import build_plan, repo_or_share_dir, ros_env, run_plan
 
     method, why = choose_method(args.method)
@@ -82,7 +83,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"ROS_DOMAIN_ID={domain} (loopback only); logs in {out / 'run'}")
 
     ns = "/" + plan.namespace.strip("/") if plan.namespace else ""
-    base = f"{ns}/feature_extractor"
+    base = f"{ns}/{NODE_NAME}"
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     executor = SingleThreadedExecutor(context=context)
@@ -136,9 +137,9 @@ def main(args: argparse.Namespace) -> int:
         "keypoints_mean": summary.keypoints_mean, "matches_mean": summary.matches_mean,
         "inliers_mean": summary.inliers_mean, "overlays_saved": summary.overlays_saved,
         "node_diagnostics": d, "returncodes": result.returncodes}, indent=2))
-    node_rc = result.returncodes.get("feature_extractor")
-    if result.reason.startswith("feature_extractor exited"):
-        log = out / "run" / "feature_extractor.log"
-        print(f"feature_extractor failed (status {node_rc}); see {log}")
+    node_rc = result.returncodes.get(NODE_NAME)
+    if result.reason.startswith(f"{NODE_NAME} exited"):
+        log = out / "run" / f"{NODE_NAME}.log"
+        print(f"{NODE_NAME} failed (status {node_rc}); see {log}")
         return int(node_rc or 1)
     return 0 if summary.frames > 0 else 1

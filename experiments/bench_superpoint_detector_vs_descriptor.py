@@ -10,7 +10,7 @@ If ``orb_kp+sp_desc`` beats ``orb`` while ``sp`` does not, the descriptor is goo
 detector (repeatability, localisation) is what is left to train; a pair where both lose points
 at the descriptor. Used for the shipped weights' model card.
 
-    OMP_NUM_THREADS=2 python bench/bench_superpoint_detector_vs_descriptor.py \
+    OMP_NUM_THREADS=2 python experiments/bench_superpoint_detector_vs_descriptor.py \
         --weights local_features_ros/data/weights/superpoint_lfr.pth \
         ../shared/data/hpatches ../shared/data/oxford
 """

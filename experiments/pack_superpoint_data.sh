@@ -3,9 +3,9 @@
 # carries it: `carry: [".device"]`). Frames become grayscale JPEG (q 95): SuperPoint trains on
 # gray images and a lease carries at most 64 MiB. Evaluation sets (HPatches, Oxford, Strecha) are
 # never packed: they are not training data, and evaluation runs on this machine afterwards.
-# Usage: scripts/device/pack_superpoint_data.sh [KITTI_STEP]   (env: DATA, PY)
+# Usage: experiments/pack_superpoint_data.sh [KITTI_STEP]   (env: DATA, PY)
 set -euo pipefail
-cd "$(dirname "$0")/../.."
+cd "$(dirname "$0")/.."
 DATA=${DATA:-../shared/data}
 PY=${PY:-.venv/bin/python}
 STEP=${1:-1}

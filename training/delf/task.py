@@ -111,6 +111,11 @@ def load_delf_into(model: DelfTrainModel, path: str | Path) -> None:
 class _DelfTask(Task):
     name = "delf"
     stage = "finetune"
+    default_conf = {
+        "data": {},  # datasets.py reads it (``data.<step>``: DEFAULT_DATA)
+        "model": {"delf": {}, "init_weights": None},  # model.delf: the runtime DELF's keys
+        "pca": {},  # step 3 (run_pca)
+    }
 
     def __init__(self, conf: Mapping[str, Any]):
         super().__init__(conf)

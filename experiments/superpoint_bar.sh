@@ -3,7 +3,7 @@
 # matching accuracy at 3 px and homography correctness at 3 px (HPatches, Oxford) and on pose
 # AUC@10 (Strecha fountain, TUM fr2/desk pairs), all on ../shared/data, same protocol as the
 # README tables (scripts/evaluate_all.sh). Prints one table with a verdict per criterion.
-# Usage: bench/superpoint_bar.sh [WEIGHTS] [OUT_DIR]   (default: the shipped weights; env DATA, PY)
+# Usage: experiments/superpoint_bar.sh [WEIGHTS] [OUT_DIR]   (default: the shipped weights; env DATA, PY)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WEIGHTS=${1:-local_features_ros/data/weights/superpoint_lfr.pth}

@@ -1,0 +1,155 @@
+"""Extractor + matcher + frame-to-frame frontend, built and reconfigured as one unit.
+
+Why here (no rclpy): the node only translates parameters and messages; what a frame goes through
+(extract -> match to the previous frame -> verify -> tracks/motion) and which settings may change
+while running are core behaviour, shared with anything else that processes a live stream.
+``apply`` is the one way to change settings: every change is validated on trial copies first
+(``check``), so a rejected request leaves everything as it was.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .extractors.base import ConfigError, Extractor
+from .frontend import FrameResult, FrameToFrameFrontend
+from .geometry import VerifyConfig
+from .matchers import Matcher, build_matcher
+from .matching import MatcherConfig
+from .types import Features
+
+__all__ = ["MATCHER_TYPES", "PipelineConfig", "FeaturePipeline", "replace_fields",
+           "check_extractor_changes"]
+
+#: ``matcher.type`` values: ``nn`` (``MatcherConfig``) or ``lightglue`` (``LightGlueConfig``).
+MATCHER_TYPES = ("nn", "lightglue")
+
+
+def replace_fields(conf: Any, changes: dict[str, Any]) -> Any:
+    """A frozen config dataclass with ``changes`` applied, validated by its ``__post_init__``;
+    an unknown field is a ``ConfigError`` naming the known ones."""
+    if not changes:
+        return conf
+    known = {f.name for f in dataclasses.fields(conf)}
+    bad = sorted(set(changes) - known)
+    if bad:
+        raise ConfigError(f"unknown key '{bad[0]}' (known: {', '.join(sorted(known))})")
+    try:
+        return dataclasses.replace(conf, **changes)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def check_extractor_changes(extractor: Extractor, changes: dict[str, Any]) -> None:
+    """Run the method's validation on the config an ``update_conf`` would produce, without
+    touching the running extractor. Raises ``ConfigError`` with the reason."""
+    if not changes:
+        return
+    bad = [k for k in changes if k not in extractor.runtime_keys]
+    if bad:
+        raise ConfigError(f"'{bad[0]}' cannot change at runtime for method "
+                          f"'{extractor.name}' (restart the node)")
+    extractor.validate_conf({**extractor.conf, **changes})
+
+
+@dataclass
+class PipelineConfig:
+    """Everything needed to build a pipeline (restart-only values and start values)."""
+
+    method: str
+    weights: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    extractor: dict[str, Any] = field(default_factory=dict)
+    matcher_type: str = "nn"
+    matcher: dict[str, Any] = field(default_factory=dict)  # MatcherConfig fields
+    lightglue: dict[str, Any] = field(default_factory=dict)  # LightGlueConfig fields
+    verify: dict[str, Any] = field(default_factory=dict)  # VerifyConfig fields
+
+
+class FeaturePipeline:
+    """Build with ``FeaturePipeline(PipelineConfig(...))``; errors are ``ConfigError`` /
+    ``WeightsError`` / ``FileNotFoundError`` with a one-line reason. Not thread-safe."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        from .registry import build_extractor
+
+        if cfg.matcher_type not in MATCHER_TYPES:
+            raise ConfigError(f"matcher.type must be one of {MATCHER_TYPES}, got "
+                              f"'{cfg.matcher_type}'")
+        self.matcher_type = cfg.matcher_type
+        self.matcher_conf = replace_fields(MatcherConfig(), cfg.matcher)
+        self.verify_conf = replace_fields(VerifyConfig(), cfg.verify)
+        self.extractor: Extractor = build_extractor(cfg.method, weights=cfg.weights or None,
+                                                    device=cfg.device, precision=cfg.precision,
+                                                    **cfg.extractor)
+        try:
+            self.matcher: Matcher = (
+                build_matcher("lightglue", device=str(self.extractor.device),
+                              precision=cfg.precision, features=cfg.method, **cfg.lightglue)
+                if cfg.matcher_type == "lightglue"
+                else build_matcher("nn", **dataclasses.asdict(self.matcher_conf)))
+        except (ConfigError, FileNotFoundError, ValueError) as exc:
+            raise type(exc)(f"matcher '{cfg.matcher_type}': {exc}") from exc
+        self.frontend = FrameToFrameFrontend(matcher=self.matcher, verify=self.verify_conf)
+
+    @property
+    def descriptor_dim(self) -> int:
+        return int(self.extractor.descriptor_dim)
+
+    @property
+    def lightglue_conf(self) -> Any:
+        return self.matcher.conf if self.matcher_type == "lightglue" else None
+
+    def check(self, extractor: dict[str, Any] | None = None, matcher: dict[str, Any] | None = None,
+              verify: dict[str, Any] | None = None, lightglue: dict[str, Any] | None = None
+              ) -> None:
+        """Raise the reason a change set cannot apply; changes nothing."""
+        check_extractor_changes(self.extractor, extractor or {})
+        replace_fields(self.matcher_conf, matcher or {})
+        replace_fields(self.verify_conf, verify or {})
+        if lightglue:
+            if self.matcher_type != "lightglue":
+                raise ConfigError("matcher.lightglue.* apply only with matcher.type: lightglue")
+            bad = [k for k in lightglue if k not in self.matcher.runtime_keys]
+            if bad:
+                raise ConfigError(f"'{bad[0]}' cannot change at runtime for matcher 'lightglue' "
+                                  "(restart the node)")
+            replace_fields(self.matcher.conf, lightglue)
+
+    def apply(self, extractor: dict[str, Any] | None = None, matcher: dict[str, Any] | None = None,
+              verify: dict[str, Any] | None = None, lightglue: dict[str, Any] | None = None
+              ) -> None:
+        """Check, then apply; the frontend keeps its tracks."""
+        self.check(extractor, matcher, verify, lightglue)
+        if extractor:
+            self.extractor.update_conf(**extractor)
+        if lightglue:
+            self.matcher.update_conf(**lightglue)
+        if matcher or verify:
+            self.matcher_conf = replace_fields(self.matcher_conf, matcher or {})
+            self.verify_conf = replace_fields(self.verify_conf, verify or {})
+            if self.matcher_type == "nn" and matcher:
+                self.matcher.update_conf(**matcher)
+            self.frontend.update_config(verify=self.verify_conf)
+
+    def warm_up(self) -> None:
+        """One extraction (and one match) so the first real frame pays no allocator/JIT cost."""
+        img = (np.random.default_rng(0).random((64, 64)) * 255).astype(np.uint8)
+        feats = self.extractor.extract(img)
+        if len(feats) > 1:
+            self.matcher.match(feats.float().to("cpu"), feats.float().to("cpu"))
+
+    def process(self, image: np.ndarray, stamp: float, K: np.ndarray | None
+                ) -> tuple[Features, FrameResult]:
+        """Extract (on the extractor's device), then match/verify/track on CPU features."""
+        feats = self.extractor.extract(image).float().to("cpu")
+        return feats, self.frontend.process(feats, stamp, K)
+
+    def process_features(self, feats: Features, stamp: float, K: np.ndarray | None
+                         ) -> FrameResult:
+        return self.frontend.process(feats, stamp, K)

@@ -1,0 +1,93 @@
+"""The ``feature_extractor`` parameter table on a live node: declaration, start values, and
+``SetParameters`` requests turned into validated ``ChangeSet``s (the rows are ``ros/params.py``).
+
+Declaration order matters: the node-level parameters first (they name the method), then the
+method's extractor keys with the method's own defaults (YAML / ``-p`` values override them), then
+the frame-to-frame matcher and verification keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from ..extractors.base import PRECISIONS, ConfigError
+from . import params as P
+
+
+class StartupError(RuntimeError):
+    """Restart-only configuration that cannot work (the node exits with status 2)."""
+
+
+class NodeParameters:
+    """``node``'s declared parameters: ``specs`` (name -> ``ParamSpec``) and their values."""
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.specs: dict[str, P.ParamSpec] = {}
+        self.matcher_core_defaults: dict[str, Any] = {}
+
+    def declare(self, spec: P.ParamSpec) -> None:
+        """Declare with the descriptor; a YAML/``-p`` value of the wrong type or out of range
+        is a startup configuration error (exit 2), not a traceback."""
+        try:
+            self.node.declare_parameter(spec.name, spec.default, spec.descriptor())
+        except Exception as exc:  # rclpy's InvalidParameterType/ValueException and kin
+            raise StartupError(f"parameter '{spec.name}': {exc}") from exc
+        self.specs[spec.name] = spec
+
+    def value(self, name: str) -> Any:
+        return self.node.get_parameter(name).value
+
+    def declare_all(self) -> P.ChangeSet:
+        """Declare the whole table, check the restart-only choices, and return every start
+        value sorted by target (restart-only ones included)."""
+        from ..geometry import VerifyConfig
+        from ..matching import MatcherConfig
+        from ..registry import get_extractor_class
+
+        for spec in P.node_specs() + P.place_recognition_specs():
+            self.declare(spec)
+        transport = str(self.value("input_transport"))
+        if transport not in P.TRANSPORTS:
+            raise StartupError(f"input_transport must be one of {P.TRANSPORTS}, got "
+                               f"'{transport}'")
+        if str(self.value("precision")) not in PRECISIONS:
+            raise StartupError(f"precision must be one of {PRECISIONS}, got "
+                               f"'{self.value('precision')}'")
+        try:
+            cls = get_extractor_class(str(self.value("method")), runtime=True)
+        except (ConfigError, ImportError) as exc:
+            raise StartupError(str(exc)) from exc
+        for spec in (P.shared_extractor_specs(cls.full_default_conf(), cls.runtime_keys)
+                     + P.method_specs(cls.default_conf, cls.runtime_keys)):
+            self.declare(spec)
+        self.matcher_core_defaults = dataclasses.asdict(MatcherConfig())
+        for spec in (P.matcher_specs(MatcherConfig()) + P.matcher_type_specs()
+                     + P.lightglue_specs() + P.verify_specs(VerifyConfig())):
+            self.declare(spec)
+        mtype = str(self.value("matcher.type"))
+        if mtype not in ("nn", "lightglue"):
+            raise StartupError(f"matcher.type must be nn or lightglue, got '{mtype}'")
+        initial, reason = P.split_changes(
+            {k: dataclasses.replace(s, runtime=True) for k, s in self.specs.items()},
+            {name: self.value(name) for name in self.specs}, self.matcher_core_defaults)
+        if reason:
+            raise StartupError(reason)
+        return initial
+
+    def split(self, parameters: list) -> tuple[P.ChangeSet, str | None]:
+        """A ``SetParameters`` request by target; the second item is a rejection reason."""
+        return P.split_changes(self.specs, {p.name: p.value for p in parameters},
+                               self.matcher_core_defaults)
+
+    def check(self, parameters: list, pipeline: Any) -> str | None:
+        """Why the request cannot apply (None = it can): ``FeaturePipeline.check`` runs the
+        core's validation on trial configs and changes nothing (no lock needed)."""
+        cs, reason = self.split(parameters)
+        if reason is None:
+            try:
+                pipeline.check(cs.extractor, cs.matcher, cs.verify, cs.lightglue)
+            except (ConfigError, ValueError, TypeError) as exc:
+                reason = str(exc)
+        return reason

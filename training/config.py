@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from local_features_ros.commands._common import split_setting
+from local_features_ros.conventions import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -45,10 +46,6 @@ DEFAULT_TRAIN: dict[str, Any] = {
     # recent GPUs, with no loss scaling needed (bf16 has fp32's exponent range).
     "precision": "fp32",
 }
-
-
-class ConfigError(ValueError):
-    """A config file or an override is malformed."""
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -35,11 +35,14 @@ from torch.utils.data.distributed import DistributedSampler
 from local_features_ros.weights import atomic_torch_save, load_checkpoint
 
 from . import distributed as D
+from local_features_ros.conventions import PRECISIONS as RUNTIME_PRECISIONS
+
 from .config import DEFAULT_TRAIN, FrozenConf, freeze, merge_conf, save_config
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "bf16", "auto")
+#: The runtime's precision names less fp16 (training has no loss scaling).
+PRECISIONS = tuple(p for p in RUNTIME_PRECISIONS if p != "fp16")
 
 
 class TrainingDiverged(RuntimeError):

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..image.preprocess import ResizeInfo, prepare_image
+from ..conventions import PRECISIONS, ConfigError
 from ..types import Features
 from ..weights import PACKAGE_WEIGHTS_DIR, check_state_dict, load_checkpoint, unwrap_state_dict
 
@@ -38,7 +39,6 @@ SHARED_DEFAULTS: dict[str, Any] = {
     "resize_max_edge": 0,  # 0 = native size
 }
 
-PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
 #: Keys every method has besides ``SHARED_DEFAULTS``, restart-only (a subclass's ``runtime_keys``
 #: built from ``SHARED_DEFAULTS`` never includes them). ``backend``: what runs the network part
@@ -68,10 +68,6 @@ class NetworkDecl:
     inputs: tuple[tuple[str, tuple[int, ...], dict[int, str]], ...]
     outputs: tuple[tuple[str, dict[int, str]], ...]
     dynamic: bool = True
-
-
-class ConfigError(ValueError):
-    """Unknown key or out-of-range value in an extractor config."""
 
 
 def cpu_supports_bf16() -> bool:

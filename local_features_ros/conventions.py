@@ -1,0 +1,19 @@
+"""Names every layer shares, in a module that imports nothing heavy (no torch, no ROS).
+
+Why: the node, the CLI, the extractors and training all raise the same configuration error and
+accept the same precision names; defining them once here lets torch-free code (training's config
+loader, the launch file's helpers) use them without importing a model.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "PRECISIONS"]
+
+#: ``precision`` values of extractors, matchers and the node (``auto``: fp16 on CUDA, bf16 on
+#: CPUs with native bf16, else fp32). Training accepts these less ``fp16`` (no loss scaling).
+PRECISIONS = ("fp32", "fp16", "bf16", "auto")
+
+
+class ConfigError(ValueError):
+    """Unknown key, malformed value or out-of-range setting in a config (extractor, matcher,
+    node parameter, training YAML); the message names the key and what is accepted."""

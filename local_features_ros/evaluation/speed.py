@@ -6,7 +6,9 @@ the NMS/descriptor sampling, or the image preparation dominates.
 Stages (medians and p90 over ``runs`` after ``warmup`` untimed runs, milliseconds):
 - ``preprocess``: ``extractor.prepare(image)`` (gray/RGB conversion, resize, tensor, device copy).
 - ``network``: the bare ``extractor.forward(tensor)`` under the extractor's autocast, only for
-  extractors that define their own ``forward`` (learned methods); ``None`` otherwise.
+  extractors that define their own ``forward`` (learned methods); ``None`` otherwise. With a
+  ``backend`` other than torch: ``run_network(tensor)`` (the backend call) where the method has
+  one (SuperPoint), else ``None``.
 - ``extract_core``: ``extractor._extract(tensor)``: network + detection + descriptor sampling.
 - ``postprocess``: ``extract_core - network`` medians (detection, NMS, descriptor sampling).
 - ``whole``: ``extractor.extract(image)``: everything a caller pays, numpy image to ``Features``.
@@ -157,7 +159,15 @@ def benchmark_extractor(extractor: Any, image: np.ndarray, runs: int = 20, warmu
         with torch.inference_mode():
             core = time_call(lambda: extractor._extract(tensor), runs, warmup, sync)
             out["extract_core"] = asdict(core)
-            if has_own_forward(extractor):
+            backend = getattr(extractor, "backend", "torch")
+            if backend != "torch" and hasattr(extractor, "run_network"):
+                # exported network in onnxruntime / OpenVINO / TensorRT (``backend`` key)
+                network = time_call(lambda: extractor.run_network(tensor), runs, warmup, sync)
+                out["network"] = asdict(network)
+                out["postprocess_ms"] = max(0.0, core.median_ms - network.median_ms)
+            elif backend != "torch":
+                out["network"] = None  # the torch forward is not what runs
+            elif has_own_forward(extractor):
                 def net() -> Any:
                     x = tensor
                     if dev.type == "cpu" or getattr(extractor, "use_reduced_precision", False):

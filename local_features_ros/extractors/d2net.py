@@ -21,7 +21,7 @@ from torch import nn
 
 from ..image.preprocess import ResizeInfo, to_float_image
 from ..types import Features
-from .base import SHARED_DEFAULTS, ConfigError, Extractor
+from .base import SHARED_DEFAULTS, ConfigError, Extractor, NetworkDecl
 
 logger = logging.getLogger(__name__)
 
@@ -215,6 +215,12 @@ class D2Net(Extractor):
         "multiscale", "scales", "max_edge", "max_sum_edges", "edge_threshold", "max_tile_pixels",
         "channel_chunk",
     }
+    #: the exportable part (``backend``): normalised image -> dense VGG map (ReLU, detection,
+    #: pyramid and tiling stay in torch)
+    networks: ClassVar[dict[str, NetworkDecl]] = {"dense": NetworkDecl(
+        call="dense_feature_extraction",
+        inputs=(("image", (1, 3, 64, 64), {0: "batch", 2: "height", 3: "width"}),),
+        outputs=(("features", {0: "batch", 2: "height_4", 3: "width_4"}),))}
 
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__(device=device, precision=precision, **conf)
@@ -282,7 +288,7 @@ class D2Net(Extractor):
         h, w = x.shape[-2:]
         max_px = int(self.conf["max_tile_pixels"])
         if max_px <= 0 or h * w <= max_px:
-            out = self.dense_feature_extraction(x)
+            out = self.call_network("dense", x)[0]
         else:
             out = self._tiled_features(x, max(16, (max_px // w) // 4 * 4))
         if self.conf["use_relu"]:
@@ -300,7 +306,7 @@ class D2Net(Extractor):
                 break
             a = max(0, y0 - TILE_HALO)
             b = min(h, y0 + rows + TILE_HALO)
-            f = self.dense_feature_extraction(x[:, :, a:b])
+            f = self.call_network("dense", x[:, :, a:b])[0]
             if out is None:  # written in place: no list of tiles + concatenated copy
                 out = f.new_empty(f.shape[0], f.shape[1], out_h, out_w)
             out[:, :, c0:c1] = f[:, :, c0 - a // 4:c1 - a // 4]

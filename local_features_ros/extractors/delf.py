@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..types import Features
-from .base import SHARED_DEFAULTS, ConfigError, Extractor
+from .base import SHARED_DEFAULTS, ConfigError, Extractor, NetworkDecl
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +199,12 @@ class DELF(Extractor):
         "min_level_size": 16,  # pyramid levels smaller than this (pixels) are skipped
     }
     runtime_keys = frozenset(SHARED_DEFAULTS) | {"scales", "score_threshold", "use_whitening"}
+    #: the exportable part (``backend``): one pyramid level -> block3 features + attention.
+    #: ``dynamic=False``: TF-SAME max-pool padding is computed from the size in Python, so one
+    #: export per level size is cached (the pyramid loop, keypoints and PCA stay in torch).
+    networks: ClassVar[dict[str, NetworkDecl]] = {"features": NetworkDecl(
+        call="forward", inputs=(("image", (1, 3, 64, 64), {}),),
+        outputs=(("features", {}), ("attention", {})), dynamic=False)}
 
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__(device=device, precision=precision, **conf)
@@ -314,7 +320,7 @@ class DELF(Extractor):
             for s, h, w in self.pyramid_levels(H, W):
                 level = image if (h, w) == (H, W) else F.interpolate(
                     image, size=(h, w), mode="bilinear", align_corners=False)
-                feats, att = self.forward(level)
+                feats, att = self.call_network("features", level)
                 att = att[0, 0].float()
                 keep = torch.nonzero(att >= thr)  # (n, 2) cell (y, x)
                 if keep.numel() == 0:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..types import Features
-from .base import ConfigError, Extractor
+from .base import ConfigError, Extractor, NetworkDecl
 from .patches import extract_patches
 
 logger = logging.getLogger(__name__)
@@ -261,6 +261,19 @@ class LFNet(Extractor):
         "kp_com_strength": 1.0,
     }
 
+    #: exportable parts (``backend``): the detector's dense maps (scale logits resized back +
+    #: orientation; ``dynamic=False``: the per-scale sizes are Python arithmetic, so one export
+    #: per input size is cached) and the patch descriptor (dynamic patch count). Soft 3-D NMS,
+    #: scale selection, hard NMS, refinement and cropping stay in torch.
+    networks: ClassVar[dict[str, NetworkDecl]] = {
+        "detector": NetworkDecl(
+            call="detector_maps", inputs=(("image", (1, 1, 64, 64), {}),),
+            outputs=(("scale_logits", {}), ("orientation", {})), dynamic=False),
+        "descriptor": NetworkDecl(
+            call="desc", inputs=(("patches", (2, 1, 32, 32), {0: "patches"}),),
+            outputs=(("descriptors", {0: "patches"}),)),
+    }
+
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__(device=device, precision=precision, **conf)
         c = self.conf
@@ -317,6 +330,11 @@ class LFNet(Extractor):
         out.update(self.score_maps(scale_logits))
         return out
 
+    def detector_maps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exported detector part: ``scale_logits (B,S,H,W)`` and unit ``ori (B,2,H,W)``."""
+        out = self.detector_forward(image)
+        return out["scale_logits"], out["ori"]
+
     def score_maps(self, scale_logits: torch.Tensor) -> dict[str, torch.Tensor]:
         """Scale-space machinery on given ``(B, S, H, W)`` logits (testable with hand-made maps):
         soft 3-D NMS, soft scale selection, border mask -> ``probs``, ``score``, ``scale``."""
@@ -360,7 +378,7 @@ class LFNet(Extractor):
         b, k = patches.shape[:2]
         if k == 0:
             return patches.new_zeros(b, 0, self.descriptor_dim)
-        return self.desc(patches.flatten(0, 1)).view(b, k, -1)
+        return self.call_network("descriptor", patches.flatten(0, 1))[0].view(b, k, -1)
 
     def describe(self, image: torch.Tensor, kpts: torch.Tensor, scales: torch.Tensor,
                  oris: torch.Tensor | None) -> torch.Tensor:
@@ -372,7 +390,11 @@ class LFNet(Extractor):
         h, w = image.shape[-2:]
         with self.autocast():
             x = self.normalize_input(image)
-            maps = self.detector_forward(x)
+            if self._network_runners:  # exported detector: score maps from its outputs
+                scale_logits, ori = self.call_network("detector", x)
+                maps = {"scale_logits": scale_logits, "ori": ori, **self.score_maps(scale_logits)}
+            else:
+                maps = self.detector_forward(x)
             k = int(self.conf["max_keypoints"])
             if k <= 0:  # all NMS survivors (one host sync to count them)
                 keep = hard_nms(maps["score"], 2 * int(self.conf["nms_radius"]) + 1,

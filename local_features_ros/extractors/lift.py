@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..types import Features
-from .base import ConfigError, Extractor
+from .base import ConfigError, Extractor, NetworkDecl
 from .lfnet import convert_arrays
 from .patches import extract_patches, sample_image
 
@@ -335,6 +335,21 @@ class LIFT(Extractor):
         "crop_batch": 0,  # >0: run ori/desc nets in chunks of this many crops (memory bound)
     }
 
+    #: exportable parts (``backend``): the detector on one pyramid level (dynamic size), the
+    #: orientation and descriptor nets on normalised 64x64 patches (dynamic count). The pyramid
+    #: loop, 3-D NMS, interpolation and cropping stay in torch.
+    networks: ClassVar[dict[str, NetworkDecl]] = {
+        "detector": NetworkDecl(
+            call="det", inputs=(("image", (1, 1, 64, 64), {0: "batch", 2: "height", 3: "width"}),),
+            outputs=(("score", {0: "batch", 2: "score_height", 3: "score_width"}),)),
+        "orientation": NetworkDecl(
+            call="ori", inputs=(("patches", (2, 1, 64, 64), {0: "patches"}),),
+            outputs=(("orientation", {0: "patches"}),)),
+        "descriptor": NetworkDecl(
+            call="desc", inputs=(("patches", (2, 1, 64, 64), {0: "patches"}),),
+            outputs=(("descriptors", {0: "patches"}),)),
+    }
+
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__(device=device, precision=precision, **conf)
         c = self.conf
@@ -399,7 +414,7 @@ class LIFT(Extractor):
             down = lv.height * lv.width < h * w
             xl = F.interpolate(x, size=(lv.height, lv.width), mode="bilinear", align_corners=False,
                                antialias=down)
-            s = self.det(xl)  # (B, 1, lh - 24, lw - 24)
+            s = self.call_network("detector", xl)[0]  # (B, 1, lh - 24, lw - 24)
             maps = torch.cat([s, derivative_maps(s)], dim=1)
             # input px -> level px (pixel centres aligned) -> score-map px (VALID offset 12)
             ly = (ys + 0.5) * (lv.height / h) - 0.5 - half
@@ -488,18 +503,19 @@ class LIFT(Extractor):
         return extract_patches(image, kpts, sigmas * DESC_HALF_WIDTH_SIGMA, oris, DESC_INPUT_SIZE,
                                corners=False)
 
-    def _run_chunked(self, net: nn.Module, patches: torch.Tensor) -> torch.Tensor:
+    def _run_chunked(self, net: str, patches: torch.Tensor) -> torch.Tensor:
+        """Network part ``net`` (``networks``) on ``crop_batch`` patches at a time."""
         n = int(self.conf["crop_batch"])
         if n <= 0 or patches.shape[0] <= n:
-            return net(patches)
-        return torch.cat([net(p) for p in patches.split(n)], dim=0)
+            return self.call_network(net, patches)[0]
+        return torch.cat([self.call_network(net, p)[0] for p in patches.split(n)], dim=0)
 
     def orientation(self, patches: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Upright crops ``(B, K, 1, 64, 64)`` in [0, 1] -> unit (cos, sin) ``(B, K, 2)``, angle ``(B, K)``."""
         b, k = patches.shape[:2]
         if k == 0:
             return patches.new_zeros(b, 0, 2), patches.new_zeros(b, 0)
-        out = self._run_chunked(self.ori, self.normalize(patches.flatten(0, 1), "kp"))
+        out = self._run_chunked("orientation", self.normalize(patches.flatten(0, 1), "kp"))
         vec, ang = orientation_from_output(out, self.conf["ori_variant"])
         return vec.view(b, k, 2), ang.view(b, k)
 
@@ -508,7 +524,7 @@ class LIFT(Extractor):
         b, k = patches.shape[:2]
         if k == 0:
             return patches.new_zeros(b, 0, 128)
-        d = self._run_chunked(self.desc, self.normalize(patches.flatten(0, 1), "desc"))
+        d = self._run_chunked("descriptor", self.normalize(patches.flatten(0, 1), "desc"))
         if self.conf["desc_l2norm"]:
             d = F.normalize(d, dim=-1)
         return d.view(b, k, -1)

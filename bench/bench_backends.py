@@ -1,0 +1,139 @@
+"""Backends side by side: each method in torch fp32, torch bf16 (CPUs with native bf16),
+onnxruntime fp32, OpenVINO fp32 and OpenVINO bf16 (native bf16 only), at 640x480 and 320x240,
+in one run on the same generated image, and a markdown table (README "Deployment backends").
+
+    .venv/bin/python bench/bench_backends.py --threads 2 [--methods superpoint,d2net]
+        [--runs 20] [--markdown bench/results/backends.md]
+
+Columns: ``whole`` = ``extractor.extract(image)`` (numpy image -> Features, everything a caller
+pays); ``network`` = the network part alone on the prepared tensor (SuperPoint: ``run_network``,
+i.e. the backend call + descriptor L2 norm; D2-Net: the dense VGG map); ``rest`` = whole -
+network: image preparation, detection/NMS, sub-pixel refinement, descriptor sampling. Medians
+over ``--runs`` after ``--warmup``; configurations are interleaved per run so that a noisy
+shared CPU affects them alike. Exports go to ``$LFR_CACHE_DIR`` (default: a temp folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from local_features_ros.evaluation.speed import benchmark_image  # noqa: E402
+from local_features_ros.extractors.base import cpu_supports_bf16  # noqa: E402
+from local_features_ros.registry import build_extractor  # noqa: E402
+
+
+def configs(native_bf16: bool) -> list[tuple[str, str]]:
+    out = [("torch", "fp32")]
+    if native_bf16:
+        out.append(("torch", "bf16"))
+    out += [("onnxruntime", "fp32"), ("openvino", "fp32")]
+    if native_bf16:
+        out.append(("openvino", "bf16"))
+    return out
+
+
+def network_call(ex, tensor):
+    """The network part alone (what a backend replaces), or None when not separable here."""
+    if hasattr(ex, "run_network"):
+        return lambda: ex.run_network(tensor)
+    if ex.name == "d2net":
+        x = ex.normalize(tensor)
+
+        def run():
+            with ex.autocast():
+                return ex.call_network("dense", x)
+        return run
+    if ex.name == "delf":
+        def run():
+            with ex.autocast():
+                return ex.call_network("features", tensor)
+        return run
+    return None
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--methods", default="superpoint,d2net")
+    p.add_argument("--sizes", default="640x480,320x240")
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--weights", default=None, help="weights for every method (default: shipped, "
+                   "'random' where a method ships none)")
+    p.add_argument("--markdown", default=None)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("LFR_CACHE_DIR", tempfile.mkdtemp(prefix="lfr_bench_"))
+    native = cpu_supports_bf16()
+    sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+    rows = []
+    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        from local_features_ros.registry import get_extractor_class
+
+        cls = get_extractor_class(method)
+        weights = args.weights
+        if weights is None and cls.default_weights({}) is None:
+            weights = "random"
+        exs = {}
+        for backend, prec in configs(native):
+            torch.manual_seed(0)
+            exs[(backend, prec)] = build_extractor(method, weights, precision=prec, backend=backend)
+        for w, h in sizes:
+            img = benchmark_image(w, h)
+            whole = {k: [] for k in exs}
+            net = {k: [] for k in exs}
+            kp = {}
+            with torch.inference_mode():
+                calls = {}
+                for k, ex in exs.items():
+                    tensor, _ = ex.prepare(img)
+                    calls[k] = network_call(ex, tensor)
+                    for _ in range(args.warmup):
+                        ex.extract(img)
+                        if calls[k]:
+                            calls[k]()
+                    kp[k] = len(ex.extract(img))
+                for _ in range(args.runs):
+                    for k, ex in exs.items():
+                        t0 = time.perf_counter()
+                        ex.extract(img)
+                        whole[k].append((time.perf_counter() - t0) * 1e3)
+                        if calls[k]:
+                            t0 = time.perf_counter()
+                            calls[k]()
+                            net[k].append((time.perf_counter() - t0) * 1e3)
+            for k in exs:
+                wm = float(np.median(whole[k]))
+                nm = float(np.median(net[k])) if net[k] else None
+                rows.append((method, f"{w}x{h}", k[0], k[1], kp[k], wm,
+                             float(np.percentile(whole[k], 90)), nm,
+                             None if nm is None else max(0.0, wm - nm)))
+                print(f"{method:>10} {w}x{h} {k[0]:>11} {k[1]}: whole {wm:.1f} ms, network "
+                      f"{'-' if nm is None else f'{nm:.1f}'} ms, {kp[k]} keypoints", flush=True)
+    lines = [f"CPU threads: {args.threads}; native bf16: {native}; runs: {args.runs}", "",
+             "| method | size | backend | precision | keypoints | whole median ms | whole p90 ms "
+             "| network ms | rest ms |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        f = (lambda v: "-" if v is None else f"{v:.1f}")
+        lines.append(f"| {r[0]} | {r[1]} | {r[2]} | {r[3]} | {r[4]} | {r[5]:.1f} | {r[6]:.1f} | "
+                     f"{f(r[7])} | {f(r[8])} |")
+    table = "\n".join(lines) + "\n"
+    print(table)
+    if args.markdown:
+        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.markdown).write_text(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

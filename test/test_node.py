@@ -559,6 +559,33 @@ def test_aliked_with_lightglue_tracks_and_motion(node_run):
         prev = cols
 
 
+def test_onnxruntime_backend_in_the_node(node_run, ros_env, tmp_path):
+    """``backend: onnxruntime``: the node exports SuperPoint's network on startup (cache in
+    LFR_CACHE_DIR) and publishes the torch fp32 keypoints and descriptors."""
+    pytest.importorskip("onnxruntime")
+    from local_features_ros.registry import build_extractor
+
+    ros_env["LFR_CACHE_DIR"] = str(tmp_path / "cache")
+    frames = scene_frames(2, (160, 120))
+    h, proc, log = node_run(method="superpoint", backend="onnxruntime", precision="fp32",
+                            max_keypoints=200)
+    h.prime(lambda st: image_msg(frames[0].image, "rgb8", st), sec=1000)
+    h.pub_image.publish(image_msg(frames[1].image, "rgb8", (9, 0)))
+    feat = h.features_for((9, 0))
+    assert feat is not None, log.read_text(errors="replace")[-2000:]
+    assert list((tmp_path / "cache").rglob("*.onnx")), "no exported network in the cache"
+    expected = build_extractor("superpoint", precision="fp32", max_keypoints=200).extract(
+        frames[1].image)
+    cols = parse_cloud(feat)
+    uv = np.stack([cols["u"], cols["v"]], 1)
+    d = np.linalg.norm(uv[:, None] - expected.keypoints.numpy()[None], axis=2)
+    assert feat.width == len(expected) > 20
+    assert (d.min(1) < 0.05).mean() >= 0.99
+    j = d.argmin(1)
+    cos = (cols["descriptor"] * expected.descriptors.numpy()[j]).sum(1)
+    assert np.median(cos) > 0.999
+
+
 @pytest.mark.parametrize("method,dim,extra", [
     ("d2net", 512, {}),
     ("delf", 1024, {}),  # no PCA fitted in random weights: raw 1024-D block3 features

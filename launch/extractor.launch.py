@@ -9,18 +9,25 @@ Arguments and defaults come from ``local_features_ros.ros.runner.LAUNCH_ARGS``, 
 An empty ``method`` keeps the YAML's method; ``method:=M`` with the default ``params_file`` loads
 ``config/M.yaml`` (thresholds are in method units); a relative ``params_file`` is looked up in
 ``share/local_features_ros``. ``image/compressed`` is remapped along with ``image``.
+
+The parameters are checked before the node starts (``local_features_ros/ros/validate.py``, the
+same check as ``local-features run``/``demo``): an unknown method or key, a wrong type or range, a
+missing weights file fails the launch with the reason. ``rviz:=true`` starts rviz2 with
+``rviz/extractor.rviz`` rewritten for ``namespace`` and ``image`` (a temporary copy).
 """
 
 import os
+import tempfile
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
-from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
 from local_features_ros.ros.names import NODE_NAME, PACKAGE
-from local_features_ros.ros.runner import LAUNCH_ARGS, params_file_for, topic_remaps
+from local_features_ros.ros.runner import (LAUNCH_ARGS, apply_overrides, load_node_params,
+                                           params_file_for, rviz_config, topic_remaps)
+from local_features_ros.ros.validate import node_param_specs, validate_node_params
 
 
 def _share_dir():
@@ -34,15 +41,19 @@ def _truthy(text):
 
 
 def _launch_extractor(context, *args, **kwargs):
-    """Resolve the arguments, then build the Node (only a non-empty method overrides the YAML)."""
+    """Resolve the arguments, check the parameters, then build the Node (and rviz2)."""
     arg = {a.name: LaunchConfiguration(a.name).perform(context) for a in LAUNCH_ARGS}
+    if arg["method"].strip():
+        node_param_specs(arg["method"].strip())  # "unknown method 'foo' (available: ...)"
     params_file = params_file_for(arg["method"].strip(), arg["params_file"])
     if not os.path.isabs(params_file):
         params_file = os.path.join(_share_dir(), params_file)
     overrides = {"use_sim_time": _truthy(arg["use_sim_time"])}
     if arg["method"].strip():
         overrides["method"] = arg["method"].strip()
-    return [Node(
+    if os.path.isfile(params_file):  # a missing file is launch_ros's own error
+        validate_node_params(apply_overrides(load_node_params(params_file), overrides))
+    actions = [Node(
         package=PACKAGE,
         executable=NODE_NAME,
         name=NODE_NAME,
@@ -51,17 +62,23 @@ def _launch_extractor(context, *args, **kwargs):
         remappings=topic_remaps(arg["image"], arg["camera_info"]),
         output="screen",
     )]
+    if _truthy(arg["rviz"]):
+        actions.append(_rviz_node(arg["namespace"], arg["image"]))
+    return actions
+
+
+def _rviz_node(namespace, image):
+    """rviz2 showing this node's overlay (and input) in its namespace."""
+    with open(os.path.join(_share_dir(), "rviz", "extractor.rviz")) as f:
+        text = rviz_config(f.read(), namespace, image)
+    fd, path = tempfile.mkstemp(prefix="local_features_ros_", suffix=".rviz")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    return Node(package="rviz2", executable="rviz2", name="rviz2", arguments=["-d", path],
+                output="screen")
 
 
 def generate_launch_description():
     declared = [DeclareLaunchArgument(a.name, default_value=a.default, description=a.description)
                 for a in LAUNCH_ARGS]
-    rviz = Node(
-        package="rviz2",
-        executable="rviz2",
-        name="rviz2",
-        arguments=["-d", os.path.join(_share_dir(), "rviz", "extractor.rviz")],
-        condition=IfCondition(LaunchConfiguration("rviz")),
-        output="screen",
-    )
-    return LaunchDescription(declared + [OpaqueFunction(function=_launch_extractor), rviz])
+    return LaunchDescription(declared + [OpaqueFunction(function=_launch_extractor)])

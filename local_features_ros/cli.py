@@ -9,7 +9,9 @@ Each command module defines ``HELP``, ``add_arguments(parser)`` and ``main(args)
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
+import importlib.util
 import logging
 import sys
 from importlib.metadata import entry_points
@@ -33,10 +35,33 @@ def _plugin_commands() -> dict[str, str]:
     return found
 
 
+def static_help(module: str) -> str:
+    """A command module's ``HELP`` string read from its source, without importing it (the
+    top-level ``--help`` lists every command; importing them all would cost seconds)."""
+    try:
+        spec = importlib.util.find_spec(module)
+        origin = spec.origin if spec is not None else None
+        if not origin or not origin.endswith(".py"):
+            return ""
+        with open(origin, encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+    except (ImportError, OSError, SyntaxError, ValueError):
+        return ""
+    for node in tree.body:
+        if (isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "HELP"
+                                                 for t in node.targets)
+                and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)):
+            return node.value.value
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     commands = {**COMMANDS, **_plugin_commands()}
-    parser = argparse.ArgumentParser(prog="local-features", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="local-features", description="Learned local features: extraction, matching, "
+        "evaluation, the ROS 2 node and its demo, training.",
+        epilog="`local-features COMMAND --help` lists a command's options.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     # Only the chosen command's module is imported; the others show by name in --help.
@@ -49,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
             module.add_arguments(p)
             p.set_defaults(_module=module)
         else:
-            sub.add_parser(name, help=f"(see: local-features {name} --help)")
+            sub.add_parser(name, help=(static_help(commands[name]) if chosen is None else "")
+                           or f"(see: local-features {name} --help)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")

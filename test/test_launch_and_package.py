@@ -46,8 +46,6 @@ def _fake_launch_modules(share: Path) -> dict[str, types.ModuleType]:
     actions = types.ModuleType("launch.actions")
     actions.DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorded,), {})
     actions.OpaqueFunction = type("OpaqueFunction", (_Recorded,), {})
-    conditions = types.ModuleType("launch.conditions")
-    conditions.IfCondition = type("IfCondition", (_Recorded,), {})
     subs = types.ModuleType("launch.substitutions")
     subs.LaunchConfiguration = _LaunchConfiguration
     launch_ros = types.ModuleType("launch_ros")
@@ -58,8 +56,8 @@ def _fake_launch_modules(share: Path) -> dict[str, types.ModuleType]:
     ament_pkgs.get_package_share_directory = (
         lambda pkg: str(share) if pkg == "local_features_ros" else (_ for _ in ()).throw(
             LookupError(pkg)))
-    return {"launch": launch, "launch.actions": actions, "launch.conditions": conditions,
-            "launch.substitutions": subs, "launch_ros": launch_ros,
+    return {"launch": launch, "launch.actions": actions, "launch.substitutions": subs,
+            "launch_ros": launch_ros,
             "launch_ros.actions": ros_actions, "ament_index_python": ament,
             "ament_index_python.packages": ament_pkgs}
 
@@ -88,7 +86,8 @@ def test_launch_file_parses_and_declares_generate_function():
     assert "generate_launch_description" in funcs
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
                 for a in n.names}
-    assert {"Node", "DeclareLaunchArgument", "IfCondition", "LAUNCH_ARGS"} <= imported
+    assert {"Node", "DeclareLaunchArgument", "OpaqueFunction", "LAUNCH_ARGS",
+            "validate_node_params", "rviz_config"} <= imported
 
 
 def test_launch_arguments_match_design_and_runner(launch_module):
@@ -146,12 +145,57 @@ def test_launch_node_actions(launch_module):
     (node,) = _run_opaque(ld, values)
     assert node.kwargs["parameters"][0] == "/abs/custom.yaml"
 
-    rviz = [a for a in ld.args[0] if type(a).__name__ == "Node"]
-    assert len(rviz) == 1
-    assert rviz[0].kwargs["executable"] == "rviz2"
-    assert rviz[0].kwargs["arguments"] == ["-d", str(share / "rviz" / "extractor.rviz")]
-    cond = rviz[0].kwargs["condition"]
-    assert type(cond).__name__ == "IfCondition" and cond.args[0].name == "rviz"
+    assert not [a for a in ld.args[0] if type(a).__name__ == "Node"]  # rviz only when asked
+
+
+def test_launch_rviz_follows_namespace_and_image(launch_module):
+    """rviz:=true starts rviz2 with the shipped config rewritten for namespace/image."""
+    mod, share = launch_module
+    (share / "rviz").mkdir(parents=True)
+    shutil.copy2(REPO / "rviz" / "extractor.rviz", share / "rviz" / "extractor.rviz")
+    ld = mod.generate_launch_description()
+    values = {"method": "", "params_file": "/abs/orb.yaml", "namespace": "cam0",
+              "image": "/cam0/image_raw", "camera_info": "camera_info",
+              "use_sim_time": "false", "rviz": "true"}
+    node, rviz = _run_opaque(ld, values)
+    assert rviz.kwargs["executable"] == "rviz2"
+    flag, path = rviz.kwargs["arguments"]
+    assert flag == "-d"
+    cfg = yaml.safe_load(Path(path).read_text())
+    topics = {d["Name"]: d["Topic"]["Value"] for d in cfg["Visualization Manager"]["Displays"]}
+    assert topics == {"Feature overlay": "/cam0/feature_extractor/overlay",
+                      "Input image": "/cam0/image_raw"}
+    os.unlink(path)
+    values.update(namespace="", image="image")
+    _, rviz = _run_opaque(ld, values)
+    path = rviz.kwargs["arguments"][1]
+    assert Path(path).read_text() == (REPO / "rviz" / "extractor.rviz").read_text()
+    os.unlink(path)
+
+
+def test_launch_checks_parameters_before_starting(launch_module):
+    """The launch file runs the same parameter check as `run`/`demo` (ros/validate.py)."""
+    from local_features_ros.conventions import ConfigError
+
+    mod, share = launch_module
+    shutil.copytree(REPO / "config", share / "config")
+    ld = mod.generate_launch_description()
+    values = {"method": "foo", "params_file": "config/extractor.yaml", "namespace": "",
+              "image": "image", "camera_info": "camera_info", "use_sim_time": "false",
+              "rviz": "false"}
+    with pytest.raises(ConfigError, match=r"unknown method 'foo' \(available: .*orb"):
+        _run_opaque(ld, values)
+    bad = share / "bad.yaml"
+    text = (share / "config" / "orb.yaml").read_text()
+    bad.write_text(text.replace("    max_keypoints: 1000", "    max_keypoints: 1000\n    foo: 1"))
+    values.update(method="", params_file=str(bad))
+    with pytest.raises(ConfigError, match="unknown parameter 'foo' for method 'orb' .known: "):
+        _run_opaque(ld, values)
+    bad.write_text(text.replace("    max_keypoints: 1000", "    max_keypoints: many"))
+    with pytest.raises(ConfigError, match="'max_keypoints' must be an integer"):
+        _run_opaque(ld, values)
+    values.update(params_file="config/orb.yaml")
+    (node,) = _run_opaque(ld, values)  # the shipped file passes
 
 
 def test_rviz_config_shows_reliable_overlay():
@@ -229,3 +273,23 @@ def test_package_xml_declares_what_the_code_imports():
                    or n.endswith("_msgs") or n.endswith("_interfaces")}
     assert ros_deps == ros_imports, (ros_deps ^ ros_imports)
     assert "cv_bridge" not in deps
+
+
+def test_robot_requirements_leave_apt_packages_alone():
+    """PEP 668 robots: the venv over the sourced ROS 2 gets only what rosdep cannot give (no
+    numpy/OpenCV pins that shadow apt's, no torch -- the CUDA build is installed first -- and no
+    dev tools); installed executables use the active environment's python."""
+    import configparser
+
+    lines = [line.split("#")[0].strip() for line in
+             (REPO / "requirements-robot.txt").read_text().splitlines()]
+    names = {line.split("==")[0].lower() for line in lines if line}
+    assert names and "kornia" in names
+    assert not names & {"numpy", "torch", "opencv-python", "opencv-python-headless", "pyyaml",
+                        "scipy", "tqdm", "pytest", "pytest-timeout", "colcon-core", "colcon-ros"}
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    assert cfg["build_scripts"]["executable"] == "/usr/bin/env python3"
+    readme = (REPO / "README.md").read_text()
+    assert "rosdep install --from-paths src --ignore-src -y" in readme
+    assert "--system-site-packages" in readme and "requirements-robot.txt" in readme

@@ -141,13 +141,68 @@ def test_written_params_file_applies_in_a_namespace(tmp_path, ros_env):
         rclpy.try_shutdown(context=ctx)
 
 
-def test_run_exits_2_on_config_error(ros_env):
+def test_run_refuses_bad_parameters_before_starting(ros_env):
+    """The node's own rules, checked before any process starts (exit 2, the node's status for a
+    configuration error): unknown method (not 'config/foo.yaml not found'), unknown key."""
+    for extra, needle in (
+            (["--method", "no_such_method"], "unknown method 'no_such_method' (available: "),
+            (["--method", "SuperPoint"], "unknown method 'SuperPoint' (available: "),
+            (["--set", "foo=1"], "unknown parameter 'foo' for method 'orb' (known: ")):
+        proc = subprocess.run([sys.executable, "-m", "local_features_ros.cli", "run",
+                               str(REPO / "config" / "orb.yaml"), *extra, "--duration", "60"],
+                              env=ros_env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert needle in proc.stderr, proc.stderr
+        assert "starting feature_extractor" not in proc.stderr  # nothing was started
+
+
+def test_run_prints_the_nodes_startup_failure(ros_env, tmp_path):
+    """A failure only the node can see (LightGlue without weights for orb): its one-line reason
+    and its exit status come back to the terminal."""
     proc = subprocess.run([sys.executable, "-m", "local_features_ros.cli", "run",
-                           str(REPO / "config" / "orb.yaml"), "--method", "no_such_method",
-                           "--duration", "60"], env=ros_env, capture_output=True, text=True,
-                          timeout=120)
+                           str(REPO / "config" / "orb.yaml"), "--set", "matcher.type=lightglue",
+                           "--duration", "60", "--log-dir", str(tmp_path)],
+                          env=ros_env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "feature_extractor exited with status 2" in proc.stdout
+    assert ("feature_extractor failed (exit status 2): configuration error: cannot build "
+            "method 'orb'") in proc.stderr and "matcher.lightglue.weights" in proc.stderr
+
+
+def test_validate_node_params_applies_the_nodes_rules(tmp_path):
+    from local_features_ros.conventions import ConfigError
+    from local_features_ros.ros.validate import validate_node_params
+
+    flat = runner.flatten(runner.load_node_params(REPO / "config" / "orb.yaml"))
+    out = validate_node_params({**flat, "detection_threshold": 1, "use_sim_time": True,
+                                "qos_overrides./image.subscription.reliability": "reliable"})
+    assert out["detection_threshold"] == 1.0 and isinstance(out["detection_threshold"], float)
+    for change, needle in (({"method": "foo"}, "unknown method 'foo' (available: "),
+                           ({"foo": 1}, "unknown parameter 'foo' for method 'orb' (known: "),
+                           ({"max_keypoints": "abc"}, "'max_keypoints' must be an integer"),
+                           ({"max_keypoints": 0}, "max_keypoints must be -1"),
+                           ({"matcher.ratio": 2.0}, "'matcher.ratio' must be in [0.0, 1.0]"),
+                           ({"verify.model": "affine"}, "'verify.model' must be one of"),
+                           ({"publish_overlay": "yes"}, "must be a boolean"),
+                           ({"extractor.n_levels": 0}, "n_levels")):
+        with pytest.raises(ConfigError) as err:
+            validate_node_params({**flat, **change})
+        assert needle in str(err.value), (change, str(err.value))
+    sp = runner.flatten(runner.load_node_params(REPO / "config" / "superpoint.yaml"))
+    with pytest.raises(ConfigError, match="weights file not found: /nonexistent.pth"):
+        validate_node_params({**sp, "weights": "/nonexistent.pth"})
+    validate_node_params({**sp, "weights": "random"})
+    d2 = runner.flatten(runner.load_node_params(REPO / "config" / "d2net.yaml"))
+    with pytest.raises(ConfigError, match="'d2net' ships no weights"):
+        validate_node_params(d2)
+
+
+def test_rviz_config_follows_namespace_and_image():
+    template = (REPO / "rviz" / "extractor.rviz").read_text()
+    assert runner.rviz_config(template) == template
+    cfg = yaml.safe_load(runner.rviz_config(template, "/cam1/", "image_raw"))
+    topics = [d["Topic"]["Value"] for d in cfg["Visualization Manager"]["Displays"]]
+    assert topics == ["/cam1/feature_extractor/overlay", "/cam1/image_raw"]
 
 
 @pytest.mark.ros
@@ -219,3 +274,18 @@ def test_own_sources_get_a_reliable_input_and_live_cameras_do_not(tmp_path):
     assert any(key.format("/cam0/image") + ":=reliable" in a for a in plan.processes[0].argv)
     plan = runner.build_plan(None, [], image="/camera/image_raw", workdir=tmp_path / "b")
     assert not any("qos_overrides" in a for a in plan.processes[0].argv)
+
+
+def test_top_level_help_lists_every_command_with_its_help(capsys):
+    """`local-features --help`: each subcommand with its one-line HELP (read, not imported)."""
+    import importlib
+
+    from local_features_ros import cli
+
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name in ("extract", "run", "demo", "methods"):
+        module = importlib.import_module(cli.COMMANDS[name])
+        assert f"{name} {module.HELP}" in text, (name, text)
+    assert "(see: local-features" not in text

@@ -85,6 +85,13 @@ def plot_trajectory(estimated: Sequence[Sequence[float]], ground_truth: Sequence
 
 
 # ---------------------------------------------------------------------------------------- summary
+def result_label(r: dict) -> str:
+    """``method`` or ``method+matcher`` when the matcher is not mutual NN (``aliked+lightglue``):
+    the suffix of ``<dataset>_<label>.json`` and the row name of the tables."""
+    mtype = (r.get("matcher") or {}).get("type", "nn")
+    return r["method"] if mtype == "nn" else f"{r['method']}+{mtype}"
+
+
 def summarize(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Combine every ``<dataset>_<method>.json`` written by ``local-features evaluate`` into one
     figure per dataset and a markdown table (``summary.md``): what the README shows."""
@@ -100,8 +107,9 @@ def summarize(results_dir: str | Path, out_dir: str | Path | None = None) -> Pat
             continue
         if not isinstance(r, dict) or "protocol_name" not in r:
             continue
-        dataset = p.stem[: -len(r["method"]) - 1] if p.stem.endswith("_" + r["method"]) else p.stem
-        groups.setdefault(dataset, {})[r["method"]] = r
+        label = result_label(r)
+        dataset = p.stem[: -len(label) - 1] if p.stem.endswith("_" + label) else p.stem
+        groups.setdefault(dataset, {})[label] = r
     lines = ["# Evaluation summary", ""]
     for dataset, by_method in groups.items():
         kind = next(iter(by_method.values()))["protocol_name"]

@@ -262,18 +262,21 @@ def summarize(frames: list[CollectedFrame], overlays: int = 0,
 def make_collector(node_name: str, features_topic: str, matches_topic: str,
                    overlay_topic: str | None, overlay_dir: Path | None,
                    on_frame: Callable[[CollectedFrame], None] | None = None,
-                   **node_kwargs: Any) -> Any:
+                   depth: int = 50, **node_kwargs: Any) -> Any:
     """Build an rclpy node that records what ``feature_extractor`` publishes.
 
     Returns the node; its ``frames`` (list of ``CollectedFrame`` keyed by stamp order),
-    ``overlays_saved`` and ``last_diagnostics`` are filled while it spins.
+    ``overlays_saved``, ``last_diagnostics`` and ``diagnostics_time`` (monotonic receive time of
+    the last one) are filled while it spins; ``sees_publishers()`` says whether the node's output
+    publishers are discovered. Subscriptions are reliable with ``depth`` (the node's outputs are
+    reliable too, so nothing published after matching is lost).
     """
     import cv2
     from rclpy.node import Node
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image, PointCloud2
 
-    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    qos = QoSProfile(depth=int(depth), reliability=ReliabilityPolicy.RELIABLE)
 
     class FeatureCollector(Node):
         def __init__(self) -> None:
@@ -281,6 +284,8 @@ def make_collector(node_name: str, features_topic: str, matches_topic: str,
             self.frames: dict[int, CollectedFrame] = {}
             self.overlays_saved = 0
             self.last_diagnostics: dict[str, str] = {}
+            self.diagnostics_time: float | None = None
+            self._topics = [features_topic, matches_topic]
             self._lock = threading.Lock()
             self.create_subscription(PointCloud2, features_topic, self._on_features, qos)
             self.create_subscription(PointCloud2, matches_topic, self._on_matches, qos)
@@ -288,6 +293,10 @@ def make_collector(node_name: str, features_topic: str, matches_topic: str,
             if overlay_topic and overlay_dir is not None:
                 overlay_dir.mkdir(parents=True, exist_ok=True)
                 self.create_subscription(Image, overlay_topic, self._on_overlay, qos)
+                self._topics.append(overlay_topic)
+
+        def sees_publishers(self) -> bool:
+            return all(self.count_publishers(t) > 0 for t in self._topics)
 
         def _stamp(self, msg: Any) -> int:
             return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
@@ -326,6 +335,7 @@ def make_collector(node_name: str, features_topic: str, matches_topic: str,
             for st in msg.status:
                 if "feature_extractor" in st.name:
                     self.last_diagnostics = diagnostic_values(st)
+                    self.diagnostics_time = time.monotonic()
 
         def sorted_frames(self) -> list[CollectedFrame]:
             with self._lock:

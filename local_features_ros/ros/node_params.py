@@ -66,6 +66,14 @@ class NodeParameters:
         for spec in (P.matcher_specs(MatcherConfig()) + P.matcher_type_specs()
                      + P.lightglue_specs() + P.verify_specs(VerifyConfig())):
             self.declare(spec)
+        # A key the table does not have (a typo in the YAML, a -p of another method) is refused
+        # with the known names -- the same check `run`/`demo`/the launch file make beforehand.
+        from .validate import unknown_parameters_error
+
+        overrides = getattr(self.node, "_parameter_overrides", None) or {}
+        unknown = unknown_parameters_error(cls.name, overrides, self.specs)
+        if unknown:
+            raise StartupError(unknown)
         mtype = str(self.value("matcher.type"))
         if mtype not in ("nn", "lightglue"):
             raise StartupError(f"matcher.type must be nn or lightglue, got '{mtype}'")

@@ -57,7 +57,8 @@ LAUNCH_ARGS: tuple[LaunchArg, ...] = (
     LaunchArg("image", "image", "input image topic (image/compressed follows it)", "--image"),
     LaunchArg("camera_info", "camera_info", "CameraInfo topic", "--camera-info"),
     LaunchArg("use_sim_time", "false", "follow /clock (bag replay)", "--use-sim-time"),
-    LaunchArg("rviz", "false", "also start rviz2 with rviz/extractor.rviz", None),
+    LaunchArg("rviz", "false", "also start rviz2 with rviz/extractor.rviz (its topics follow "
+              "namespace and image)", None),
 )
 
 
@@ -73,6 +74,34 @@ def topic_remaps(image: str, camera_info: str) -> list[tuple[str, str]]:
     if camera_info and camera_info != "camera_info":
         remaps.append(("camera_info", camera_info))
     return remaps
+
+
+#: Topics of the shipped ``rviz/extractor.rviz`` (root namespace, default names).
+RVIZ_OVERLAY_TOPIC = f"/{NODE_NAME}/overlay"
+RVIZ_IMAGE_TOPIC = "/image"
+
+
+def absolute_topic(namespace: str, topic: str) -> str:
+    """``image`` in namespace ``cam0`` -> ``/cam0/image``; absolute names stay as they are."""
+    if topic.startswith("/"):
+        return topic
+    ns = namespace.strip("/")
+    return f"/{ns}/{topic}" if ns else f"/{topic}"
+
+
+def rviz_config(template: str, namespace: str = "", image: str = "image") -> str:
+    """``rviz/extractor.rviz`` with the overlay and input topics of this node's namespace and
+    image remapping (the launch file's ``rviz:=true`` writes it to a temporary file)."""
+    overlay = absolute_topic(namespace, f"{NODE_NAME}/overlay")
+    out = []
+    for line in template.splitlines():
+        key, sep, value = line.partition("Value: ")
+        if sep and value.strip() == RVIZ_OVERLAY_TOPIC:
+            line = f"{key}Value: {overlay}"
+        elif sep and value.strip() == RVIZ_IMAGE_TOPIC:
+            line = f"{key}Value: {absolute_topic(namespace, image or 'image')}"
+        out.append(line)
+    return "\n".join(out) + "\n"
 
 
 # ----------------------------------------------------------------------------------- params
@@ -254,13 +283,19 @@ def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = ()
                namespace: str = "", image: str = "", camera_info: str = "", method: str = "",
                use_sim_time: bool = False, bag: str | None = None, synthetic: bool = False,
                source_params: Mapping[str, Any] | None = None, bag_rate: float = 1.0,
-               workdir: str | os.PathLike | None = None, start_delay: float = 1.0) -> RunPlan:
+               workdir: str | os.PathLike | None = None, start_delay: float = 1.0,
+               check_weights: bool = True) -> RunPlan:
     """Resolve the YAML + overrides and the commands of the node and its source.
 
+    Raises ``ConfigError`` (``ros/validate.py``) when the node would refuse the parameters.
     ``start_delay``: seconds the source waits after it sees the node's subscription. Discovery
     is asymmetric: the node's reader may match the source's writer a little later, and frames
     sent before that are lost (more so on a loaded machine).
     """
+    from .validate import node_param_specs, validate_node_params
+
+    if method:
+        node_param_specs(method)  # 'unknown method ...' before looking for config/<method>.yaml
     params_path = resolve_params_file(params_file_for(method, config))
     overrides = parse_set(sets)
     if method:
@@ -268,6 +303,9 @@ def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = ()
     if use_sim_time:
         overrides["use_sim_time"] = True
     flat = apply_overrides(load_node_params(params_path), overrides)
+    # The node's own checks (method, names, types, ranges, the method's config, weights file)
+    # before any process starts: a typo fails here with the reason, not in a log file.
+    flat = validate_node_params(flat, check_weights=check_weights)
     transport = str(flat.get("input_transport", "raw"))
     if bag and not image:
         found_image, found_info = bag_camera_topics(bag, transport)
@@ -286,9 +324,8 @@ def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = ()
         # Replay (and our own demo sources) are lossless only with a reliable reader: best-effort
         # samples of ~1 MB (640x480 rgb8) lose UDP fragments on loopback-only DDS and never
         # arrive at all. A live camera keeps the best-effort default.
-        ns = namespace.strip("/")
-        absolute = image if image.startswith("/") else (f"/{ns}/{image}" if ns else f"/{image}")
-        topic = absolute.rstrip("/") + ("/compressed" if transport == "compressed" else "")
+        topic = absolute_topic(namespace, image).rstrip("/")
+        topic += "/compressed" if transport == "compressed" else ""
         node_params[f"qos_overrides.{topic}.subscription.reliability"] = "reliable"
     procs = [ProcessSpec(NODE_NAME, module_argv(f"{PACKAGE}.ros.extractor_node")
                          + ros_args(params_file, namespace, remaps, node_params), "node")]
@@ -320,10 +357,15 @@ class RunResult:
 
 
 def start_processes(plan: RunPlan, env: Mapping[str, str], log_dir: Path | None = None,
+                    roles: Sequence[str] = ("node", "source"),
+                    procs: dict[str, subprocess.Popen] | None = None,
                     ) -> dict[str, subprocess.Popen]:
-    """Nodes first, then sources (sources wait for a subscriber, so nothing is lost)."""
-    procs: dict[str, subprocess.Popen] = {}
+    """Start the processes of ``roles`` (nodes before sources: sources wait for a subscriber, so
+    nothing is lost); added to ``procs`` when given."""
+    procs = {} if procs is None else procs
     for spec in sorted(plan.processes, key=lambda s: s.role != "node"):
+        if spec.role not in roles:
+            continue
         out = None
         if log_dir is not None:
             log_dir.mkdir(parents=True, exist_ok=True)
@@ -332,6 +374,23 @@ def start_processes(plan: RunPlan, env: Mapping[str, str], log_dir: Path | None 
         procs[spec.name] = subprocess.Popen(spec.argv, env=dict(env), stdout=out,
                                             stderr=subprocess.STDOUT if out else None)
     return procs
+
+
+def node_failure_reason(log: Path) -> str | None:
+    """The node's own one-line reason from its log: its ``configuration error: ...`` line (exit
+    status 2), else the last error/exception line; None when the log has neither."""
+    try:
+        lines = Path(log).read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if "configuration error:" in line:
+            return line[line.index("configuration error:"):].strip()
+    for line in reversed(lines):
+        text = line.strip()
+        if text.startswith("[ERROR]") or (text and "Error" in text.split(":")[0]):
+            return text
+    return None
 
 
 def stop_processes(procs: Mapping[str, subprocess.Popen], timeout: float = 10.0) -> None:
@@ -350,36 +409,63 @@ def stop_processes(procs: Mapping[str, subprocess.Popen], timeout: float = 10.0)
 
 def run_plan(plan: RunPlan, env: Mapping[str, str], duration: float = 0.0,
              drain_s: float = 3.0, log_dir: Path | None = None,
-             poll: Any = None) -> RunResult:
+             poll: Any = None, sources_when: Any = None, ready_timeout: float = 60.0,
+             settled: Any = None) -> RunResult:
     """Run until ``duration`` (0 = until interrupted), the source has finished (+ ``drain_s``
-    for the node to process what it received), or a node exits by itself."""
-    procs = start_processes(plan, env, log_dir)
+    for the node to process what it received), or a node exits by itself.
+
+    ``sources_when()``: sources start only once it is true (or after ``ready_timeout``), e.g. when
+    the caller's own subscribers see the node's publishers (DDS matching is asynchronous: a
+    sample published before a reliable reader matched is never delivered to it).
+    ``settled()``: after the source finished, stop as soon as it is true; ``drain_s`` is then
+    the longest wait."""
+    procs: dict[str, subprocess.Popen] = {}
     t0 = time.monotonic()
     reason = "duration"
     source_done: float | None = None
+    nodes = [s.name for s in plan.processes if s.role == "node"]
+    sources = [s.name for s in plan.processes if s.role == "source"]
+
+    def step() -> str | None:
+        if poll is not None:
+            poll()
+        else:
+            time.sleep(0.1)
+        dead = [n for n in nodes if procs[n].poll() is not None]
+        if dead:
+            return f"{dead[0]} exited with status {procs[dead[0]].returncode}"
+        return None
+
     try:
+        start_processes(plan, env, log_dir, roles=("node",), procs=procs)
+        if sources_when is not None:
+            while time.monotonic() - t0 < ready_timeout and not sources_when():
+                if (why := step()) is not None:
+                    return _finish(procs, t0, why)
+        start_processes(plan, env, log_dir, roles=("source",), procs=procs)
         while True:
-            if poll is not None:
-                poll()
-            else:
-                time.sleep(0.1)
-            now = time.monotonic()
-            nodes = [s.name for s in plan.processes if s.role == "node"]
-            dead = [n for n in nodes if procs[n].poll() is not None]
-            if dead:
-                reason = f"{dead[0]} exited with status {procs[dead[0]].returncode}"
+            why = step()
+            if why is not None:
+                reason = why
                 break
-            sources = [s.name for s in plan.processes if s.role == "source"]
+            now = time.monotonic()
             if sources and source_done is None and all(procs[s].poll() is not None
                                                        for s in sources):
                 source_done = now
-            if source_done is not None and now - source_done >= drain_s:
+            if source_done is not None and (now - source_done >= drain_s
+                                            or (settled is not None and settled())):
                 reason = "source finished"
                 break
             if duration > 0 and now - t0 >= duration:
                 break
     except KeyboardInterrupt:
         reason = "interrupted"
-    finally:
-        stop_processes(procs)
+    except BaseException:
+        stop_processes(procs)  # never leave a node running behind an error
+        raise
+    return _finish(procs, t0, reason)
+
+
+def _finish(procs: dict[str, subprocess.Popen], t0: float, reason: str) -> RunResult:
+    stop_processes(procs)
     return RunResult({k: p.returncode for k, p in procs.items()}, time.monotonic() - t0, reason)

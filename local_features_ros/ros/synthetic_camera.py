@@ -94,7 +94,10 @@ class SyntheticCamera(Node):
         self.world_frame = str(d("world_frame", "world").value)
         self.publish_pose = bool(d("publish_pose", True).value)
         self.image_dir = str(d("image_dir", "", ParameterDescriptor(
-            description="publish these image files instead of rendering (no camera_info)")).value)
+            description="publish these image files instead of rendering (sorted by name, each "
+            "once unless loop is true; no camera_info; width/height do not apply)")).value)
+        self.loop = bool(d("loop", False, ParameterDescriptor(
+            description="image_dir: start over after the last image")).value)
         self.wait_for_subscribers = bool(d("wait_for_subscribers", False, ParameterDescriptor(
             description="hold the first frame until the image topic has a subscriber")).value)
         self.wait_timeout = float(d("wait_timeout", 60.0).value)
@@ -114,6 +117,7 @@ class SyntheticCamera(Node):
         self.pub_pose = (self.create_publisher(PoseStamped, "pose", qos)
                          if self.publish_pose else None)
         self.published = 0
+        self.unreadable: list[Path] = []
         self._frames = self._frame_source()
 
     # ------------------------------------------------------------------ sources
@@ -124,14 +128,19 @@ class SyntheticCamera(Node):
                            if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise FileNotFoundError(f"no images in {self.image_dir}")
-            k = 0
             while True:
-                bgr = cv2.imread(str(files[k % len(files)]), cv2.IMREAD_COLOR)
-                k += 1
-                if bgr is None:
-                    self.get_logger().warning(f"cannot read {files[(k - 1) % len(files)]}")
-                    continue
-                yield bgr[..., ::-1].copy(), None, None
+                good = 0
+                for path in files:
+                    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+                    if bgr is None:
+                        if path not in self.unreadable:
+                            self.unreadable.append(path)
+                            self.get_logger().warning(f"cannot read {path} (skipped)")
+                        continue
+                    good += 1
+                    yield bgr[..., ::-1].copy(), None, None
+                if not self.loop or good == 0:
+                    return
         from ..synthetic.scene import PinholeCamera, SyntheticScene
 
         scene = SyntheticScene(self.seed, PinholeCamera.default(self.width, self.height))
@@ -154,7 +163,10 @@ class SyntheticCamera(Node):
         """Render and publish one frame; False when ``frames`` are done."""
         if self.n_frames > 0 and self.published >= self.n_frames:
             return False
-        rgb, K, T = next(self._frames)
+        try:
+            rgb, K, T = next(self._frames)
+        except StopIteration:  # image_dir without loop: every image was published once
+            return False
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=self.frame_id)
         if self.pub_raw is not None:
             self.pub_raw.publish(numpy_to_image_msg(convert_rgb(rgb, self.encoding),
@@ -197,7 +209,9 @@ class SyntheticCamera(Node):
         end = time.monotonic() + 0.5
         while rclpy.ok() and time.monotonic() < end:
             rclpy.spin_once(self, timeout_sec=0.05)
-        self.get_logger().info(f"published {self.published} frames")
+        skipped = (f"; {len(self.unreadable)} unreadable file(s) skipped: "
+                   + ", ".join(p.name for p in self.unreadable)) if self.unreadable else ""
+        self.get_logger().info(f"published {self.published} frames{skipped}")
 
 
 def main(args: list[str] | None = None) -> int:

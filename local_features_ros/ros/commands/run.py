@@ -55,30 +55,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
+    from ...conventions import ConfigError
     from ..names import NODE_NAME
     from ..param_files import default_params_yaml
-    from ..runner import build_plan, ros_env, run_plan
+    from ..runner import build_plan, node_failure_reason, ros_env, run_plan
+    from ..validate import weights_to_load
 
     if args.print_config:
         print(default_params_yaml(args.print_config), end="")
         return 0
     source_params = {"rate": args.rate, "frames": args.frames} if args.synthetic else None
-    plan = build_plan(args.config, args.set, namespace=args.namespace, image=args.image,
-                      camera_info=args.camera_info, method=args.method,
-                      use_sim_time=args.use_sim_time, bag=args.bag, synthetic=args.synthetic,
-                      source_params=source_params,
-                      bag_rate=args.rate if args.bag and args.rate != 10.0 else 1.0,
-                      start_delay=args.start_delay)
+    try:
+        plan = build_plan(args.config, args.set, namespace=args.namespace, image=args.image,
+                          camera_info=args.camera_info, method=args.method,
+                          use_sim_time=args.use_sim_time, bag=args.bag, synthetic=args.synthetic,
+                          source_params=source_params,
+                          bag_rate=args.rate if args.bag and args.rate != 10.0 else 1.0,
+                          start_delay=args.start_delay)
+    except ConfigError as exc:  # what the node would refuse (it exits 2 for these)
+        print(f"local-features run: error: {exc}", file=sys.stderr)
+        return 2
     env = ros_env(args.domain_id)
+    method = str(plan.params.get("method"))
+    print(f"method: {method}, {weights_to_load(method, str(plan.params.get('weights', '')))}")
     print(f"params: {plan.params_file}  (ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}, loopback only)")
     for p in plan.processes:
         print(f"  {p.name}: {' '.join(p.argv)}")
-    result = run_plan(plan, env, duration=args.duration,
-                      log_dir=Path(args.log_dir) if args.log_dir else None)
+    log_dir = Path(args.log_dir) if args.log_dir else None
+    result = run_plan(plan, env, duration=args.duration, log_dir=log_dir)
     print(f"stopped after {result.elapsed_s:.1f} s ({result.reason}); exit status: " +
           ", ".join(f"{k}={v}" for k, v in result.returncodes.items()))
     if result.reason.startswith(f"{NODE_NAME} exited"):
-        return int(result.returncodes.get(NODE_NAME) or 1)
+        rc = int(result.returncodes.get(NODE_NAME) or 1)
+        why = node_failure_reason(log_dir / f"{NODE_NAME}.log") if log_dir else None
+        print(f"{NODE_NAME} failed (exit status {rc}): "
+              f"{why or 'see its output above'}", file=sys.stderr)
+        return rc
     return 0

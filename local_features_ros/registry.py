@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PACKAGE_WEIGHTS_DIR", "RANDOM_WEIGHTS", "available_methods",
-    "build_extractor", "declared_classes", "default_weights", "get_extractor_class",
+    "build_extractor", "collect_declarations", "declared_classes", "default_weights", "get_extractor_class",
     "method_classes", "refresh",
 ]
 
@@ -66,21 +66,28 @@ def scan_modules(package: ModuleType, group: str) -> list[ModuleType]:
     return modules
 
 
+def collect_declarations(package: ModuleType, group: str, base: type, kind: str
+                         ) -> dict[str, type]:
+    """name -> class of every ``base`` declaration in ``package`` and the ``group`` plugins
+    (``kind`` names them in the error for a name declared twice). Methods and matchers."""
+    found: dict[str, type] = {}
+    for module in scan_modules(package, group):
+        for cls in declared_classes(module, base):
+            other = found.get(cls.name)
+            if other is not None and other is not cls:
+                raise ConfigError(f"{kind} '{cls.name}' is declared twice: "
+                                  f"{other.__module__}.{other.__name__} and "
+                                  f"{cls.__module__}.{cls.__name__}")
+            found[cls.name] = cls
+    return dict(sorted(found.items()))
+
+
 @functools.cache
 def method_classes() -> dict[str, type[Extractor]]:
     """Every declared method, name -> class (cached; ``refresh()`` rescans)."""
     from . import extractors
 
-    found: dict[str, type[Extractor]] = {}
-    for module in scan_modules(extractors, ENTRY_POINT_GROUP):
-        for cls in declared_classes(module, Extractor):
-            other = found.get(cls.name)
-            if other is not None and other is not cls:
-                raise ConfigError(f"method '{cls.name}' is declared twice: "
-                                  f"{other.__module__}.{other.__name__} and "
-                                  f"{cls.__module__}.{cls.__name__}")
-            found[cls.name] = cls
-    return dict(sorted(found.items()))
+    return collect_declarations(extractors, ENTRY_POINT_GROUP, Extractor, "method")
 
 
 def refresh() -> None:

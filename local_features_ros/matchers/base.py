@@ -137,18 +137,9 @@ class Matcher:
 def matcher_classes() -> dict[str, type[Matcher]]:
     """Every declared matcher, name -> class (cached; ``refresh()`` rescans)."""
     from .. import matchers
-    from ..registry import declared_classes, scan_modules
+    from ..registry import collect_declarations
 
-    found: dict[str, type[Matcher]] = {}
-    for module in scan_modules(matchers, ENTRY_POINT_GROUP):
-        for cls in declared_classes(module, Matcher):
-            other = found.get(cls.name)
-            if other is not None and other is not cls:
-                raise ConfigError(f"matcher '{cls.name}' is declared twice: "
-                                  f"{other.__module__}.{other.__name__} and "
-                                  f"{cls.__module__}.{cls.__name__}")
-            found[cls.name] = cls
-    return dict(sorted(found.items()))
+    return collect_declarations(matchers, ENTRY_POINT_GROUP, Matcher, "matcher")
 
 
 def refresh() -> None:

@@ -22,9 +22,13 @@ from local_features_ros.extractors.superpoint import SuperPoint
 
 from ..data.homographies import compute_valid_mask, homography_conf, sample_homography, warp_image
 from ..data.image_folder import list_images, read_gray, resize_crop, sample_name, scaled_tiles
-from .model import SuperPointModel, load_initial_weights
+from .model import SuperPointModel
+from .teachers import DEFAULT_TEACHER, build_teacher
 
 logger = logging.getLogger(__name__)
+
+#: the labels' metadata (``labels/<this>``): the teacher's record (``teachers.Teacher.record``)
+TEACHER_FILE = "teacher.json"
 
 DEFAULT_HA: dict[str, Any] = {
     "num": 100,  # identity + 99 random homographies
@@ -187,6 +191,17 @@ def detector_prob_fn(model: SuperPointModel, device: torch.device) -> Callable[[
     return fn
 
 
+def detect_labels(prob: np.ndarray, det: Mapping[str, Any], min_prob: float, threshold: float
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Labels of an aggregated map: box NMS (``detection.nms``, ``iou``, ``top_k``) over pixels
+    ``>= min_prob``, then ``>= threshold``. Returns ``points`` (N, 2) as (row, col) and their
+    probabilities (every teacher goes through this one step)."""
+    nms = box_nms(prob, int(det.get("nms", 4)), float(det.get("iou", 0.1)), float(min_prob),
+                  int(det.get("top_k", 0)))
+    rc = np.argwhere(nms >= float(threshold))
+    return rc, nms[rc[:, 0], rc[:, 1]]
+
+
 def _render_scene_frames(conf: Mapping[str, Any], out_dir: Path) -> list[Path]:
     """Rendered synthetic-scene frames as extra unlabeled training images."""
     from local_features_ros.synthetic.scene import PinholeCamera, SyntheticScene
@@ -254,19 +269,32 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
         raise ValueError("no images to export (data.image_dirs / data.synthetic_scene.frames)")
     device = torch.device(conf.get("device", "cpu") if conf.get("device", "auto") != "auto" else
                           ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = SuperPointModel(detector_only=True)
     weights = conf.get("model", {}).get("weights")
-    if not weights:
+    name = str(conf.get("teacher") or DEFAULT_TEACHER)
+    if name == DEFAULT_TEACHER and not weights:
         raise ValueError("model.weights must name the MagicPoint checkpoint to adapt")
-    load_initial_weights(model, weights)
-    model.to(device).eval()
-    prob_fn = detector_prob_fn(model, device)
+    teacher = build_teacher(name, weights, device, conf.get("teacher_detection") or {})
+    prob_fn = teacher.prob_fn
+    min_prob, threshold = teacher.thresholds(det)
+    record = teacher.record()
     backend = str(ha.get("backend", "auto"))
     if backend not in ("auto", "cv2", "torch"):
         raise ValueError(f"homography_adaptation.backend must be auto, cv2 or torch, got '{backend}'")
     use_torch = backend == "torch" or (backend == "auto" and device.type == "cuda")
     (out / "images").mkdir(exist_ok=True)
     (out / "labels").mkdir(exist_ok=True)
+    # the labels' metadata: who labelled them (a resumed export must not mix teachers)
+    meta = out / "labels" / TEACHER_FILE
+    if resume and meta.is_file():
+        before = json.loads(meta.read_text())
+        if {k: before.get(k) for k in ("name", "kind", "weights")} != \
+                {k: record[k] for k in ("name", "kind", "weights")}:
+            raise ValueError(f"{out} holds labels of teacher {before.get('name')} "
+                             f"({before.get('weights')}); resuming with {record['name']} would mix "
+                             "teachers: use another --out")
+    tmp_meta = meta.with_suffix(".tmp")
+    tmp_meta.write_text(json.dumps(record, indent=1))
+    tmp_meta.replace(meta)
     seed = int(conf.get("seed", 0))
     manifest = []
     t0 = time.time()
@@ -303,12 +331,11 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
         else:
             prob = homographic_adaptation(prob_fn, img.astype(np.float32) / 255.0, rng, ha,
                                           int(conf.get("batch_size", 16)))
-        nms = box_nms(prob, int(det.get("nms", 4)), float(det.get("iou", 0.1)),
-                      float(det.get("min_prob", 0.015)), int(det.get("top_k", 0)))
-        rc = np.argwhere(nms >= float(det.get("detection_threshold", 0.015)))
+        rc, scores = detect_labels(prob, det, min_prob, threshold)
         cv2.imwrite(str(out / "images" / f"{name}.png"), img)
         tmp = out / "labels" / f".{name}.tmp.npz"
-        np.savez_compressed(tmp, points=rc.astype(np.float32), prob=nms[rc[:, 0], rc[:, 1]])
+        np.savez_compressed(tmp, points=rc.astype(np.float32), prob=scores,
+                            teacher=np.array(record["name"]))
         tmp.replace(lab)
         n_done += 1
         total_pts += len(rc)
@@ -317,7 +344,7 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
                         len(samples), (time.time() - t0) / n_done, total_pts / n_done)
     with open(out / "manifest.json", "w") as fh:
         json.dump(manifest, fh, indent=1)
-    return {"images": len(samples), "exported": n_done, "skipped": n_skip,
+    return {"images": len(samples), "exported": n_done, "skipped": n_skip, "teacher": record,
             "stopped_early": stopped_early,
             "mean_points": total_pts / max(n_done, 1), "labels_dir": str(out / "labels"),
             "images_dir": str(out / "images")}

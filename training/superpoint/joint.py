@@ -82,7 +82,10 @@ class JointTask(Task):
     name = "superpoint"
     default_conf = {
         # extractor_conf: runtime keys the weights recommend (recorded in the export)
-        "model": {"init_weights": None, "detection_threshold": 0.015, "extractor_conf": {}},
+        # teacher: who labelled data.labels_dir (the export's labels/teacher.json when left
+        # empty; the pipeline fills it in), recorded in the exported checkpoint
+        "model": {"init_weights": None, "detection_threshold": 0.015, "extractor_conf": {},
+                  "teacher": {}},
         "data": {},  # WarpedPairs / ImageFolder read it
         "loss": {"lambda_loss": 1e-4, "descriptor": {}},  # descriptor: losses.descriptor_loss
     }
@@ -129,5 +132,23 @@ class JointTask(Task):
         # post-processing the weights recommend (e.g. subpixel_radius), recorded in the checkpoint:
         # the runtime uses it wherever the user leaves the key at its "auto" default
         rec = dict(self.conf.get("model", {}).get("extractor_conf") or {})
-        return Path(export_runtime_checkpoint(model, str(path), self.conf, stage="joint",
+        teacher = labels_teacher(self.conf)
+        conf = {**self.conf, "model": {**dict(self.conf.get("model") or {}), "teacher": teacher}}
+        return Path(export_runtime_checkpoint(model, str(path), conf, stage="joint",
+                                              teacher=teacher,
                                               **({"extractor_conf": rec} if rec else {})))
+
+
+def labels_teacher(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """The teacher record of the labels a joint stage trains on: ``model.teacher`` if set, else
+    the export's ``labels/teacher.json`` (``{}`` for labels from elsewhere)."""
+    import json
+
+    from .homographic_adaptation import TEACHER_FILE
+
+    given = thaw((conf.get("model") or {}).get("teacher") or {})
+    if given:
+        return dict(given)
+    labels = (conf.get("data") or {}).get("labels_dir")
+    meta = Path(labels) / TEACHER_FILE if labels else None
+    return json.loads(meta.read_text()) if meta is not None and meta.is_file() else {}

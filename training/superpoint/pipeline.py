@@ -41,12 +41,14 @@ DEFAULT_PIPELINE: dict[str, Any] = {
 
 
 def _stage_conf(spec: Mapping[str, Any] | None, kind: str) -> dict[str, Any]:
-    """``{config: FILE, set: {dotted.key: value}}`` -> the stage's resolved config."""
+    """``{config: FILE, set: {dotted.key: value}}`` -> the stage's resolved config (the export
+    section also takes ``teacher``, see ``_teacher``)."""
     spec = dict(spec or {})
-    unknown = set(spec) - {"config", "set"}
+    allowed = {"config", "set", "teacher"} if kind == "export" else {"config", "set"}
+    unknown = set(spec) - allowed
     if unknown:
         raise ConfigError(f"pipeline stage '{kind}': unknown key(s) {sorted(unknown)} "
-                          "(expected config, set)")
+                          f"(expected {', '.join(sorted(allowed))})")
     if not spec.get("config"):
         raise ConfigError(f"pipeline stage '{kind}' needs 'config: FILE'")
     conf = load_yaml(spec["config"])
@@ -67,15 +69,35 @@ def _apply_set(conf: dict[str, Any], values: Mapping[str, Any], prefix: str) -> 
             set_dotted(conf, dotted, value)
 
 
-def _plan(pipe: Mapping[str, Any]) -> list[tuple[str, str, float]]:
-    """``(run dir name, stage kind, weight)`` in execution order."""
+def _teacher(conf: Mapping[str, Any]) -> str:
+    """``export.teacher`` (default magicpoint): who labels round 1 (``teachers.py``). Rounds > 1
+    re-label with the previous round's SuperPoint, as in the reference recipe."""
+    from .teachers import DEFAULT_TEACHER, teacher_kind
+
+    spec = conf.get("export") or {}
+    teacher = str(spec.get("teacher") or DEFAULT_TEACHER)
+    in_set = (spec.get("set") or {}).get("teacher")
+    if in_set is not None and str(in_set) != teacher:
+        raise ConfigError(f"pipeline: export.set.teacher ({in_set}) differs from export.teacher "
+                          f"({teacher}); set export.teacher only")
+    try:
+        teacher_kind(teacher)
+    except ValueError as e:
+        raise ConfigError(f"pipeline: export.teacher: {e}") from None
+    return teacher
+
+
+def _plan(pipe: Mapping[str, Any], teacher: str = "magicpoint") -> list[tuple[str, str, float]]:
+    """``(run dir name, stage kind, weight)`` in execution order. MagicPoint runs only when it is
+    the teacher and no ``init_weights`` replace it."""
     rounds = int(pipe["rounds"])
     if rounds < 1:
         raise ConfigError(f"pipeline.rounds must be >= 1, got {rounds}")
     fr = {**DEFAULT_PIPELINE["fractions"], **(pipe.get("fractions") or {})}
     if any(float(v) < 0 for v in fr.values()):
         raise ConfigError("pipeline.fractions must be >= 0")
-    plan = [] if pipe.get("init_weights") else [("magicpoint", "magicpoint", float(fr["magicpoint"]))]
+    skip = pipe.get("init_weights") or teacher != "magicpoint"
+    plan = [] if skip else [("magicpoint", "magicpoint", float(fr["magicpoint"]))]
     for r in range(1, rounds + 1):
         plan += [(f"ha{r}", "export", float(fr["export"]) / rounds),
                  (f"joint{r}", "joint", float(fr["joint"]) / rounds)]
@@ -102,7 +124,8 @@ def run_pipeline(conf: Mapping[str, Any], out: Path, resume: bool = False) -> di
     unknown = set(conf) - {"pipeline", *STAGES}
     if unknown:
         raise ConfigError(f"unknown top-level key(s) {sorted(unknown)} (pipeline, {', '.join(STAGES)})")
-    plan = _plan(pipe)
+    teacher = _teacher(conf)
+    plan = _plan(pipe, teacher)
     # every stage config is resolved before anything runs: a typo in the last stage's overrides
     # must not cost the earlier stages' hours
     stage_confs = {kind: _stage_conf(conf.get(kind), kind) for kind in {k for _, k, _ in plan}}
@@ -113,6 +136,8 @@ def run_pipeline(conf: Mapping[str, Any], out: Path, resume: bool = False) -> di
     weights = str(pipe["init_weights"]) if pipe.get("init_weights") else None  # detector to adapt
     joint_init = weights  # what the next joint stage starts from
     summary: list[dict[str, Any]] = []
+    first_labels: dict[str, Any] | None = None  # round 1's teacher record
+    rnd = 0
     for i, (name, kind, weight) in enumerate(plan):
         run_dir = out / name
         done = _done_file(run_dir)
@@ -127,6 +152,8 @@ def run_pipeline(conf: Mapping[str, Any], out: Path, resume: bool = False) -> di
                 rest = sum(w for _, _, w in plan[i:]) or 1.0
                 stage_budget = max(left * weight / rest, 1.0)
             _wire(stage, kind, pipe, weights, joint_init, out, stage_budget)
+            if kind == "export":  # round 1: the teacher; later rounds: the previous SuperPoint
+                stage["teacher"] = teacher if rnd == 0 else "magicpoint"
             if kind == "export":  # a budget must not leave the joint stage less than one batch
                 jt = stage_confs["joint"]
                 stage["min_images"] = (int(get(jt, "train.batch_size", 2))
@@ -146,8 +173,15 @@ def run_pipeline(conf: Mapping[str, Any], out: Path, resume: bool = False) -> di
             tmp.replace(done)
         summary.append({"stage": name, "kind": kind, **result})
         if kind == "export":  # this round's joint stage trains on these labels
+            rnd += 1
             set_dotted(stage_confs["joint"], "data.image_dirs", [result["images_dir"]])
             set_dotted(stage_confs["joint"], "data.labels_dir", result["labels_dir"])
+            record = dict(result.get("teacher") or {})
+            if rnd == 1:
+                first_labels = record
+            elif first_labels:  # the chain starts at round 1's teacher
+                record["round1_teacher"] = first_labels.get("name")
+            stage_confs["joint"].setdefault("model", {})["teacher"] = record
         else:  # the next round adapts, and the next joint stage starts from, this export
             weights = joint_init = result["export"]
     final = out / "superpoint.pth"
@@ -156,7 +190,8 @@ def run_pipeline(conf: Mapping[str, Any], out: Path, resume: bool = False) -> di
     tmp = final.with_suffix(".tmp")
     shutil.copyfile(joint_init, tmp)
     tmp.replace(final)
-    report = {"weights": str(final), "wall_s": round(_now() - t0, 1), "stages": summary}
+    report = {"weights": str(final), "teacher": teacher, "wall_s": round(_now() - t0, 1),
+              "stages": summary}
     (out / "pipeline.json").write_text(json.dumps(report, indent=1))
     return report
 

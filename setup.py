@@ -5,13 +5,18 @@ from glob import glob
 from setuptools import find_packages, setup
 
 package_name = "local_features_ros"
+# the card's top-level training/ folder installs under the project's namespace, so that a robot's
+# site-packages never gains a package called "training"
+training_name = f"{package_name}_training"
 
 setup(
     name=package_name,
     version="0.1.0",
-    packages=find_packages(include=[package_name, f"{package_name}.*", "training", "training.*"]),
+    packages=find_packages(include=[package_name, f"{package_name}.*"])
+    + [training_name] + [f"{training_name}.{p}" for p in find_packages("training")],
+    package_dir={training_name: "training"},
     package_data={package_name: ["data/weights/*.pth", "data/weights/*.md"],
-                  "training": ["configs/*.yaml"]},
+                  training_name: ["configs/*.yaml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{package_name}"]),
         (f"share/{package_name}", ["package.xml"]),
@@ -34,8 +39,8 @@ setup(
             "synthetic_camera = local_features_ros.ros.synthetic_camera:main",
         ],
         "local_features_ros.commands": [
-            "train = training.commands.train",
-            "bag-to-dataset = training.commands.bag_to_dataset",
+            "train = local_features_ros_training.commands.train",
+            "bag-to-dataset = local_features_ros_training.commands.bag_to_dataset",
         ],
     },
 )

@@ -8,7 +8,9 @@ Columns per method and image size (medians of ``--runs`` alternating rounds, ms)
   emulated bf16 is ~18x slower and never chosen by ``precision: auto``);
 - ``nn`` / ``lightglue``: matching this image's features against a warped copy's, the mutual NN
   matcher and LightGlue (released weights: aliked-n16, disk), adaptive depth/width on;
-- ``Hz``: 1000 / (whole + the cheapest matcher), what a node could sustain on this CPU.
+- ``auto``: what ``precision: auto`` (the node's default) resolves to here;
+- ``Hz``: 1000 / (whole at the ``auto`` precision + the matcher), what a node could sustain on
+  this CPU with mutual NN and with LightGlue.
 
 Usage: ``python bench/bench_aliked_disk.py [--sizes 640x480,320x240] [--runs 7] [--threads 2]``
 """
@@ -90,6 +92,9 @@ def main() -> None:
             whole = times[0].median_ms
             kornia = times[1].median_ms if kf is not None else None
             bf = times[-1].median_ms if exb is not None else None
+            auto = build_extractor(method, device="cpu", precision="auto", **kw)
+            auto_bf16 = auto.is_learned and auto.autocast_dtype is not None
+            run_ms = bf if (auto_bf16 and bf is not None) else whole
             f0, f1 = ex.extract(img), ex.extract(warped)
             nn = build_matcher("nn")
             mt = [lambda: nn.match(f0, f1)]
@@ -100,21 +105,22 @@ def main() -> None:
             mtimes = measure_alternating(mt, max(3, args.runs // 2), 1)
             nn_ms = mtimes[0].median_ms
             lg_ms = mtimes[1].median_ms if lg is not None else None
-            rows.append((f"{w}x{h}", _label(method, conf), len(f0), whole, kornia, bf, nn_ms,
-                         lg_ms, 1000.0 / (whole + nn_ms),
-                         None if lg_ms is None else 1000.0 / (whole + lg_ms)))
+            rows.append((f"{w}x{h}", _label(method, conf), len(f0), whole, kornia, bf,
+                         ("bf16" if auto_bf16 else "fp32") if ex.is_learned else "-", nn_ms,
+                         lg_ms, 1000.0 / (run_ms + nn_ms),
+                         None if lg_ms is None else 1000.0 / (run_ms + lg_ms)))
             print(f"  {w}x{h} {_label(method, conf)}: whole {whole:.1f} ms", flush=True)
 
     def f(v, fmt="{:.1f}"):
         return "-" if v is None else fmt.format(v)
 
-    print("\n| size | method | kpts | whole ms | kornia ms | whole/kornia | bf16 ms | nn ms | "
+    print("\n| size | method | kpts | whole ms | kornia ms | whole/kornia | bf16 ms | auto | nn ms | "
           "LightGlue ms | Hz (nn) | Hz (LightGlue) |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for size, name, n, whole, kornia, bf, nn_ms, lg_ms, hz, hz_lg in rows:
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for size, name, n, whole, kornia, bf, auto_p, nn_ms, lg_ms, hz, hz_lg in rows:
         ratio = None if kornia is None else whole / kornia
         print(f"| {size} | {name} | {n} | {f(whole)} | {f(kornia)} | {f(ratio, '{:.2f}')} | "
-              f"{f(bf)} | {f(nn_ms)} | {f(lg_ms)} | {f(hz)} | {f(hz_lg)} |")
+              f"{f(bf)} | {auto_p} | {f(nn_ms)} | {f(lg_ms)} | {f(hz)} | {f(hz_lg)} |")
 
 
 if __name__ == "__main__":

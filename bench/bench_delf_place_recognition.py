@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 
 from local_features_ros.registry import build_extractor
-from training.config import merge
-from training.delf.place_eval import FAST_STEPS, QUERY_LOOP, SCALES, place_conf, render_queries, \
+from local_features_ros_training.config import merge
+from local_features_ros_training.delf.place_eval import FAST_STEPS, QUERY_LOOP, SCALES, place_conf, render_queries, \
     render_revisit_split, retrieval_score, train_delf, untrained_export
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from local_features_ros.evaluation.hpatches import read_image
 from local_features_ros.registry import build_extractor
-from training.data.cornerness import structure_tensor_ratio
+from local_features_ros_training.data.cornerness import structure_tensor_ratio
 
 EDGE_RATIO = 0.1
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from local_features_ros.registry import build_extractor
-from training.delf.place_eval import FAST_STEPS, QUERY_LOOP, SCALES, place_conf, \
+from local_features_ros_training.delf.place_eval import FAST_STEPS, QUERY_LOOP, SCALES, place_conf, \
     render_queries, render_revisit_split, retrieval_score, train_delf, untrained_export
 
 SEED = 0

@@ -251,6 +251,21 @@ def test_colcon_build_installs_package(tmp_path):
     marker = (install / "local_features_ros" / "share" / "ament_index" / "resource_index"
               / "packages" / "local_features_ros")
     assert marker.is_file()
+    # the training/ folder installs under the project's namespace, never as a top-level "training"
+    site = sorted((install / "local_features_ros" / "lib").glob("python3*/site-packages"))
+    assert site, sorted(p.name for p in (install / "local_features_ros" / "lib").iterdir())
+    assert not (site[0] / "training").exists()
+    pkg = site[0] / "local_features_ros_training"
+    assert (pkg / "commands" / "train.py").is_file() and (pkg / "spec.py").is_file()
+    assert (pkg / "configs" / "superpoint_pipeline.yaml").is_file()
+    # ... and works from there, outside the checkout: every method's training is declared
+    code = ("import local_features_ros_training.spec as s, local_features_ros_training.config as c; "
+            "print(sorted(s.find_specs()), c.CONFIG_DIR)")
+    run_env = dict(env, PYTHONPATH=str(site[0]))
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=run_env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "'superpoint'" in out.stdout and "'lift'" in out.stdout and str(pkg) in out.stdout
 
 
 def test_package_xml_declares_what_the_code_imports():

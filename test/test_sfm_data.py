@@ -12,12 +12,12 @@ import torch
 
 from local_features_ros.geometry import rotation_error_deg
 from local_features_ros.synthetic.scene import PinholeCamera, SyntheticScene, look_at
-from training.sfm.colmap import ColmapModelError, read_colmap_model, write_colmap_text
-from training.sfm.from_bag import BagSceneOptions, bag_to_scene, interpolate_poses
-from training.sfm.pairs import (GeometricPairs, rotate_scale_view, sample_pairs, warp_depth,
+from local_features_ros_training.sfm.colmap import ColmapModelError, read_colmap_model, write_colmap_text
+from local_features_ros_training.sfm.from_bag import BagSceneOptions, bag_to_scene, interpolate_poses
+from local_features_ros_training.sfm.pairs import (GeometricPairs, rotate_scale_view, sample_pairs, warp_depth,
                                 warp_pixels_np)
-from training.sfm.render import render_scene
-from training.sfm.scene_index import (SceneError, SceneIndex, index_from_model,
+from local_features_ros_training.sfm.render import render_scene
+from local_features_ros_training.sfm.scene_index import (SceneError, SceneIndex, index_from_model,
                                       read_megadepth_scene)
 
 

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import ConfigError, load_config
-from training.data.homographies import sample_homography, warp_image
-from training.superpoint import pipeline as pl
-from training.superpoint.homographic_adaptation import detect_labels, homographic_adaptation
-from training.superpoint.teachers import Teacher, build_teacher, teacher_kind
+from local_features_ros_training.config import ConfigError, load_config
+from local_features_ros_training.data.homographies import sample_homography, warp_image
+from local_features_ros_training.superpoint import pipeline as pl
+from local_features_ros_training.superpoint.homographic_adaptation import detect_labels, homographic_adaptation
+from local_features_ros_training.superpoint.teachers import Teacher, build_teacher, teacher_kind
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 HA = {"num": 16, "homographies": {"max_angle": 0.5}}
@@ -144,7 +144,7 @@ def _frames(folder: Path, n: int = 3) -> Path:
 def test_each_teacher_runs_a_tiny_pipeline_and_is_recorded(tmp_path, teacher):
     from local_features_ros.registry import build_extractor
     from local_features_ros.weights import save_checkpoint
-    from training.superpoint.model import SuperPointModel
+    from local_features_ros_training.superpoint.model import SuperPointModel
 
     if teacher == "path":
         torch.manual_seed(0)

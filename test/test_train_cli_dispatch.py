@@ -28,8 +28,8 @@ def test_train_cli_runs_geometric_trainers(method, tmp_path, monkeypatch):
 def test_stage_table_help_and_default_configs_agree():
     """Every (method, stage) entry imports, every default config exists for a known stage, and
     ``--stage``'s help names exactly the table's stages (LIFT: the four single stages + all)."""
-    from training.commands import train
-    from training.config import CONFIG_DIR
+    from local_features_ros_training.commands import train
+    from local_features_ros_training.config import CONFIG_DIR
 
     for method, stages in train.STAGES.items():
         for stage in stages:

@@ -11,11 +11,11 @@ import torch.nn.functional as F
 
 from local_features_ros.extractors.d2net import D2Net
 from local_features_ros.registry import build_extractor
-from training.config import load_config
-from training.d2net.losses import d2net_loss, soft_detection
-from training.d2net.model import D2NetTrainModel
-from training.d2net.task import D2NetTask
-from training.engine import Trainer, seed_everything
+from local_features_ros_training.config import load_config
+from local_features_ros_training.d2net.losses import d2net_loss, soft_detection
+from local_features_ros_training.d2net.model import D2NetTrainModel
+from local_features_ros_training.d2net.task import D2NetTask
+from local_features_ros_training.engine import Trainer, seed_everything
 
 
 def _naive_soft_detection(x: torch.Tensor) -> torch.Tensor:

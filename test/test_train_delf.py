@@ -13,10 +13,10 @@ import torch
 from local_features_ros.registry import build_extractor
 from local_features_ros.synthetic.scene import PinholeCamera, SyntheticScene, look_at
 from local_features_ros.weights import load_checkpoint
-from training.delf.datasets import LandmarkCrops, class_folder_tree, google_landmarks_csv, \
+from local_features_ros_training.delf.datasets import LandmarkCrops, class_folder_tree, google_landmarks_csv, \
     place_labels, places_from_poses, split_per_class
-from training.delf.task import DelfAttentionTask, DelfFinetuneTask, run_pca
-from training.engine import Trainer
+from local_features_ros_training.delf.task import DelfAttentionTask, DelfFinetuneTask, run_pca
+from local_features_ros_training.engine import Trainer
 
 W, H, N = 64, 48, 16
 
@@ -188,7 +188,7 @@ def test_two_steps_reduce_loss_then_pca_loads_into_runtime(places, tmp_path):
 
 def test_places_from_rosbag_match_pose_clustering(places, tmp_path):
     from local_features_ros.bags import write_synthetic_bag
-    from training.delf.datasets import places_from_bag
+    from local_features_ros_training.delf.datasets import places_from_bag
 
     _, frames, labels = places
     bag = write_synthetic_bag(tmp_path / "bag", [(f.stamp, f.image) for f in frames],

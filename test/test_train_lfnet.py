@@ -11,13 +11,13 @@ import torch
 
 from local_features_ros.extractors.lfnet import LFNet
 from local_features_ros.registry import build_extractor
-from training.config import load_config
-from training.engine import Trainer, seed_everything
-from training.lfnet.losses import (LOSS_DEFAULTS, dense_warp, gaussian_kernel, lfnet_loss_terms,
+from local_features_ros_training.config import load_config
+from local_features_ros_training.engine import Trainer, seed_everything
+from local_features_ros_training.lfnet.losses import (LOSS_DEFAULTS, dense_warp, gaussian_kernel, lfnet_loss_terms,
                                    num_mine, score_target)
-from training.lfnet.task import LFNetTask, load_lfnet_export
-from training.sfm.pairs import GeometricPairs
-from training.sfm.render import render_scene
+from local_features_ros_training.lfnet.task import LFNetTask, load_lfnet_export
+from local_features_ros_training.sfm.pairs import GeometricPairs
+from local_features_ros_training.sfm.render import render_scene
 
 
 @pytest.fixture

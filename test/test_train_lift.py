@@ -16,10 +16,10 @@ from local_features_ros.extractors.lift import LIFT  # noqa: E402
 from local_features_ros.synthetic.scene import PinholeCamera, SyntheticScene, relative_pose, \
     warp_points_with_depth  # noqa: E402
 from local_features_ros.weights import load_checkpoint  # noqa: E402
-from training.lift.losses import classification_loss, descriptor_loss, hardest_negatives, \
+from local_features_ros_training.lift.losses import classification_loss, descriptor_loss, hardest_negatives, \
     overlap_loss, triplet_loss  # noqa: E402
-from training.lift.patches import LiftQuadruplets, affine_to_similarity, patch_pixels  # noqa: E402
-from training.lift.task import TASKS, build_keypoint_set, run_schedule, \
+from local_features_ros_training.lift.patches import LiftQuadruplets, affine_to_similarity, patch_pixels  # noqa: E402
+from local_features_ros_training.lift.task import TASKS, build_keypoint_set, run_schedule, \
     stage_config  # noqa: E402
 
 W, H, N_FRAMES, SEED = 160, 120, 8, 0
@@ -229,7 +229,7 @@ def test_staged_schedule_reduces_each_loss_and_exports_load(sfm, tmp_path):
 
 
 def test_stage_resume_continues_from_checkpoint(sfm, tmp_path):
-    from training.engine import Trainer
+    from local_features_ros_training.engine import Trainer
 
     data = sfm[0]
     conf = {"data": data, "train": {"batch_size": 4, "max_steps": 4, "log_every": 1,
@@ -269,8 +269,8 @@ def test_single_stages_from_the_cli_chain_through_init_weights(sfm, tmp_path, ca
     """desc, then ori as a second CLI call from desc's export: ori starts from it (descriptor
     and detector bit-identical, orientation changed), runs with `stages.ori` merged over the
     file, each stage lowers its own loss, ori resumes exactly, the export runs in LIFT."""
-    from training.config import load_config, merge
-    from training.engine import seed_everything
+    from local_features_ros_training.config import load_config, merge
+    from local_features_ros_training.engine import seed_everything
 
     _, kps, frames, work = sfm
     assert _cli_stage("desc", tmp_path / "desc", work) == 0
@@ -327,7 +327,7 @@ def test_single_stages_from_the_cli_chain_through_init_weights(sfm, tmp_path, ca
     err = capsys.readouterr().err
     assert "unknown stage 'orientation' for method 'lift'" in err and "ori" in err
     assert not (tmp_path / "bad").exists()
-    from training.lift.task import fit_stage
+    from local_features_ros_training.lift.task import fit_stage
 
     with pytest.raises(ValueError, match="unknown LIFT stage 'orientation'"):
         fit_stage(conf, "orientation", None, tmp_path / "bad")

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from local_features_ros.bags import write_synthetic_bag
-from training.data.bag_export import export_bag, image_motion
+from local_features_ros_training.data.bag_export import export_bag, image_motion
 
 T0 = 1000.0
 RAW, COMP = "/camera/image_raw", "/camera/image_raw/compressed"

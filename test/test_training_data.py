@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from training.data.homographies import compute_valid_mask, erosion_kernel, sample_homography, \
+from local_features_ros_training.data.homographies import compute_valid_mask, erosion_kernel, sample_homography, \
     warp_image, warp_points
-from training.data.image_folder import ImageFolder, resize_crop
-from training.data.photometric import additive_speckle_noise, motion_blur, \
+from local_features_ros_training.data.image_folder import ImageFolder, resize_crop
+from local_features_ros_training.data.photometric import additive_speckle_noise, motion_blur, \
     photometric_augmentation, random_contrast
-from training.data.synthetic_shapes import PRIMITIVES, SyntheticShapes, generate_shape
+from local_features_ros_training.data.synthetic_shapes import PRIMITIVES, SyntheticShapes, generate_shape
 
 SMALL = {"image_size": [480, 640], "resize": [120, 160], "blur_size": 11}
 
@@ -63,7 +63,7 @@ def test_negative_primitives_have_no_keypoints(primitive):
 
 def test_polygon_corners_are_the_polygon_vertices():
     # the drawn polygon = the filled polygon of the keypoints: redraw it and compare regions
-    from training.data.synthetic_shapes import draw_polygon
+    from local_features_ros_training.data.synthetic_shapes import draw_polygon
 
     img = np.full((200, 200), 128, np.uint8)
     pts = draw_polygon(img, np.random.default_rng(3), {})
@@ -276,8 +276,8 @@ def test_edge_like_labels_can_be_dropped(tmp_path):
     (structure-tensor eigenvalue ratio), and keeps everything at its default 0."""
     import cv2
 
-    from training.data.cornerness import structure_tensor_ratio
-    from training.data.image_folder import ImageFolder
+    from local_features_ros_training.data.cornerness import structure_tensor_ratio
+    from local_features_ros_training.data.image_folder import ImageFolder
 
     img = np.zeros((64, 64), np.uint8)
     img[16:48, 16:48] = 200

@@ -18,9 +18,9 @@ import torch
 
 from local_features_ros.registry import build_extractor
 from local_features_ros.weights import load_checkpoint
-from training.config import ConfigError, apply_overrides, load_config
-from training.engine import Trainer, TrainingDiverged, read_metrics
-from training.superpoint.magicpoint import MagicPointTask
+from local_features_ros_training.config import ConfigError, apply_overrides, load_config
+from local_features_ros_training.engine import Trainer, TrainingDiverged, read_metrics
+from local_features_ros_training.superpoint.magicpoint import MagicPointTask
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = str(REPO / "training" / "configs" / "superpoint_magicpoint_tiny.yaml")
@@ -188,7 +188,7 @@ def test_ddp_two_gloo_processes_match_one_process(tmp_path):
                          env=_env(), cwd=REPO, capture_output=True, text=True, timeout=300)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "rank 1/2" in ddp.stderr or "rank 0/2" in ddp.stderr
-    from training.engine import seed_everything
+    from local_features_ros_training.engine import seed_everything
 
     seed_everything(0)
     w0 = MagicPointTask(_conf()).build_model().state_dict()

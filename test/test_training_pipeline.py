@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from training.config import ConfigError, load_config
-from training.superpoint import pipeline as pl
-from training.superpoint.homographic_adaptation import run_export
+from local_features_ros_training.config import ConfigError, load_config
+from local_features_ros_training.superpoint import pipeline as pl
+from local_features_ros_training.superpoint.homographic_adaptation import run_export
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "training" / "configs"
@@ -60,7 +60,7 @@ def test_stages_are_wired_with_paths_device_and_budget(tmp_path, monkeypatch):
         w.write_bytes(b"w")
         return {"export": str(w), "step": 1}
 
-    monkeypatch.setattr("training.commands.train.run_stage", fake_run_stage)
+    monkeypatch.setattr("local_features_ros_training.commands.train.run_stage", fake_run_stage)
     conf = _tiny(tmp_path, "pipeline.rounds=2", "pipeline.time_budget_s=100",
                  "pipeline.precision=bf16")
     rep = pl.run_pipeline(conf, tmp_path / "run")
@@ -100,7 +100,7 @@ def test_init_weights_skips_magicpoint(tmp_path, monkeypatch):
         return {"export": str(tmp_path / "w.pth")}
 
     (tmp_path / "w.pth").write_bytes(b"x")
-    monkeypatch.setattr("training.commands.train.run_stage", fake_run_stage)
+    monkeypatch.setattr("local_features_ros_training.commands.train.run_stage", fake_run_stage)
     pl.run_pipeline(_tiny(tmp_path, "pipeline.init_weights=/some/superpoint.pth"), tmp_path / "r")
     assert [c[0] for c in calls] == ["ha1", "joint1"]
     assert calls[0][1]["model"]["weights"] == "/some/superpoint.pth"
@@ -185,7 +185,7 @@ def test_tiny_pipeline_runs_resumes_and_loads_in_the_runtime(tmp_path):
 
 def test_export_time_budget_keeps_what_was_exported(tmp_path):
     from local_features_ros.weights import save_checkpoint
-    from training.superpoint.model import SuperPointModel
+    from local_features_ros_training.superpoint.model import SuperPointModel
 
     frames = _frames(tmp_path / "frames", 3)
     torch.manual_seed(0)
@@ -208,8 +208,8 @@ def test_export_time_budget_keeps_what_was_exported(tmp_path):
 def test_torch_homographic_adaptation_matches_the_opencv_one():
     """The batched (GPU) warps give the OpenCV path's aggregated heatmap: same homographies from
     the same seed, masks and aggregation; only OpenCV's 1/32 px fixed-point sampling differs."""
-    from training.data.homographies import compute_valid_mask, sample_homography
-    from training.superpoint.homographic_adaptation import _torch_valid_mask, \
+    from local_features_ros_training.data.homographies import compute_valid_mask, sample_homography
+    from local_features_ros_training.superpoint.homographic_adaptation import _torch_valid_mask, \
         homographic_adaptation, homographic_adaptation_torch
 
     rng = np.random.default_rng(0)
@@ -239,7 +239,7 @@ def test_torch_homographic_adaptation_matches_the_opencv_one():
 
 def test_export_backends_give_the_same_labels(tmp_path):
     from local_features_ros.weights import save_checkpoint
-    from training.superpoint.model import SuperPointModel
+    from local_features_ros_training.superpoint.model import SuperPointModel
 
     frames = _frames(tmp_path / "frames", 2)
     torch.manual_seed(0)
@@ -275,7 +275,7 @@ def test_stage_overrides_replace_free_form_sections():
 
 def test_training_precision_auto_uses_bf16_only_where_it_is_native(monkeypatch):
     import local_features_ros.extractors.base as base
-    from training.engine import resolve_precision
+    from local_features_ros_training.engine import resolve_precision
 
     cpu = torch.device("cpu")
     monkeypatch.setattr(base, "cpu_supports_bf16", lambda: False)

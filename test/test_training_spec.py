@@ -13,7 +13,7 @@ from local_features_ros.cli import main
 PLUGIN_INIT = '''
 from pathlib import Path
 
-from training.spec import TrainingSpec
+from local_features_ros_training.spec import TrainingSpec
 
 TRAINING = TrainingSpec(
     method="toyplugin",
@@ -26,7 +26,7 @@ PLUGIN_TASK = '''
 import json
 from pathlib import Path
 
-from training.engine import Task
+from local_features_ros_training.engine import Task
 
 
 def run(conf, out, resume=False):
@@ -70,7 +70,7 @@ def test_builtin_declarations_are_cheap_and_complete():
     import subprocess
     import sys
 
-    code = ("import sys; from training.spec import find_specs; s = find_specs(); "
+    code = ("import sys; from local_features_ros_training.spec import find_specs; s = find_specs(); "
             "print(sorted(s)); print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     methods, torch_loaded = out.stdout.split("\n")[:2]
@@ -91,7 +91,7 @@ def test_plugin_shows_in_help_and_dispatches(toy_plugin, capsys):
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"ran": True, "answer": 42}
     assert json.loads((out / "ran.json").read_text()) == {"answer": 42}
 
-    from training.commands import train
+    from local_features_ros_training.commands import train
 
     assert train.STAGES["toyplugin"]["fit"] == "toy_trainer_plugin.task:ToyTask"
     with pytest.raises(TypeError):
@@ -99,8 +99,8 @@ def test_plugin_shows_in_help_and_dispatches(toy_plugin, capsys):
 
 
 def test_typo_in_config_key_fails_with_known_keys(toy_plugin):
-    from training.commands import train
-    from training.config import ConfigError
+    from local_features_ros_training.commands import train
+    from local_features_ros_training.config import ConfigError
 
     task_cls = train.resolve("toyplugin", "fit")
     task = task_cls({"model": {"width": 4}})
@@ -118,8 +118,8 @@ def test_typo_in_config_key_fails_with_known_keys(toy_plugin):
 
 def test_typo_in_a_builtin_task_config_fails(tmp_path):
     """The same check on a shipped trainer: a misspelt loss key of D2-Net's config."""
-    from training.config import ConfigError, load_config
-    from training.d2net.task import D2NetTask
+    from local_features_ros_training.config import ConfigError, load_config
+    from local_features_ros_training.d2net.task import D2NetTask
 
     conf = load_config("d2net_tiny.yaml")
     D2NetTask(conf)  # the shipped config passes

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from local_features_ros.weights import load_checkpoint
-from training.config import load_config
-from training.data.homographies import warp_points
-from training.engine import Trainer, read_metrics
-from training.superpoint.homographic_adaptation import box_nms, homographic_adaptation, run_export
-from training.superpoint.joint import JointTask, WarpedPairs
-from training.superpoint.losses import correspondence_matrix, descriptor_loss, detector_labels, \
+from local_features_ros_training.config import load_config
+from local_features_ros_training.data.homographies import warp_points
+from local_features_ros_training.engine import Trainer, read_metrics
+from local_features_ros_training.superpoint.homographic_adaptation import box_nms, homographic_adaptation, run_export
+from local_features_ros_training.superpoint.joint import JointTask, WarpedPairs
+from local_features_ros_training.superpoint.losses import correspondence_matrix, descriptor_loss, detector_labels, \
     detector_loss
-from training.superpoint.magicpoint import MagicPointTask
-from training.superpoint.model import SuperPointModel
+from local_features_ros_training.superpoint.magicpoint import MagicPointTask
+from local_features_ros_training.superpoint.model import SuperPointModel
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 
@@ -129,7 +129,7 @@ def test_magicpoint_loss_decreases(tmp_path):
 
 
 def _shape_folder(root: Path, n: int, size: int = 64) -> None:
-    from training.data.synthetic_shapes import generate_shape
+    from local_features_ros_training.data.synthetic_shapes import generate_shape
 
     root.mkdir(parents=True)
     gen = {"image_size": [256, 256], "resize": [size, size], "blur_size": 5,
@@ -248,7 +248,7 @@ def test_export_stage_writes_labels(tmp_path):
 
 
 def test_scaled_tiles_cover_the_image_at_each_scale():
-    from training.data.image_folder import scaled_tiles
+    from local_features_ros_training.data.image_folder import scaled_tiles
 
     img = (np.arange(100 * 300) % 251).astype(np.uint8).reshape(100, 300)
     tiles = dict(scaled_tiles(img, (64, 80), [1.0, 0.5]))
@@ -291,7 +291,7 @@ def test_export_tiles_and_frame_step(tmp_path):
 
 
 def test_retrain_stage_on_labels_decreases(tmp_path):
-    from training.commands.train import run_stage
+    from local_features_ros_training.commands.train import run_stage
 
     img_dir = tmp_path / "images"
     _shape_folder(img_dir, 8)

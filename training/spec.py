@@ -73,14 +73,17 @@ class TrainingSpec:
 
 
 def _package_specs() -> list[TrainingSpec]:
-    """``TRAINING`` of every package directly under ``training/`` (sorted by package name)."""
-    import training
+    """``TRAINING`` of every package directly under ``training/`` (sorted by package name).
+
+    Relative to this package's own name: installed it is ``local_features_ros_training``; run from
+    a checkout that is not installed (``python -m training.commands.train``) it is ``training``."""
+    root = importlib.import_module(__package__)
 
     out: list[TrainingSpec] = []
-    for info in sorted(pkgutil.iter_modules(training.__path__), key=lambda i: i.name):
+    for info in sorted(pkgutil.iter_modules(root.__path__), key=lambda i: i.name):
         if not info.ispkg:
             continue
-        spec = getattr(importlib.import_module(f"training.{info.name}"), "TRAINING", None)
+        spec = getattr(importlib.import_module(f"{__package__}.{info.name}"), "TRAINING", None)
         if isinstance(spec, TrainingSpec):
             out.append(spec)
     return out

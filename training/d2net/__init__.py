@@ -5,6 +5,6 @@ from ..spec import TrainingSpec
 
 TRAINING = TrainingSpec(
     method="d2net",
-    stages={"train": "training.d2net.task:D2NetTask"},
+    stages={"train": f"{__name__}.task:D2NetTask"},
     default_configs={"train": "d2net_megadepth.yaml"},
 )

@@ -5,9 +5,9 @@ from ..spec import TrainingSpec
 TRAINING = TrainingSpec(
     method="delf",
     stages={
-        "finetune": "training.delf.task:DelfFinetuneTask",
-        "attention": "training.delf.task:DelfAttentionTask",
-        "pca": "training.delf.task:run_pca",
+        "finetune": f"{__name__}.task:DelfFinetuneTask",
+        "attention": f"{__name__}.task:DelfAttentionTask",
+        "pca": f"{__name__}.task:run_pca",
     },
     default_configs={"finetune": "delf_finetune.yaml", "attention": "delf_attention.yaml",
                      "pca": "delf_pca.yaml"},

@@ -211,7 +211,7 @@ def load_landmarks(data: Mapping[str, Any]) -> LandmarkSet:
     pl = dict(data.get("places", {}))
     radius, ang = float(pl.get("radius", 1.0)), float(pl.get("max_angle_deg", 45.0))
     if data.get("scene_index"):
-        from training.sfm.scene_index import SceneIndex
+        from ..sfm.scene_index import SceneIndex
 
         return places_from_scene_index(SceneIndex.load(data["scene_index"]), radius, ang,
                                        max(mpc, 2))

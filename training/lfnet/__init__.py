@@ -4,6 +4,6 @@ from ..spec import TrainingSpec
 
 TRAINING = TrainingSpec(
     method="lfnet",
-    stages={"train": "training.lfnet.task:LFNetTask"},
+    stages={"train": f"{__name__}.task:LFNetTask"},
     default_configs={"train": "lfnet_sfm.yaml"},
 )

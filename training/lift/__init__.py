@@ -8,7 +8,7 @@ _STAGES = ("desc", "ori", "kp", "joint")
 
 TRAINING = TrainingSpec(
     method="lift",
-    stages={**{s: f"training.lift.task:run_{s}" for s in _STAGES},
-            "all": "training.lift.task:run_schedule"},
+    stages={**{s: f"{__name__}.task:run_{s}" for s in _STAGES},
+            "all": f"{__name__}.task:run_schedule"},
     default_configs={s: "lift_eccv2016.yaml" for s in (*_STAGES, "all")},
 )

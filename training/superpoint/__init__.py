@@ -5,12 +5,12 @@ from ..spec import TrainingSpec
 TRAINING = TrainingSpec(
     method="superpoint",
     stages={
-        "magicpoint": "training.superpoint.magicpoint:MagicPointTask",
-        "export": "training.superpoint.homographic_adaptation:run_export",
-        "retrain": "training.superpoint.magicpoint:MagicPointRetrainTask",
-        "joint": "training.superpoint.joint:JointTask",
+        "magicpoint": f"{__name__}.magicpoint:MagicPointTask",
+        "export": f"{__name__}.homographic_adaptation:run_export",
+        "retrain": f"{__name__}.magicpoint:MagicPointRetrainTask",
+        "joint": f"{__name__}.joint:JointTask",
         # MagicPoint -> N x (export -> joint) under one time budget (pipeline.py)
-        "pipeline": "training.superpoint.pipeline:run_pipeline",
+        "pipeline": f"{__name__}.pipeline:run_pipeline",
     },
     default_configs={
         "magicpoint": "superpoint_magicpoint_shapes.yaml",

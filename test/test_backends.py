@@ -193,3 +193,169 @@ def test_patch_network_methods_through_onnxruntime(method):
     got = ex.extract(img).numpy()
     within, cos = agreement(ref, got)
     assert within >= 0.99 and cos >= 0.999, (within, cos)
+
+
+# ---------------------------------------------------------------------------------------- LightGlue
+needs_ort = pytest.mark.skipif(not (_have("onnx") and _have("onnxruntime")),
+                               reason="onnx/onnxruntime not installed")
+
+
+@pytest.fixture(scope="module")
+def aliked_pair():
+    """ALIKED-n16 features (released weights) of a generated 320x240 image and a copy rotated by
+    20 degrees (about the centre, scaled 0.9), a few hundred keypoints each."""
+    img0 = benchmark_image(320, 240, seed=5)
+    rot = cv2.getRotationMatrix2D((160.0, 120.0), 20.0, 0.9)
+    img1 = cv2.warpAffine(img0, rot, (320, 240), flags=cv2.INTER_LINEAR,
+                          borderMode=cv2.BORDER_REFLECT)
+    ex = build_extractor("aliked", max_keypoints=400)
+    return ex.extract(img0), ex.extract(img1)
+
+
+def _same_matches(ref, got) -> tuple[float, float, int]:
+    """(Jaccard overlap of the (i0, i1) sets, max |score difference| on the common ones, count)."""
+    a = {tuple(m): 1.0 - float(d) for m, d in zip(ref.matches.tolist(), ref.distances)}
+    b = {tuple(m): 1.0 - float(d) for m, d in zip(got.matches.tolist(), got.distances)}
+    common = a.keys() & b.keys()
+    overlap = len(common) / max(1, len(a.keys() | b.keys()))
+    diff = max((abs(a[k] - b[k]) for k in common), default=0.0)
+    return overlap, diff, len(a)
+
+
+def _subset(f, n: int):
+    return f.select(torch.arange(n))
+
+
+@needs_ort
+def test_lightglue_export_cli_onnxruntime_equals_torch(tmp_path, capsys, aliked_pair):
+    """`export --matcher lightglue --method aliked`: a checked opset-17 file whose keypoint
+    counts are dynamic; onnxruntime on it gives torch's matches (adaptive depth/width off) at two
+    different pairs of keypoint counts."""
+    import onnx
+    import onnxruntime as ort
+
+    from local_features_ros.backends.lightglue_export import INPUTS, OUTPUTS
+    from local_features_ros.matchers import build_matcher
+
+    out = tmp_path / "lightglue_aliked.onnx"
+    assert cli.main(["export", "--matcher", "lightglue", "--method", "aliked", "--format", "onnx",
+                     "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "opset 17" in text and "adaptive depth/width off" in text
+    model = onnx.load(str(out))
+    onnx.checker.check_model(model, full_check=True)
+    assert {o.domain: o.version for o in model.opset_import}.get("") == 17
+    assert [i.name for i in model.graph.input] == list(INPUTS)
+    assert [o.name for o in model.graph.output] == list(OUTPUTS)
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+            for i in model.graph.input}
+    assert dims["keypoints0"] == ["batch", "keypoints0", 2]
+    assert dims["descriptors1"] == ["batch", "keypoints1", 128]
+
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    torch_lg = build_matcher("lightglue", features="aliked", depth_confidence=-1,
+                             width_confidence=-1)
+    th = torch_lg.conf.filter_threshold
+    f0, f1 = aliked_pair
+    assert len(f0) >= 300 and len(f1) >= 300
+    for n0, n1 in ((len(f0), len(f1)), (250, 180)):
+        a, b = _subset(f0, n0), _subset(f1, n1)
+        ref = torch_lg.match(a, b)
+        feed = {"keypoints0": a.keypoints[None].numpy(), "keypoints1": b.keypoints[None].numpy(),
+                "descriptors0": a.descriptors[None].numpy(),
+                "descriptors1": b.descriptors[None].numpy(),
+                "image_size0": np.array([a.image_size], np.float32),
+                "image_size1": np.array([b.image_size], np.float32)}
+        m0, s0 = session.run(list(OUTPUTS), feed)
+        assert m0.shape == s0.shape == (1, n0) and m0.dtype == np.int64
+        keep = (m0[0] >= 0) & (s0[0] > th)
+        from local_features_ros.types import MatchResult
+
+        got = MatchResult(matches=np.stack([np.flatnonzero(keep), m0[0][keep]], -1),
+                          distances=(1 - s0[0][keep]).astype(np.float32),
+                          inliers=np.ones(int(keep.sum()), bool))
+        overlap, diff, count = _same_matches(ref, got)
+        # measured (CPU): every match equal (250 at 400/400, 114 at 250/180), max score
+        # difference 2.9e-5 / 5.4e-6
+        assert count > 50, count
+        assert overlap >= 0.99 and diff <= 1e-3, (n0, n1, overlap, diff)
+
+
+def test_lightglue_export_torchscript_and_refusals(tmp_path, capsys, aliked_pair):
+    from local_features_ros.matchers import build_matcher
+
+    out = tmp_path / "lg.pt"
+    assert cli.main(["export", "--matcher", "lightglue", "--method", "disk", "--format",
+                     "torchscript", "--matcher-set", "n_layers=3", "--out", str(out)]) == 0
+    ts = torch.jit.load(str(out))
+    ref = build_matcher("lightglue", features="disk", n_layers=3, depth_confidence=-1,
+                        width_confidence=-1)
+    f0, f1 = aliked_pair  # 128-D like DISK's: checks the graph, not the features
+    for n0, n1 in ((300, 260), (120, 200)):
+        a, b = _subset(f0, n0), _subset(f1, n1)
+        size = torch.tensor([a.image_size], dtype=torch.float32)
+        with torch.inference_mode():
+            m0, s0 = ts(a.keypoints[None], b.keypoints[None], a.descriptors[None],
+                        b.descriptors[None], size, size)
+        keep = (m0[0] >= 0) & (s0[0] > ref.conf.filter_threshold)
+        got = {(int(i), int(j)) for i, j in zip(torch.nonzero(keep)[:, 0], m0[0][keep])}
+        want = {tuple(m) for m in ref.match(a, b).matches.tolist()}
+        assert m0.shape == (1, n0) and got == want
+    capsys.readouterr()
+    assert cli.main(["export", "--matcher", "lightglue", "--method", "aliked", "--shape",
+                     "1x2", "--out", str(tmp_path / "x.onnx")]) == 1
+    assert "--shape apply to extractor exports" in capsys.readouterr().err
+    assert cli.main(["export", "--matcher", "lightglue", "--method", "superpoint",
+                     "--out", str(tmp_path / "x.onnx")]) == 1
+    assert "needs weights for method 'superpoint'" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@needs_onnx
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_lightglue_matcher_backend(tmp_path, aliked_pair, backend):
+    """``backend: onnxruntime | openvino`` on the matcher: exported once to the cache, same
+    matches as the torch matcher with adaptive depth/width off (measured: all matches equal,
+    scores within 5e-5); the key is validated and restart-only."""
+    from local_features_ros.matchers import build_matcher
+
+    f0, f1 = aliked_pair
+    ref = build_matcher("lightglue", features="aliked", depth_confidence=-1, width_confidence=-1)
+    lg = build_matcher("lightglue", features="aliked", backend=backend)
+    assert lg.backend == backend and ref.backend == "torch"
+    assert "adaptive depth/width off" in lg.describe()
+    assert len(list((tmp_path / "cache").glob("lightglue-*-opset17.onnx"))) == 1
+    for n0, n1 in ((len(f0), len(f1)), (200, 260)):
+        a, b = _subset(f0, n0), _subset(f1, n1)
+        got = lg.match(a, b)
+        assert got.matches.dtype == np.int64 and got.distances.dtype == np.float32
+        assert np.all(np.diff(got.matches[:, 0]) > 0)
+        overlap, diff, count = _same_matches(ref.match(a, b), got)
+        assert count > 50 and overlap >= 0.99 and diff <= 1e-3, (overlap, diff)
+    lg.update_conf(filter_threshold=0.9)  # the threshold stays a runtime key
+    strict = lg.match(f0, f1)
+    assert 0 < len(strict) < len(ref.match(f0, f1)) and np.all(strict.distances < 0.1)
+    assert len(lg.match(_subset(f0, 0), f1)) == 0
+    build_matcher("lightglue", features="aliked", backend=backend)  # reuses the file
+    assert len(list((tmp_path / "cache").glob("lightglue-*-opset17.onnx"))) == 1
+    with pytest.raises(ConfigError, match="backend must be one of"):
+        build_matcher("lightglue", features="aliked", backend="tflite")
+    with pytest.raises(ConfigError, match="cannot change at runtime"):
+        lg.update_conf(backend="torch")
+
+
+def test_tensorrt_shape_profiles_and_buckets():
+    """What the TensorRT runners are given (checked here; building engines needs a GPU)."""
+    from local_features_ros.backends.lightglue_export import INPUTS, tensorrt_profiles
+    from local_features_ros.backends.onnxruntime_backend import _profile_options
+    from local_features_ros.backends.tensorrt_backend import _bucket
+
+    prof = tensorrt_profiles(128, max_keypoints=2048, opt_keypoints=512)
+    assert list(prof) == list(INPUTS)
+    assert prof["descriptors1"] == ((1, 1, 128), (1, 512, 128), (1, 2048, 128))
+    opts = _profile_options(prof)
+    assert opts["trt_profile_max_shapes"].startswith("keypoints0:1x2048x2,keypoints1:1x2048x2,")
+    assert opts["trt_profile_min_shapes"].endswith("image_size1:1x2")
+    assert _profile_options(None) == {}
+    assert [_bucket(n) for n in (1, 2, 3, 480, 512, 513)] == [
+        (1, 1), (2, 2), (3, 4), (257, 512), (257, 512), (513, 1024)]

@@ -9,12 +9,14 @@ descriptor sampling stay in torch, so a backend changes only the network's round
 One interface (``NetworkRunner``): ``runner(*tensors) -> tuple of fp32 tensors`` on the
 extractor's device. ``create_runners(extractor)`` (called by ``Extractor.setup()`` when the
 config key ``backend`` is not ``torch``) exports every declared part to the cache directory on
-first use (``onnx_export.export_network``) and opens it in the chosen backend.
+first use (``onnx_export.export_network``) and opens it in the chosen backend. The LightGlue
+matcher's network has its own export (``lightglue_export.py``) and opens it with ``create_runner``.
 
 Precision: ``precision`` maps to what the backend supports (``resolve_precision``): onnxruntime
 runs fp32 (its CPU provider has no bf16/fp16 convolution kernels); OpenVINO fp32 or bf16 (bf16 only
 on CPUs with native bf16; ``auto`` picks it there, fp16 on a CPU means bf16 as in torch);
-TensorRT fp32 or fp16 (``auto``/``fp16``/``bf16``).
+TensorRT fp32 or fp16 (``auto``/``fp16``/``bf16``), through onnxruntime's TensorRT provider or,
+where this onnxruntime has none, the ``tensorrt`` package.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BackendUnavailable", "NetworkRunner", "create_runner", "create_runners",
-           "resolve_precision"]
+__all__ = ["BackendUnavailable", "NetworkRunner", "ShapeProfile", "create_runner",
+           "create_runners", "resolve_precision"]
 
 
 class BackendUnavailable(RuntimeError):
@@ -70,19 +72,46 @@ def resolve_precision(backend: str, precision: str, device: torch.device) -> str
     raise ValueError(f"unknown backend '{backend}'")
 
 
+#: A TensorRT shape profile: input name -> (min, opt, max) shapes.
+ShapeProfile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
+
+
 def create_runner(backend: str, onnx_path: str, device: torch.device, precision: str,
-                  output_names: tuple[str, ...], threads: int = 0) -> NetworkRunner:
-    """Open one exported ONNX file in ``backend`` (``precision`` already resolved)."""
+                  output_names: tuple[str, ...], threads: int = 0,
+                  shape_profile: ShapeProfile | None = None) -> NetworkRunner:
+    """Open one exported ONNX file in ``backend`` (``precision`` already resolved).
+
+    ``tensorrt`` runs in onnxruntime's TensorRT provider when that onnxruntime has it, else in
+    the ``tensorrt`` package (``tensorrt_backend.py``), whichever is installed.
+    ``shape_profile``: one TensorRT profile for a graph whose sizes change every call (LightGlue's
+    keypoint counts), so that one engine serves them all; ignored by the other backends."""
+    if backend == "tensorrt":
+        from .onnxruntime_backend import ort_has_tensorrt
+
+        if not ort_has_tensorrt() and _have_module("tensorrt"):
+            from .tensorrt_backend import TensorRTRunner
+
+            return TensorRTRunner(onnx_path, device, precision, output_names, shape_profile)
     if backend in ("onnxruntime", "tensorrt"):
         from .onnxruntime_backend import OnnxRuntimeRunner
 
         return OnnxRuntimeRunner(onnx_path, device, precision, output_names, threads,
-                                 tensorrt=backend == "tensorrt")
+                                 tensorrt=backend == "tensorrt", shape_profile=shape_profile)
     if backend == "openvino":
         from .openvino_backend import OpenVINORunner
 
         return OpenVINORunner(onnx_path, device, precision, output_names, threads)
     raise ValueError(f"unknown backend '{backend}'")
+
+
+def _have_module(name: str) -> bool:
+    """Installed, without importing it (``tensorrt`` loads CUDA libraries on import)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 class _PerShapeRunner:

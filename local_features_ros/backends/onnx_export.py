@@ -46,14 +46,20 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "local_features_ros" / "onnx"
 
 
-def export_key(extractor: Any, name: str, opset: int = OPSET) -> str:
-    """16 hex digits identifying (weights, restart-only config, part, opset, torch version)."""
-    h = hashlib.sha256()
-    for k, v in sorted(extractor.state_dict().items()):
+def hash_state(h: Any, state: dict[str, torch.Tensor]) -> None:
+    """Feed every tensor of ``state`` (names, dtypes, shapes, bytes) into hash ``h``: a cache
+    key that changes with any weight (shared by the extractor and matcher exports)."""
+    for k, v in sorted(state.items()):
         h.update(k.encode())
         t = v.detach().to("cpu").contiguous()
         h.update(f"{t.dtype}{tuple(t.shape)}".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def export_key(extractor: Any, name: str, opset: int = OPSET) -> str:
+    """16 hex digits identifying (weights, restart-only config, part, opset, torch version)."""
+    h = hashlib.sha256()
+    hash_state(h, extractor.state_dict())
     conf = {k: v for k, v in sorted(extractor.conf.items())
             if k not in extractor.runtime_keys and k != "backend"}
     h.update(json.dumps(conf, sort_keys=True, default=str).encode())
@@ -119,35 +125,25 @@ def exportable_methods() -> list[str]:
     return [n for n, c in method_classes().items() if c.networks]
 
 
-def write_onnx(extractor: Any, name: str, path: str | Path, opset: int = OPSET,
-               shapes: tuple[tuple[int, ...], ...] | None = None) -> Path:
-    """Export part ``name`` to ``path`` (atomic), check it, record metadata. ``shapes``: fixed
-    input shapes (no dynamic axes); default: the decl's example shapes with its dynamic axes."""
+def write_onnx_module(module: nn.Module, example: tuple[torch.Tensor, ...], path: str | Path,
+                      input_names: list[str], output_names: list[str],
+                      dynamic: dict[str, dict[int, str]] | None, opset: int,
+                      metadata: dict[str, str]) -> Path:
+    """Trace ``module`` on ``example`` to ONNX at ``path``: atomic write (temp file + rename),
+    ``metadata`` recorded, ``onnx.checker.check_model(full_check=True)`` before the rename.
+    The caller puts ``module`` in export mode (``_export_mode``); shared by every export."""
     import onnx
 
-    check_exportable(extractor, name)
-    decl = extractor.networks[name]
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
-    in_names = [n for n, _, _ in decl.inputs]
-    out_names = [n for n, _ in decl.outputs]
-    dynamic: dict[str, dict[int, str]] | None = None
-    if shapes is None:
-        dynamic = {n: dict(ax) for n, _, ax in decl.inputs if ax}
-        dynamic.update({n: dict(ax) for n, ax in decl.outputs if ax})
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
     os.close(fd)
     try:
-        with _export_mode(extractor):
-            example = _example_inputs(extractor, name, shapes)
-            torch.onnx.export(_Part(extractor, decl.call), example, tmp, dynamo=False,
-                              opset_version=opset, input_names=in_names, output_names=out_names,
-                              dynamic_axes=dynamic, do_constant_folding=True)
+        torch.onnx.export(module, example, tmp, dynamo=False, opset_version=opset,
+                          input_names=input_names, output_names=output_names,
+                          dynamic_axes=dynamic, do_constant_folding=True)
         model = onnx.load(tmp)
-        for k, v in {"local_features_ros.method": extractor.name,
-                     "local_features_ros.network": name,
-                     "local_features_ros.weights": str(extractor.weights_source),
-                     "local_features_ros.opset": str(opset)}.items():
+        for k, v in {**metadata, "local_features_ros.opset": str(opset)}.items():
             model.metadata_props.add(key=k, value=v)
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, tmp)
@@ -156,6 +152,29 @@ def write_onnx(extractor: Any, name: str, path: str | Path, opset: int = OPSET,
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    return path
+
+
+def write_onnx(extractor: Any, name: str, path: str | Path, opset: int = OPSET,
+               shapes: tuple[tuple[int, ...], ...] | None = None) -> Path:
+    """Export part ``name`` to ``path`` (atomic), check it, record metadata. ``shapes``: fixed
+    input shapes (no dynamic axes); default: the decl's example shapes with its dynamic axes."""
+    check_exportable(extractor, name)
+    decl = extractor.networks[name]
+    path = Path(path).expanduser()
+    in_names = [n for n, _, _ in decl.inputs]
+    out_names = [n for n, _ in decl.outputs]
+    dynamic: dict[str, dict[int, str]] | None = None
+    if shapes is None:
+        dynamic = {n: dict(ax) for n, _, ax in decl.inputs if ax}
+        dynamic.update({n: dict(ax) for n, ax in decl.outputs if ax})
+    with _export_mode(extractor):
+        example = _example_inputs(extractor, name, shapes)
+        write_onnx_module(_Part(extractor, decl.call), example, path, in_names, out_names,
+                          dynamic, opset, {"local_features_ros.method": extractor.name,
+                                           "local_features_ros.network": name,
+                                           "local_features_ros.weights":
+                                               str(extractor.weights_source)})
     logger.info("exported %s/%s to %s (opset %d, %s)", extractor.name, name, path, opset,
                 "dynamic " + ", ".join(sorted({d for a in (dynamic or {}).values()
                                                 for d in a.values()})) if dynamic

@@ -2,7 +2,8 @@
 
 ``backend: onnxruntime``: the CPU execution provider on a CPU device, the CUDA provider on a CUDA
 device (``onnxruntime-gpu``). ``backend: tensorrt``: the TensorRT provider (fp16 unless precision
-is fp32, engines cached next to the ONNX files), CUDA provider as fallback for unsupported nodes.
+is fp32, engines cached next to the ONNX files; ``shape_profile``: one explicit min/opt/max
+profile), CUDA provider as fallback for unsupported nodes.
 Tensors go through host numpy (one copy each way); outputs come back fp32 on the input's device.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,11 +31,32 @@ def _import_ort():
     return ort
 
 
+def ort_has_tensorrt() -> bool:
+    """True when the installed onnxruntime offers the TensorRT execution provider."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    return "TensorrtExecutionProvider" in ort.get_available_providers()
+
+
+def _profile_options(profile: dict[str, Any] | None) -> dict[str, str]:
+    """``{input: (min, opt, max)}`` -> the TensorRT provider's ``trt_profile_*_shapes``
+    strings (``name:1x1024x2,...``)."""
+    if not profile:
+        return {}
+    keys = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+    return {key: ",".join(f"{name}:" + "x".join(str(int(d)) for d in shapes[i])
+                          for name, shapes in profile.items())
+            for i, key in enumerate(keys)}
+
+
 class OnnxRuntimeRunner:
     """``runner(*tensors) -> tuple of fp32 tensors`` for one ONNX file."""
 
     def __init__(self, onnx_path: str, device: torch.device, precision: str,
-                 output_names: tuple[str, ...], threads: int = 0, tensorrt: bool = False):
+                 output_names: tuple[str, ...], threads: int = 0, tensorrt: bool = False,
+                 shape_profile: dict[str, Any] | None = None):
         ort = _import_ort()
         available = ort.get_available_providers()
         self.device = device
@@ -49,12 +72,14 @@ class OnnxRuntimeRunner:
             if "TensorrtExecutionProvider" not in available or not torch.cuda.is_available():
                 raise BackendUnavailable(
                     "backend tensorrt needs a CUDA GPU and onnxruntime-gpu with TensorRT "
-                    "(TensorrtExecutionProvider; install onnxruntime-gpu and NVIDIA TensorRT); "
+                    "(TensorrtExecutionProvider; install onnxruntime-gpu and NVIDIA TensorRT) "
+                    "or the tensorrt package; "
                     f"this onnxruntime offers: {', '.join(available)}; "
                     f"CUDA available: {torch.cuda.is_available()}")
             cache = str(Path(onnx_path).parent / "trt_engines")
             trt = {"device_id": device.index or 0, "trt_fp16_enable": precision == "fp16",
-                   "trt_engine_cache_enable": True, "trt_engine_cache_path": cache}
+                   "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                   **_profile_options(shape_profile)}
             providers: list = [("TensorrtExecutionProvider", trt),
                                ("CUDAExecutionProvider", {"device_id": device.index or 0})]
         elif device.type == "cuda":

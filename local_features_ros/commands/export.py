@@ -10,6 +10,15 @@ dynamic unless the part bakes its size in (``--shape``), checked with ``onnx.che
 A method with several parts writes one file each: ``FILE`` with ``.<part>`` before the suffix
 (``--part NAME`` writes just that one to ``FILE``). Methods without a network (orb, sift,
 akaze) are refused with the list of those that can be exported.
+
+``--matcher lightglue`` exports the matcher network instead, for the features of ``--method``
+(released weights for aliked/disk, else ``--matcher-weights PATH``; ``--matcher-set n_layers=N``):
+inputs ``keypoints0/1`` (B, M|N, 2) pixels, ``descriptors0/1`` (B, M|N, D), ``image_size0/1``
+(B, 2) [W, H]; outputs ``matches0`` (B, M) int64 (-1 = none) and ``scores0`` (B, M); keep the
+matches with ``scores0 > filter_threshold``. Batch and both keypoint counts are dynamic. Adaptive
+depth and width (early stopping, point pruning) are data-dependent and are **not** exported: the
+graph runs every layer on every point, like the torch matcher with ``depth_confidence=-1
+width_confidence=-1`` (see ``backends/lightglue_export.py``).
 """
 
 from __future__ import annotations
@@ -17,7 +26,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-HELP = "export a method's network part(s) to ONNX (opset 17, dynamic H/W) or TorchScript"
+HELP = ("export a method's network part(s) to ONNX (opset 17, dynamic H/W) or TorchScript; "
+        "--matcher lightglue: the LightGlue network (dynamic keypoint counts, adaptive depth/width "
+        "off)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                         help="extractor config override (restart-only keys shape the graph)")
+    parser.add_argument("--matcher", default=None, choices=("lightglue",),
+                        help="export this matcher's network instead of the extractor's: "
+                             "lightglue for the features of --method (dynamic batch and keypoint "
+                             "counts; adaptive depth/width are data-dependent and not exported: "
+                             "every layer runs on every point)")
+    parser.add_argument("--matcher-weights", default=None, metavar="PATH",
+                        help="--matcher lightglue: local LightGlue weights file (default: the "
+                             "released file for --method aliked/disk)")
+    parser.add_argument("--matcher-set", dest="matcher_settings", action="append", default=[],
+                        metavar="KEY=VALUE", help="--matcher lightglue: n_layers=N (the layers "
+                        "exported; the other matcher keys do not change the graph)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -40,6 +62,8 @@ def main(args: argparse.Namespace) -> int:
     from ..registry import build_extractor, get_extractor_class
     from ._common import parse_settings
 
+    if args.matcher:
+        return export_matcher(args)
     cls = get_extractor_class(args.method)
     if not cls.networks:
         check_exportable(cls)  # raises with the reason and the exportable methods
@@ -67,4 +91,41 @@ def main(args: argparse.Namespace) -> int:
         else:
             write_torchscript(extractor, part, target, shapes=shapes)
             print(f"wrote {target} ({args.method}/{part}, TorchScript trace, fp32)")
+    return 0
+
+
+def export_matcher(args: argparse.Namespace) -> int:
+    """``--matcher lightglue``: the matcher network of ``--method``'s features to ``--out``."""
+    from ..backends.lightglue_export import (INPUTS, OUTPUTS, write_lightglue_onnx,
+                                             write_lightglue_torchscript)
+    from ..backends.onnx_export import OPSET
+    from ..matchers.base import build_matcher
+    from ._common import parse_settings
+
+    extractor_only = [flag for flag, value in (("--part", args.part), ("--shape", args.shape),
+                                               ("--weights", args.weights),
+                                               ("--set", args.settings)) if value]
+    if extractor_only:
+        raise ValueError(f"{', '.join(extractor_only)} apply to extractor exports; with --matcher "
+                         "use --matcher-weights / --matcher-set (keypoint counts are dynamic)")
+    conf = dict(parse_settings(args.matcher_settings))
+    if args.matcher_weights:
+        conf["weights"] = args.matcher_weights
+    conf.setdefault("features", args.method)
+    # the export is the full network: adaptive depth/width off (they cannot be traced)
+    conf.update(depth_confidence=-1, width_confidence=-1, backend="torch")
+    matcher = build_matcher(args.matcher, device=args.device, **conf)
+    out = Path(args.out).expanduser()
+    layers = len(matcher.model.transformers)
+    if args.format == "onnx":
+        opset = args.opset or OPSET
+        write_lightglue_onnx(matcher, out, opset=opset)
+        print(f"wrote {out} (lightglue for {args.method}, {Path(matcher.weights_path).name}, "
+              f"{layers} layers, ONNX opset {opset}, dynamic batch, keypoints0, keypoints1; "
+              f"adaptive depth/width off; inputs {', '.join(INPUTS)} -> outputs "
+              f"{', '.join(OUTPUTS)}; checked with onnx.checker)")
+    else:
+        write_lightglue_torchscript(matcher, out)
+        print(f"wrote {out} (lightglue for {args.method}, {layers} layers, TorchScript trace, "
+              "fp32, adaptive depth/width off)")
     return 0

@@ -31,6 +31,15 @@ Precision: the extractors' rule (``Matcher.autocast``); the network runs under t
 (kornia's own ``mp`` switch is off, it would override the dtype). On CUDA the fused half-precision
 attention path of kornia is enabled only for fp16.
 
+Backend (``backend``, restart-only, the extractors' choices): ``torch`` (default) runs kornia's
+module; ``onnxruntime`` / ``openvino`` / ``tensorrt`` run the exported network
+(``backends/lightglue_export.py``: exported once to the ONNX cache, dynamic keypoint counts). The
+exported network has **no adaptive depth/width** (early stopping and pruning are data-dependent
+control flow): it runs all ``n_layers`` layers on every point, which is what ``torch`` computes
+with ``depth_confidence`` and ``width_confidence`` <= 0 (tests: the same matches); with another
+backend those two keys are ignored (a warning at build says so). ``filter_threshold`` still applies
+(to the exported match scores). Precision: the backend's rule (``backends.resolve_precision``).
+
 ``MatchResult.distances`` = ``1 - match confidence`` (LightGlue's matching score, in [0, 1]).
 """
 
@@ -46,7 +55,7 @@ import numpy as np
 import torch
 
 from .. import pretrained
-from ..extractors.base import ConfigError
+from ..extractors.base import BACKENDS, ConfigError
 from ..types import Features, MatchResult
 from ..weights import WeightsError, check_state_dict
 from .base import Matcher
@@ -151,7 +160,8 @@ class LightGlueConfig:
     """``features``: the extractor name (picks released weights); ``weights``: a local LightGlue
     file (wins over ``features``); ``n_layers``: layers to run, 1..the file's layers (restart);
     ``depth_confidence`` / ``width_confidence`` <= 0 turn early stopping / point pruning off;
-    ``filter_threshold``: minimum match confidence."""
+    ``filter_threshold``: minimum match confidence; ``backend``: torch | onnxruntime | openvino |
+    tensorrt (restart; non-torch backends run the exported full-depth network)."""
 
     features: str = ""
     weights: str = ""
@@ -159,6 +169,7 @@ class LightGlueConfig:
     width_confidence: float = 0.99
     filter_threshold: float = 0.1
     n_layers: int = 9
+    backend: str = "torch"
 
     def __post_init__(self) -> None:
         _confidence_valid("depth_confidence", self.depth_confidence)
@@ -168,6 +179,9 @@ class LightGlueConfig:
                              f"{self.filter_threshold}")
         if int(self.n_layers) < 1:
             raise ValueError(f"lightglue n_layers must be >= 1, got {self.n_layers}")
+        if self.backend not in BACKENDS:
+            raise ValueError(f"lightglue backend must be one of {', '.join(BACKENDS)}, got "
+                             f"'{self.backend}'")
 
 
 class LightGlueMatcher(Matcher):
@@ -218,6 +232,34 @@ class LightGlueMatcher(Matcher):
         self.weights_path = str(path)
         self.input_dim = int(arch["input_dim"])
         self.last_layers = 0
+        self._runner: Any = None
+        if c.backend != "torch":
+            self._runner = self._open_backend(c.backend)
+
+    def _open_backend(self, backend: str) -> Any:
+        """Export the network (cached) and open it in ``backend``; warn that the adaptive keys
+        do nothing there (module docstring)."""
+        from ..backends import create_runner, resolve_precision
+        from ..backends.lightglue_export import OUTPUTS, export_lightglue, tensorrt_profiles
+
+        c = self.conf
+        if c.depth_confidence > 0 or c.width_confidence > 0:
+            logger.warning("matcher lightglue, backend %s: the exported network runs all %d "
+                           "layers on every point; depth_confidence/width_confidence (adaptive "
+                           "depth/width) are ignored", backend, int(c.n_layers))
+        precision = resolve_precision(backend, self.precision, self._device)
+        path = export_lightglue(self)
+        profile = tensorrt_profiles(self.input_dim) if backend == "tensorrt" else None
+        runner = create_runner(backend, str(path), self._device, precision, OUTPUTS,
+                               torch.get_num_threads(), shape_profile=profile)
+        logger.info("matcher lightglue: network runs in %s (%s) from %s", backend,
+                    runner.precision, path)
+        return runner
+
+    @property
+    def backend(self) -> str:
+        """What runs the network: ``torch`` or the exported graph's backend."""
+        return str(self.conf.backend) if self._runner is not None else "torch"
 
     def on_conf_changed(self) -> None:
         mc = self.model.conf
@@ -227,6 +269,10 @@ class LightGlueMatcher(Matcher):
 
     def describe(self) -> str:
         c = self.conf
+        if self._runner is not None:
+            return (f"LightGlue (exported, {c.backend} {self._runner.precision}), weights "
+                    f"{Path(self.weights_path).name}, {c.n_layers} layers, adaptive depth/width "
+                    f"off, filter_threshold {c.filter_threshold:g}")
         return (f"LightGlue (kornia), weights {Path(self.weights_path).name}, {c.n_layers} layers, "
                 f"depth_confidence {c.depth_confidence:g}, width_confidence "
                 f"{c.width_confidence:g}, filter_threshold {c.filter_threshold:g}, "
@@ -252,6 +298,8 @@ class LightGlueMatcher(Matcher):
         if len(feats0) == 0 or len(feats1) == 0:
             return MatchResult.empty()
         data = {"image0": self._inputs(feats0), "image1": self._inputs(feats1)}
+        if self._runner is not None:
+            return self._match_exported(data["image0"], data["image1"])
         with self.autocast():
             # _forward: LightGlue.forward only checks keys and wraps this in its own autocast
             # (the ``mp`` switch), which would replace the dtype chosen by ``precision``.
@@ -263,3 +311,19 @@ class LightGlueMatcher(Matcher):
         idx, conf = idx[order], conf[order]
         return MatchResult(matches=idx, distances=(1.0 - conf).astype(np.float32),
                            inliers=np.ones(len(idx), bool))
+
+    def _match_exported(self, d0: dict[str, torch.Tensor], d1: dict[str, torch.Tensor]
+                        ) -> MatchResult:
+        """The exported graph's mutual matches, kept where the score passes ``filter_threshold``
+        (kornia's ``filter_matches`` rule); already sorted by ``i0``."""
+        m0, s0 = self._runner(d0["keypoints"], d1["keypoints"], d0["descriptors"],
+                              d1["descriptors"], d0["image_size"].float(),
+                              d1["image_size"].float())
+        m0 = m0[0].detach().cpu().round().long().numpy()  # runners return fp32: exact < 2**24
+        s0 = s0[0].detach().float().cpu().numpy()
+        keep = (m0 >= 0) & (s0 > float(self.conf.filter_threshold))
+        i0 = np.flatnonzero(keep).astype(np.int64)
+        self.last_layers = int(self.conf.n_layers)
+        return MatchResult(matches=np.stack([i0, m0[keep]], -1).reshape(-1, 2),
+                           distances=(1.0 - s0[keep]).astype(np.float32),
+                           inliers=np.ones(len(i0), bool))

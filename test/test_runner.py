@@ -42,7 +42,9 @@ def test_every_method_has_a_config():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_lists_every_parameter_with_method_defaults(path):
     flat = runner.flatten(runner.load_node_params(path))
-    assert flat["method"] == ("superpoint" if path.stem == "extractor" else path.stem)
+    from local_features_ros.conventions import DEFAULT_METHOD
+
+    assert flat["method"] == (DEFAULT_METHOD if path.stem == "extractor" else path.stem)
     _check_params(flat, path.read_text())
 
 

@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
 
+from ..conventions import DEFAULT_METHOD
 from ..extractors.base import BACKENDS, PRECISIONS, SHARED_DEFAULTS, ConfigError
 from ..pipeline import check_extractor_changes, replace_fields
 from ..registry import available_methods
@@ -96,7 +97,7 @@ def ros_type(value: Any) -> int:
 def node_specs() -> list[ParamSpec]:
     """Parameters that do not depend on the method (read before the extractor is built)."""
     return [
-        ParamSpec("method", "superpoint", "feature method (registry name): "
+        ParamSpec("method", DEFAULT_METHOD, "feature method (registry name): "
                   + ", ".join(available_methods(include_evaluation_only=False)), False,
                   "node:method"),
         ParamSpec("weights", "", "local weights file (official or project checkpoint); empty = "
@@ -266,6 +267,10 @@ def lightglue_specs(lightglue_conf: Any = None) -> list[ParamSpec]:
         ParamSpec(p + "n_layers", int(d["n_layers"]), "transformer layers to run (<= the weights' "
                   "layers, 9 for the released files)", False, "lightglue:n_layers",
                   int_range=(1, 64)),
+        ParamSpec(p + "backend", str(d["backend"]), "what runs the LightGlue network: torch, or "
+                  "its ONNX export (cached) in onnxruntime | openvino | tensorrt (full depth: "
+                  "depth/width_confidence are ignored there)", False, "lightglue:backend",
+                  choices=BACKENDS),
     ]
 
 

@@ -124,7 +124,7 @@ def params_file_for(method: str, params_file: str | os.PathLike | None) -> str:
 
     Why: thresholds are in method units (SuperPoint's 0.015 is meaningless for D2-Net) and
     method-specific ``extractor.*`` keys differ, so ``method:=d2net`` must not inherit the
-    SuperPoint defaults of ``config/extractor.yaml``. An explicit params file is kept as is.
+    defaults of ``config/extractor.yaml`` (the default method's). An explicit params file is kept as is.
     """
     if method and str(params_file or DEFAULT_PARAMS_FILE) == DEFAULT_PARAMS_FILE:
         return f"config/{method}.yaml"

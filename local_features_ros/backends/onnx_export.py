@@ -24,13 +24,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch import nn
+
+from ..atomic import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -138,10 +139,7 @@ def write_onnx_module(module: nn.Module, example: tuple[torch.Tensor, ...], path
     import onnx
 
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.onnx.export(module, example, tmp, dynamo=False, opset_version=opset,
                           input_names=input_names, output_names=output_names,
                           dynamic_axes=dynamic, do_constant_folding=True)
@@ -150,11 +148,6 @@ def write_onnx_module(module: nn.Module, example: tuple[torch.Tensor, ...], path
             model.metadata_props.add(key=k, value=v)
         onnx.checker.check_model(model, full_check=True)
         onnx.save(model, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
 
 
@@ -190,20 +183,11 @@ def write_torchscript(extractor: Any, name: str, path: str | Path,
     """Traced TorchScript of part ``name`` (fp32, on the extractor's device), atomic write."""
     check_exportable(extractor, name)
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    os.close(fd)
-    try:
-        with _export_mode(extractor):
-            example = _example_inputs(extractor, name, shapes)
-            traced = torch.jit.trace(_Part(extractor, extractor.networks[name].call), example,
-                                     check_trace=False)
-            traced.save(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp, _export_mode(extractor):
+        example = _example_inputs(extractor, name, shapes)
+        traced = torch.jit.trace(_Part(extractor, extractor.networks[name].call), example,
+                                 check_trace=False)
+        traced.save(tmp)
     return path
 
 

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ..atomic import atomic_path
 from . import BackendUnavailable
 
 logger = logging.getLogger(__name__)
@@ -145,11 +144,8 @@ class TensorRTRunner:
             raise RuntimeError(f"TensorRT could not build an engine for {self.onnx_path.name} "
                                f"({self.precision}, shapes {ranges})")
         data = bytes(blob)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-        with os.fdopen(fd, "wb") as f:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
             f.write(data)
-        os.replace(tmp, path)
         return self._runtime.deserialize_cuda_engine(data)
 
     def _context(self, shapes: tuple[tuple[int, ...], ...]) -> tuple[Any, Any]:

@@ -214,13 +214,7 @@ class ALIKED(Extractor):
         in torch or in the configured backend."""
         if image.shape[1] == 1:
             image = image.expand(-1, 3, -1, -1)
-        if self._network_runners:  # exported network in onnxruntime / OpenVINO / TensorRT
-            feature_map, score_map = self.call_network("dense", image)
-        else:
-            if self._channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                feature_map, score_map = self.call_network("dense", image)
+        feature_map, score_map = self.run_image_network("dense", image, self._channels_last)
         return feature_map.float(), score_map.float()
 
     def detect(self, score_map: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

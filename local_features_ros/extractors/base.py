@@ -226,6 +226,18 @@ class Extractor(nn.Module):
         out = self.network_callable(name)(*inputs)
         return out if isinstance(out, tuple) else (out,)
 
+    def run_image_network(self, name: str, image: torch.Tensor,
+                          channels_last: bool = False) -> tuple[torch.Tensor, ...]:
+        """Run image network part ``name`` as inference wants it: in the backend as is, or in
+        torch under ``precision``'s autocast, in channels_last when ``setup()`` put the weights
+        in that layout (an input in the other layout would be converted on every conv)."""
+        if self._network_runners:  # exported network in onnxruntime / OpenVINO / TensorRT
+            return self.call_network(name, image)
+        if channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with self.autocast():
+            return self.call_network(name, image)
+
     @property
     def autocast_dtype(self) -> torch.dtype | None:
         p = self.precision

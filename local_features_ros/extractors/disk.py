@@ -152,13 +152,7 @@ class DISK(Extractor):
         ph, pw = (-h) % UNET_MULTIPLE, (-w) % UNET_MULTIPLE
         if ph or pw:
             image = F.pad(image, (0, pw, 0, ph), value=0.0)
-        if self._network_runners:  # exported U-Net in onnxruntime / OpenVINO / TensorRT
-            heat, desc = self.call_network("unet", image)
-        else:
-            if self._channels_last:
-                image = image.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                heat, desc = self.call_network("unet", image)
+        heat, desc = self.run_image_network("unet", image, self._channels_last)
         return heat[..., :h, :w].float(), desc[..., :h, :w]
 
     def detect(self, heat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

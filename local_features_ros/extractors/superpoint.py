@@ -175,13 +175,8 @@ class SuperPoint(Extractor):
         """Forward under the configured precision; returns fp32 ``semi`` and unit-norm coarse desc."""
         if image.shape[-2] % CELL or image.shape[-1] % CELL:
             raise ValueError(f"SuperPoint input must be a multiple of {CELL}, got {tuple(image.shape)}")
-        if self._network_runners:  # exported network in onnxruntime / OpenVINO / TensorRT
-            semi, desc = self.call_network("network", image)
-        else:
-            if self.conv1b.weight.is_contiguous(memory_format=torch.channels_last):  # setup()
-                image = image.contiguous(memory_format=torch.channels_last)
-            with self.autocast():
-                semi, desc = self(image)
+        semi, desc = self.run_image_network(
+            "network", image, self.conv1b.weight.is_contiguous(memory_format=torch.channels_last))
         desc = F.normalize(desc.float(), p=2, dim=1)
         return semi.float(), desc
 

@@ -1,5 +1,6 @@
 """LF-Net: scale-space machinery with hand-made maps/weights, refinement, crop/rotate path,
-end-to-end shapes, checkpoints and the TF-name conversion."""
+end-to-end shapes, checkpoints and the TF-name conversion; the fast inference path against the
+reference ops."""
 
 from __future__ import annotations
 
@@ -11,17 +12,25 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from scipy.ndimage import correlate, gaussian_laplace
 
 from local_features_ros.extractors.lfnet import (
     LFNet,
+    border_mask,
+    box_max,
     convert_tf_state,
+    few_channel_conv,
+    fold_bn,
     hard_nms,
     scale_factors,
     soft_argmax_refine,
     soft_nms_3d,
+    soft_scale_selection,
     tf_name_table,
+    unit_vectors,
 )
+from local_features_ros.extractors.patches import extract_patches
 from local_features_ros.registry import build_extractor
 from local_features_ros.weights import WeightsError, save_checkpoint
 
@@ -318,3 +327,147 @@ def test_input_instance_norm_makes_output_gain_and_offset_invariant() -> None:
     raw.load_state_dict(ex.state_dict())
     d1, d2 = raw.extract(img).descriptors, raw.extract(0.5 * img + 0.2).descriptors
     assert d1.shape != d2.shape or not torch.allclose(d1, d2, atol=1e-3)
+
+
+# ------------------------------------------------------------------ fast inference == reference ops
+def _randomise(net: LFNet, seed: int) -> None:
+    """Random weights everywhere, incl. BN statistics (so BN folding is exercised) and the
+    zero-initialised orientation conv (so crops really rotate)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in net.modules():
+            if isinstance(mod, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                n = mod.num_features
+                mod.running_mean.copy_(0.1 * torch.randn(n, generator=g))
+                mod.running_var.copy_(0.5 + torch.rand(n, generator=g))
+                mod.weight.copy_(0.5 + torch.rand(n, generator=g))
+                mod.bias.copy_(0.1 * torch.randn(n, generator=g))
+        net.det.ori_conv.weight.copy_(0.05 * torch.randn(net.det.ori_conv.weight.shape, generator=g))
+
+
+def _reference_maps(net: LFNet, image: torch.Tensor) -> dict[str, torch.Tensor]:
+    """LF-Net's dense maps with the reference ops only: BN modules, the 1-output score convs,
+    F.normalize, 15x15 max_pool2d / avg_pool2d soft NMS and the border-mask product."""
+    c, d = net.conf, net.det
+    h, w = image.shape[-2:]
+    x = d.init_conv(image)
+    for blk in d.blocks:
+        y = blk.conv1(F.leaky_relu(blk.pre_bn(x), 0.2))
+        x = x + blk.conv2(F.leaky_relu(blk.mid_bn(y), 0.2))
+    feat = F.leaky_relu(d.fin_bn(x), 0.2)
+    full = []
+    for s, conv in zip(net._scale_list, d.score_convs):
+        size = (max(int(h / s + 0.5), 1), max(int(w / s + 0.5), 1))
+        resize = lambda t, hw: t if tuple(t.shape[-2:]) == hw else F.interpolate(  # noqa: E731
+            t, size=hw, mode="bilinear", align_corners=False)
+        lg = conv(resize(feat, size))
+        mean, var = lg.mean(dim=(-2, -1), keepdim=True), lg.var(dim=(-2, -1), unbiased=False, keepdim=True)
+        full.append(resize((lg - mean) / torch.sqrt(var + c["score_inst_norm_eps"]), (h, w)))
+    logits = torch.cat(full, dim=1)
+    k = int(c["sm_ksize"])
+    m = F.max_pool2d(logits.amax(dim=1, keepdim=True), k, stride=1, padding=k // 2)
+    e = torch.exp(float(c["com_strength"]) * (logits - m))
+    box = F.avg_pool2d(e.sum(dim=1, keepdim=True), k, stride=1, padding=k // 2, count_include_pad=True) * k * k
+    probs = e / (box + 1e-6)
+    score, scale = soft_scale_selection(probs, net.scales, float(c["score_com_strength"]),
+                                        float(c["scale_com_strength"]))
+    score = score * border_mask(h, w, int(c["remove_borders"]), score.device, score.dtype)
+    return {"scale_logits": logits, "ori": F.normalize(d.ori_conv(feat), dim=1, eps=1e-12),
+            "score": score, "scale": scale}
+
+
+def _reference_features(net: LFNet, image: torch.Tensor, k: int) -> dict[str, torch.Tensor]:
+    """Reference maps -> strict 5x5 NMS (unfold), top-K, gathers, soft-argmax on extract_patches
+    windows, descriptors of extract_patches crops through the un-folded BN layers."""
+    c = net.conf
+    maps = _reference_maps(net, image)
+    score = maps["score"]
+    b, _, h, w = score.shape
+    cols = F.unfold(F.pad(score, (2, 2, 2, 2), value=float("-inf")), 5)
+    cols[:, 12] = float("-inf")
+    keep = (score > cols.amax(dim=1).view(b, 1, h, w)) & (score > float(c["detection_threshold"]))
+    top, idx = torch.topk(torch.where(keep, score, torch.full_like(score, -1.0)).reshape(b, -1), k)
+    xy = torch.stack([idx % w, idx // w], dim=-1).float()
+    scales = maps["scale"].reshape(b, -1).gather(1, idx)
+    cs = maps["ori"].reshape(b, 2, -1).gather(2, idx[:, None].expand(b, 2, k)).transpose(1, 2)
+    oris = torch.atan2(cs[..., 1], cs[..., 0])
+    half = scales * 4.5
+    win = extract_patches(score, xy, half, None, 9, corners=True)[:, :, 0].reshape(b, k, -1)
+    prob = torch.softmax(float(c["kp_com_strength"]) * win, dim=-1).view(b, k, 9, 9)
+    g = torch.linspace(-1.0, 1.0, 9)
+    xy = xy + torch.stack([(prob.sum(2) * g).sum(-1), (prob.sum(3) * g).sum(-1)], dim=-1) * half[..., None]
+    x = extract_patches(image, xy, scales * 16.0, oris, 32, corners=True).flatten(0, 1)
+    dn = net.desc
+    for conv, bn in zip(dn.convs, dn.bns):
+        x = F.relu(bn(conv(F.pad(x, (0, 1, 0, 1)))))  # TF SAME, stride 2, even size
+    x = F.relu(dn.fc_bn1(dn.fc1(x.flatten(1))))
+    desc = F.normalize(dn.fc2(x), dim=-1).view(b, k, -1)
+    return {"keypoints": xy, "scores": top, "scales": scales, "orientations": oris,
+            "descriptors": desc, "valid": top > -1.0, **{f"map_{n}": v for n, v in maps.items()}}
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_inference_matches_reference_ops(seed: int) -> None:
+    """Folded BN, depthwise score convs, separable soft NMS, OpenCV hard NMS and table-built
+    crops give the reference pipeline's keypoints, scores, scales, orientations and
+    descriptors (up to float rounding; equal scores may swap places)."""
+    torch.manual_seed(seed)
+    net = build_extractor("lfnet", weights="random", max_keypoints=80)
+    _randomise(net, seed)
+    img = torch.from_numpy(textured_image(96, 128, seed=seed)).float()[None, None] / 255.0
+    with torch.no_grad():
+        ref = _reference_features(net, img, 80)
+        maps = net.detector_forward(img)
+        # instance-normalised logits (unit variance) carry the conv's rounding x 1/std
+        for name, tol in (("scale_logits", 1e-4), ("ori", 1e-5), ("score", 1e-5), ("scale", 1e-5)):
+            torch.testing.assert_close(maps[name], ref[f"map_{name}"], rtol=tol, atol=tol, msg=name)
+        det = net.detect(maps, 80)
+        v = det["valid"][0]
+        desc = net.describe(img, det["keypoints"][:, v], det["scales"][:, v], det["orientations"][:, v])
+    n = int(ref["valid"].sum())
+    assert n > 40 and int(v.sum()) == n
+    rxy, gxy = ref["keypoints"][0, :n].numpy(), det["keypoints"][0, :n].numpy()
+    dist = np.abs(rxy[:, None] - gxy[None]).max(-1)
+    j = dist.argmin(1)
+    assert (dist[np.arange(n), j] < 1e-4).all() and len(set(j.tolist())) == n
+    s = ref["scores"][0, :n].numpy()
+    np.testing.assert_allclose(det["scores"][0, :n].numpy()[j], s, rtol=1e-5, atol=1e-5)
+    swapped = np.nonzero(j != np.arange(n))[0]
+    assert np.all(np.abs(s[swapped] - s[j[swapped]]) < 1e-5)  # only (near-)ties change order
+    for name, got, tol in (("scales", det["scales"][0, :n], 1e-5),
+                           ("orientations", det["orientations"][0, :n], 1e-4),
+                           ("descriptors", desc[0], 1e-5)):
+        np.testing.assert_allclose(got.numpy()[j], ref[name][0, :n].numpy(), atol=tol, err_msg=name)
+    assert float(ref["orientations"][0, :n].abs().max()) > 0.1  # the crops do rotate
+
+
+def test_inference_rewrites_equal_reference_ops() -> None:
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 41, 53)
+    assert torch.equal(box_max(x, 7), F.max_pool2d(x, 15, stride=1, padding=7))
+    x[0, 1, 5, 5] = float("nan")
+    assert torch.equal(torch.isnan(box_max(x, 2)), torch.isnan(F.max_pool2d(x, 5, stride=1, padding=2)))
+    s = torch.round(torch.rand(2, 1, 37, 45) * 6) / 6  # many exact ties
+    padded = F.pad(s, (2, 2, 2, 2), value=float("-inf"))
+    cols = F.unfold(padded, 5)
+    cols[:, 12] = float("-inf")
+    assert torch.equal(hard_nms(s, 5, 0.1), (s > cols.amax(1).view_as(s)) & (s > 0.1))
+    feat = torch.randn(2, 16, 30, 40).contiguous(memory_format=torch.channels_last)
+    convs = [torch.nn.Conv2d(16, 1, 5, padding=2), torch.nn.Conv2d(16, 2, 5, padding=2)]
+    with torch.no_grad():
+        for got, conv in zip(few_channel_conv(feat, convs), convs):
+            torch.testing.assert_close(got, conv(feat), rtol=1e-5, atol=1e-5)
+        net = LFNet().eval()
+        _randomise(net, 2)
+        blk = net.det.blocks[0]
+        a = torch.randn(2, 16, 20, 24)
+        torch.testing.assert_close(F.conv2d(a, *fold_bn(blk.conv1, blk.mid_bn), padding=2),
+                                   blk.mid_bn(blk.conv1(a)), rtol=1e-5, atol=1e-5)
+        z = torch.randn(7, 4096)
+        torch.testing.assert_close(F.linear(z, *fold_bn(net.desc.fc1, net.desc.fc_bn1)),
+                                   net.desc.fc_bn1(net.desc.fc1(z)), rtol=1e-4, atol=1e-4)
+        v = torch.randn(2, 2, 9, 11)
+        torch.testing.assert_close(unit_vectors(v), F.normalize(v, dim=1, eps=1e-12))
+        lg = torch.randn(1, 5, 40, 50)
+        ref = soft_nms_3d(lg.clone().requires_grad_(True), 15, 3.0).detach()  # autograd: reference ops
+        torch.testing.assert_close(soft_nms_3d(lg, 15, 3.0), ref, rtol=1e-5, atol=1e-6)

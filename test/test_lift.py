@@ -1,6 +1,7 @@
 """LIFT: pyramid geometry, GHH, 3-D NMS / edge test / interpolation, hand-weighted detector on
 blobs (position, scale, 2x scaling, 90 deg rotation), network shapes for both variants,
-end-to-end, checkpoints and the TF-name conversion."""
+end-to-end, checkpoints and the TF-name conversion; the fast (packed, sparse) detection against
+a straightforward per-level dense reference."""
 
 from __future__ import annotations
 
@@ -11,23 +12,34 @@ import cv2
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from local_features_ros.extractors.lfnet import crop_patches_fast
 from local_features_ros.extractors.lift import (
     LIFT,
     LIFTDescriptor,
     LIFTOrientation,
     ScorePyramid,
     SubtractiveNorm,
+    _parabola_offset,
     convert_tf_state,
     derivative_maps,
+    edge_ok,
     ghh,
+    ghh_maps,
     l2_pool,
+    max_pool_2x2,
+    newton_offset,
     nms_3d,
     orientation_from_output,
+    pack_levels,
     patch_soft_argmax,
     pyramid_levels,
+    sample_level_derivatives,
+    scale_space_max,
     tf_name_table,
 )
+from local_features_ros.extractors.patches import extract_patches, sample_image
 from local_features_ros.registry import build_extractor
 from local_features_ros.weights import save_checkpoint
 
@@ -310,3 +322,206 @@ def test_kp_patch_forward_locates_blob_in_patch_and_is_differentiable() -> None:
                                atol=0.02)
     g, = torch.autograd.grad(out["xy"][0, 0], patch)
     assert torch.isfinite(g).all() and g.abs().sum() > 0
+
+
+# ------------------------------------------------------------------ fast pipeline == reference
+def _reference_score_pyramid(net: LIFT, image: torch.Tensor) -> ScorePyramid:
+    """The straightforward pyramid: one detector call per level (module conv + reference GHH),
+    the score map and its five derivative maps resampled densely onto the input grid."""
+    b, _, h, w = image.shape
+    x = net.normalize(image, "kp")
+    scores, derivs, sig, px = [], [], [], []
+    for lv in net.levels(h, w):
+        xl = F.interpolate(x, size=(lv.height, lv.width), mode="bilinear", align_corners=False,
+                           antialias=lv.height * lv.width < h * w)
+        s = ghh(net.det.conv(xl))
+        maps = torch.cat([s, derivative_maps(s)], dim=1)
+        ly = (torch.arange(h, dtype=x.dtype) + 0.5) * (lv.height / h) - 0.5 - 12
+        lx = (torch.arange(w, dtype=x.dtype) + 0.5) * (lv.width / w) - 0.5 - 12
+        gy, gx = torch.meshgrid(ly, lx, indexing="ij")
+        samp = sample_image(maps, torch.stack([gx, gy], dim=-1)[None].expand(b, h, w, 2))
+        inside = (gx >= 0) & (gx <= s.shape[-1] - 1) & (gy >= 0) & (gy <= s.shape[-2] - 1)
+        scores.append(torch.where(inside, samp[:, 0], torch.full_like(samp[:, 0], float("-inf"))))
+        derivs.append(samp[:, 1:])
+        sig.append(lv.scale)
+        px.append((w / lv.width, h / lv.height))
+    return ScorePyramid(torch.stack(scores, 1), torch.stack(derivs, 1), torch.tensor(sig),
+                        torch.tensor(px))
+
+
+def _reference_detect(net: LIFT, pyr: ScorePyramid, k: int) -> dict[str, torch.Tensor]:
+    """Dense 3-D NMS (max_pool3d), dense edge test, top-K over the flat stack, Newton step and
+    parabola: the detection written out without any sparse shortcut."""
+    c = net.conf
+    stack, deriv = pyr.score, pyr.deriv
+    b, nl, h, w = stack.shape
+    r, q = max(int(c["nms_radius"]), 1), int(c["nms_scale_radius"])
+    m = F.max_pool3d(stack[:, None], (2 * q + 1, 2 * r + 1, 2 * r + 1), stride=1, padding=(q, r, r))[:, 0]
+    keep = (stack >= m) & torch.isfinite(stack)
+    keep &= edge_ok(deriv[:, :, 2:].permute(0, 1, 3, 4, 2), float(c["edge_th"]))
+    keep &= stack > float(c["detection_threshold"])
+    top, idx = torch.topk(torch.where(keep, stack, torch.full_like(stack, float("-inf"))).reshape(b, -1), k)
+    valid = torch.isfinite(top)
+    lev, y, x = idx // (h * w), (idx % (h * w)) // w, idx % w
+    d = deriv.permute(0, 1, 3, 4, 2).reshape(b, -1, 5)[torch.arange(b)[:, None], idx]
+    xy = torch.stack([x, y], dim=-1).float() + newton_offset(d) * pyr.level_px[lev]
+    flat = stack.reshape(b, -1)
+
+    def at(dl: int) -> torch.Tensor:
+        ll = lev + dl
+        v = torch.gather(flat, 1, (ll.clamp(0, nl - 1) * h + y) * w + x)
+        return torch.where((ll >= 0) & (ll < nl), v, torch.full_like(v, float("-inf")))
+
+    step = torch.log2(pyr.sigmas[1:] / pyr.sigmas[:-1]).mean()
+    f0 = torch.where(valid, top, torch.zeros_like(top))
+    log_s = torch.log2(pyr.sigmas)[lev] + _parabola_offset(at(-1), f0, at(1)) * step
+    return {"keypoints": xy, "scores": top, "scales": torch.pow(2.0, log_s), "valid": valid}
+
+
+def _match(ref_xy: np.ndarray, got_xy: np.ndarray, tol: float) -> np.ndarray:
+    """Index of the keypoint in ``got_xy`` within ``tol`` px of each reference keypoint (-1: none)."""
+    d = np.abs(ref_xy[:, None, :] - got_xy[None, :, :]).max(-1)
+    j = d.argmin(1)
+    return np.where(d[np.arange(len(ref_xy)), j] <= tol, j, -1)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fast_detection_matches_per_level_dense_reference(seed: int) -> None:
+    """Packed canvases, cached grids, separable NMS and survivor-only derivatives give the
+    keypoints, scores and scales of the per-level dense pipeline (up to float rounding; equal
+    scores may swap places)."""
+    torch.manual_seed(seed)
+    net = build_extractor("lift", weights="random", max_keypoints=150)
+    img = torch.from_numpy(textured_image(120, 160, seed=seed)).float()[None, None] / 255.0
+    with torch.no_grad():
+        pyr = net.score_pyramid(img)
+        ref_pyr = _reference_score_pyramid(net, img)
+        assert pyr.deriv is None and len(pyr.maps) == ref_pyr.score.shape[1] == 16
+        assert torch.equal(torch.isfinite(pyr.score), torch.isfinite(ref_pyr.score))
+        fin = torch.isfinite(ref_pyr.score)
+        torch.testing.assert_close(pyr.score[fin], ref_pyr.score[fin], rtol=0, atol=1e-5)
+        got, ref = net.detect(pyr, 150), _reference_detect(net, ref_pyr, 150)
+    n = int(ref["valid"].sum())
+    assert n > 50 and int(got["valid"].sum()) == n
+    rxy, gxy = ref["keypoints"][0, :n].numpy(), got["keypoints"][0, :n].numpy()
+    j = _match(rxy, gxy, 1e-4)
+    assert (j >= 0).all() and len(set(j.tolist())) == n
+    np.testing.assert_allclose(got["scores"][0, :n].numpy(), ref["scores"][0, :n].numpy(), atol=1e-5)
+    np.testing.assert_allclose(got["scales"][0, :n].numpy()[j], ref["scales"][0, :n].numpy(), rtol=1e-5)
+    order_swaps = np.nonzero(j != np.arange(n))[0]  # only among (near-)equal scores
+    s = ref["scores"][0, :n].numpy()
+    assert np.all(np.abs(s[order_swaps] - s[j[order_swaps]]) <= 1e-5)
+
+
+def test_fast_detection_on_hand_made_dense_pyramid_matches_reference() -> None:
+    """The sparse detect on a pyramid that carries dense derivatives (hand-made stacks) is the
+    dense reference detect, ties included (flat-index order)."""
+    net = LIFT()
+    r = np.random.default_rng(3)
+    stack = torch.from_numpy(cv2.GaussianBlur(r.random((5, 40, 50)).transpose(1, 2, 0), (0, 0), 1.2)
+                             .transpose(2, 0, 1).copy()).float()[None]
+    stack[0, 2, :5] = float("-inf")  # a VALID border
+    sig = [2.0 * 2 ** (0.2 * i) for i in range(5)]
+    pyr = _pyr_from_stack(stack, sig)
+    got, ref = net.detect(pyr, 30), _reference_detect(net, pyr, 30)
+    n = int(ref["valid"].sum())
+    assert n > 5 and int(got["valid"].sum()) == n
+    np.testing.assert_allclose(got["keypoints"][0, :n].numpy(), ref["keypoints"][0, :n].numpy(), atol=1e-5)
+    np.testing.assert_allclose(got["scales"][0, :n].numpy(), ref["scales"][0, :n].numpy(), rtol=1e-6)
+    assert torch.equal(got["scores"][0, :n], ref["scores"][0, :n])
+
+
+def test_packed_canvases_give_the_per_level_score_maps() -> None:
+    """pack_levels: no overlaps, inside the canvas, and one detector call over a canvas returns
+    each level's own VALID score map exactly."""
+    levels = pyramid_levels(120, 160)
+    canvases = pack_levels(levels, 120 * 160)
+    assert sorted(i for _, _, items in canvases for i, _, _ in items) == list(range(len(levels)))
+    for ch, cw, items in canvases:
+        occ = np.zeros((ch, cw), int)
+        for i, top, left in items:
+            occ[top:top + levels[i].height, left:left + levels[i].width] += 1
+            assert top + levels[i].height <= ch and left + levels[i].width <= cw
+        assert occ.max() == 1
+    torch.manual_seed(0)
+    net = build_extractor("lift", weights="random")
+    with torch.no_grad():
+        ch, cw, items = max(canvases, key=lambda c: len(c[2]))
+        canvas = torch.zeros(1, 1, ch, cw)
+        imgs = {i: torch.rand(1, 1, levels[i].height, levels[i].width) for i, _, _ in items}
+        for i, top, left in items:
+            canvas[..., top:top + levels[i].height, left:left + levels[i].width] = imgs[i]
+        out = net.det(canvas)
+        for i, top, left in items:
+            own = net.det(imgs[i])
+            assert torch.equal(out[..., top:top + own.shape[-2], left:left + own.shape[-1]], own)
+
+
+def test_survivor_derivatives_equal_sampled_dense_derivative_maps() -> None:
+    torch.manual_seed(0)
+    maps = [torch.randn(2, 1, 31, 45), torch.randn(2, 1, 17, 23)[..., 2:, 3:]]  # a strided view too
+    n = 400
+    li = torch.randint(0, 2, (n,))
+    bi = torch.randint(0, 2, (n,))
+    gx, gy = torch.rand(n) * 2.2 - 1.1, torch.rand(n) * 2.2 - 1.1  # a few beyond the border
+    got = sample_level_derivatives(maps, gx, gy, bi, li)
+    for lev, m in enumerate(maps):
+        sel = li == lev
+        dense = derivative_maps(m.contiguous())
+        for b in range(2):
+            s = sel & (bi == b)
+            grid = torch.stack([gx[s], gy[s]], dim=-1).view(1, -1, 1, 2)
+            ref = F.grid_sample(dense[b:b + 1], grid, mode="bilinear", padding_mode="border",
+                                align_corners=True)[0, :, :, 0].T
+            torch.testing.assert_close(got[s], ref, rtol=0, atol=1e-5)
+
+
+def test_scale_space_max_equals_max_pool3d_including_nan() -> None:
+    r = np.random.default_rng(1)
+    stack = torch.from_numpy(np.round(r.random((2, 5, 19, 23)) * 4).astype(np.float32))
+    stack[0, 1, 3:6, 4:8] = float("-inf")
+    for radius, q in ((3, 1), (1, 2), (2, 0)):
+        ref = F.max_pool3d(stack[:, None], (2 * q + 1, 2 * radius + 1, 2 * radius + 1), stride=1,
+                           padding=(q, radius, radius))[:, 0]
+        assert torch.equal(scale_space_max(stack, radius, q), ref)
+    stack[1, 2, 9, 9] = float("nan")  # NaN spreads like max_pool3d's
+    ref = F.max_pool3d(stack[:, None], (3, 7, 7), stride=1, padding=(1, 3, 3))[:, 0]
+    assert torch.equal(torch.isnan(scale_space_max(stack, 3, 1)), torch.isnan(ref))
+
+
+def test_ghh_maps_and_pool_rewrites_are_exact() -> None:
+    torch.manual_seed(0)
+    for c, ns, nm in ((16, 4, 4), (32, 4, 4), (8, 2, 4)):
+        x = torch.randn(2, c, 9, 11)
+        assert torch.equal(ghh_maps(x, ns, nm), ghh(x, ns, nm))
+        assert torch.equal(ghh_maps(x.clone(), ns, nm, inplace=True), ghh(x, ns, nm))
+    for shape in ((3, 10, 60, 60), (3, 50, 11, 11)):
+        x = torch.randn(*shape).contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            assert torch.equal(max_pool_2x2(x), F.max_pool2d(x, 2))
+    # the orientation net (pool before ReLU) equals the straightforward layer order
+    for variant in ("tflift", "theano"):
+        net = LIFTOrientation(variant).eval()
+        p = torch.rand(6, 1, 64, 64)
+        with torch.no_grad():
+            x, pre = p, p
+            for conv in net.convs:
+                pre = F.relu(conv(x))
+                x = F.max_pool2d(pre, 2)
+            x = ghh(net.fc4((x if variant == "tflift" else pre).flatten(1)))
+            assert torch.equal(net(p), ghh(net.fc5(x)))
+
+
+@pytest.mark.parametrize("corners", [False, True])
+def test_fast_crops_equal_extract_patches(corners: bool) -> None:
+    torch.manual_seed(0)
+    img = torch.rand(2, 1, 50, 70)
+    kp = torch.rand(2, 30, 2) * torch.tensor([69.0, 49.0])
+    hw = torch.rand(2, 30) * 20 + 1
+    ori = torch.rand(2, 30) * 6.3 - 3.15
+    for o in (None, ori):
+        with torch.no_grad():
+            fast = crop_patches_fast(img, kp, hw, o, 16, corners)
+        torch.testing.assert_close(fast, extract_patches(img, kp, hw, o, 16, corners), rtol=0, atol=1e-6)
+    kp.requires_grad_(True)  # autograd falls back to the differentiable path
+    assert crop_patches_fast(img, kp, hw, ori, 8, corners).requires_grad

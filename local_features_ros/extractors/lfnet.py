@@ -6,6 +6,12 @@ refinement) and the patch descriptor as building blocks of its two-branch scheme
 batched functions / methods here and ``_extract`` only chains them. Everything runs on the
 image's device; the only host sync is the final boolean filtering in ``_extract``.
 
+Inference (no autograd) takes faster forms of the same computation, equal up to float rounding
+(test_lfnet.py compares them with the reference ops): eval BatchNorm folded into the preceding
+conv/linear, the 1-output score convs as depthwise convs + channel sums, separable window max /
+sum in the soft 3-D NMS, an OpenCV dilation for the hard NMS and a table-built crop grid.
+Training (autograd on) keeps the reference ops.
+
 Official TF1 model: ``vcg-uvic/lf-net-release``. Weight conversion (TF variable names -> our
 state dict keys) is :func:`convert_tf_state`, used by ``scripts/convert_tf_weights.py`` and by
 ``load_weights`` when a checkpoint still carries TF names. See docs/lfnet_lift.md.
@@ -17,6 +23,7 @@ import logging
 import math
 from typing import Any, ClassVar, Mapping
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -24,7 +31,8 @@ from torch import nn
 
 from ..types import Features
 from .base import ConfigError, Extractor, NetworkDecl
-from .patches import extract_patches
+from .nms import window_max
+from .patches import extract_patches, patch_offsets
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +41,10 @@ BN_MOMENTUM = 0.1
 BN_EPS = 1e-5  # methods.md §3.1 (detector); assumed identical for SimpleDesc
 
 
-def leaky_relu(x: torch.Tensor) -> torch.Tensor:
-    return F.leaky_relu(x, 0.2)
+def leaky_relu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Leaky ReLU, alpha 0.2; ``inplace`` for fresh BN outputs (their backward does not need
+    them), which saves a full-resolution buffer per call."""
+    return F.leaky_relu(x, 0.2, inplace=inplace)
 
 
 def instance_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
@@ -75,6 +85,45 @@ def scale_factors(num_scales: int, min_scale: float, max_scale: float) -> list[f
     return [float(v) for v in np.exp(np.linspace(math.log(max_scale), math.log(min_scale), num_scales))]
 
 
+def few_channel_conv(x: torch.Tensor, convs: list[nn.Conv2d]) -> list[torch.Tensor]:
+    """Stride-1 'same' convs with few output channels (the 16 -> 1 score convs, 16 -> 2 ori conv)
+    on one input, as one depthwise conv (every input channel times each kernel slice) and a sum
+    over the input channels.
+
+    Why: oneDNN vectorises a direct conv over output channels, so a 1-output conv runs at ~1/16
+    of its speed; the depthwise form keeps the 16 input channels in the vector lanes (~3x faster
+    on CPU). Same sum, different order: equal up to float rounding. With autograd on, the convs
+    themselves run (training keeps the reference ops).
+    """
+    if torch.is_grad_enabled():
+        return [cv(x) for cv in convs]
+    c = x.shape[1]
+    ws = [cv.weight for cv in convs]
+    outs = [int(wt.shape[0]) for wt in ws]
+    wt = torch.cat(ws, dim=0)  # (O, C, k, k)
+    o = wt.shape[0]
+    wd = wt.transpose(0, 1).reshape(c * o, 1, *wt.shape[-2:])  # channel c -> outputs (c, 0..O-1)
+    if x.is_contiguous(memory_format=torch.channels_last):
+        wd = wd.contiguous(memory_format=torch.channels_last)
+    d = F.conv2d(x, wd, None, stride=1, padding=convs[0].padding, groups=c)
+    y = d.unflatten(1, (c, o)).sum(dim=1)
+    bias = torch.cat([cv.bias for cv in convs]) if convs[0].bias is not None else None
+    if bias is not None:
+        y = y + bias.view(1, o, 1, 1).to(y.dtype)
+    return list(y.split(outs, dim=1))
+
+
+def unit_vectors(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """``F.normalize(v, dim=1, eps)`` for a 2-channel ``(B, 2, H, W)`` map, element-wise.
+
+    Why: ``normalize``'s norm is a reduction over a 2-long (possibly strided) channel axis,
+    ~20x slower on CPU than ``sqrt(c^2 + s^2)`` written out (equal up to float rounding)."""
+    if v.shape[1] != 2:
+        return F.normalize(v, dim=1, eps=eps)
+    c, s = v[:, 0:1], v[:, 1:2]
+    return v / torch.sqrt(c * c + s * s).clamp_min(eps)
+
+
 def soft_nms_3d(logits: torch.Tensor, ksize: int, strength: float) -> torch.Tensor:
     """Soft 3-D NMS over all scales x ``ksize``^2 (methods.md §3.1 step 2).
 
@@ -83,11 +132,37 @@ def soft_nms_3d(logits: torch.Tensor, ksize: int, strength: float) -> torch.Tens
     over the window (zero padding), + 1e-6. Input/output ``(B, S, H, W)``.
     """
     pad = ksize // 2
-    m = F.max_pool2d(logits.amax(dim=1, keepdim=True), ksize, stride=1, padding=pad)
-    e = torch.exp(strength * (logits - m))
-    box = F.avg_pool2d(e.sum(dim=1, keepdim=True), ksize, stride=1, padding=pad,
-                       count_include_pad=True) * float(ksize * ksize)
-    return e / (box + 1e-6)
+    top = logits.amax(dim=1, keepdim=True)
+    if torch.is_grad_enabled() and logits.requires_grad:  # training: the reference ops
+        m = F.max_pool2d(top, ksize, stride=1, padding=pad)
+        e = torch.exp(strength * (logits - m))
+        box = F.avg_pool2d(e.sum(dim=1, keepdim=True), ksize, stride=1, padding=pad,
+                           count_include_pad=True) * float(ksize * ksize)
+        return e / (box + 1e-6)
+    # inference: the same window max exactly and the same window sum as two 1-D passes
+    # (2k instead of k^2 reads per pixel; equal up to float rounding), in place
+    m = box_max(top, pad)
+    e = (logits - m).mul_(strength).exp_()
+    rows = F.avg_pool2d(e.sum(dim=1, keepdim=True), (1, ksize), stride=1, padding=(0, pad),
+                        count_include_pad=True)
+    box = F.avg_pool2d(rows, (ksize, 1), stride=1, padding=(pad, 0), count_include_pad=True)
+    return e.div_(box.mul_(float(ksize * ksize)).add_(1e-6))
+
+
+def box_max(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Max over the ``(2r+1)^2`` window of every pixel of ``(B, C, H, W)`` (outside = -inf):
+    ``max_pool2d(x, 2r+1, stride=1, padding=r)`` without its 225 reads per pixel (r = 7).
+
+    CPU float32: OpenCV's separable dilation per map; elsewhere ``nms.window_max``.
+    """
+    if radius <= 0:
+        return x
+    if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
+        a = x.detach().contiguous().numpy()
+        if not np.isnan(a).any():  # OpenCV's max skips NaN; max_pool2d propagates it
+            kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+            return torch.from_numpy(np.stack([[cv2.dilate(m, kernel) for m in img] for img in a]))
+    return window_max(x, radius)
 
 
 def soft_scale_selection(probs: torch.Tensor, scales: torch.Tensor, score_strength: float,
@@ -116,12 +191,66 @@ def hard_nms(score: torch.Tensor, ksize: int, threshold: float) -> torch.Tensor:
     r = ksize // 2
     if r == 0:
         return score > threshold
+    s = score.detach().contiguous().numpy() if (
+        score.device.type == "cpu" and score.dtype == torch.float32 and not score.requires_grad) else None
+    if s is not None and not np.isnan(s).any():
+        # one OpenCV dilation with a ring kernel (the window without its centre) per map: the
+        # same strict maximum without a (k*k, H*W) unfold buffer (OpenCV's max skips NaN, so
+        # maps with NaN take the unfold path below)
+        ring = np.ones((ksize, ksize), np.uint8)
+        ring[r, r] = 0
+        neigh = np.stack([[cv2.dilate(m, ring) for m in img] for img in s])
+        return (score > torch.from_numpy(neigh)) & (score > threshold)
     b, _, h, w = score.shape
     padded = F.pad(score, (r, r, r, r), value=float("-inf"))
     cols = F.unfold(padded, ksize)  # (B, k*k, H*W)
     cols[:, (ksize * ksize) // 2] = float("-inf")  # exclude the centre itself
     neigh = cols.amax(dim=1).view(b, 1, h, w)
     return (score > neigh) & (score > threshold)
+
+
+def crop_patches_fast(image: torch.Tensor, centers: torch.Tensor, half_widths: torch.Tensor,
+                      oris: torch.Tensor | None, patch_size: int, corners: bool) -> torch.Tensor:
+    """``patches.extract_patches`` with the same numbers, for inference (shared with LIFT).
+
+    Why: ``extract_patches`` builds its sampling grid with ~15 full-size ``(B, N, P, P)``
+    element-wise ops and two stacks; but ``c + a g(u) - b g(v)`` is a per-column term minus a
+    per-row term, so the same float operations, in the same order, can run on ``(B, N, P)``
+    tables and only the final subtraction/addition and the normalisation touch the full grid,
+    written in place into one buffer. One ``grid_sample`` then reads it, as before. Falls back to
+    ``extract_patches`` when gradients are needed (``out=`` and in-place ops are not
+    differentiable).
+    """
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
+                                       for t in (image, centers, half_widths, oris)):
+        return extract_patches(image, centers, half_widths, oris, patch_size, corners)
+    if centers.ndim != 3 or centers.shape[-1] != 2:
+        raise ValueError(f"centers must be (B, N, 2), got {tuple(centers.shape)}")
+    bsz, n = centers.shape[:2]
+    p = int(patch_size)
+    if n == 0:
+        return image.new_zeros(bsz, 0, image.shape[1], p, p)
+    g = patch_offsets(p, corners, centers.device, centers.dtype)
+    if oris is None:
+        cos, sin = torch.ones_like(half_widths), torch.zeros_like(half_widths)
+    else:
+        cos, sin = torch.cos(oris), torch.sin(oris)
+    a = (half_widths * cos)[..., None]
+    b = (half_widths * sin)[..., None]
+    # x[v, u] = (cx + a g(u)) - b g(v);  y[v, u] = (cy + b g(u)) + a g(v)  (extract_patches' order)
+    xu, xv = centers[..., 0, None] + a * g, b * g
+    yu, yv = centers[..., 1, None] + b * g, a * g
+    h, w = image.shape[-2:]
+    grid = torch.empty(bsz, n, p, p, 2, device=centers.device, dtype=centers.dtype)
+    gx, gy = grid[..., 0], grid[..., 1]
+    torch.sub(xu[:, :, None, :], xv[:, :, :, None], out=gx)
+    torch.add(yu[:, :, None, :], yv[:, :, :, None], out=gy)
+    gx.mul_(2.0 / max(w - 1, 1)).sub_(1.0)  # sample_image's align_corners=True normalisation
+    gy.mul_(2.0 / max(h - 1, 1)).sub_(1.0)
+    work = torch.float32 if image.dtype in (torch.float16, torch.bfloat16) else image.dtype
+    out = F.grid_sample(image.to(work), grid.view(bsz, n * p * p, 1, 2).to(work), mode="bilinear",
+                        padding_mode="border", align_corners=True)
+    return out.to(image.dtype).view(bsz, image.shape[1], n, p, p).permute(0, 2, 1, 3, 4)
 
 
 def gather_maps(maps: torch.Tensor, flat_idx: torch.Tensor) -> torch.Tensor:
@@ -140,7 +269,7 @@ def soft_argmax_refine(score: torch.Tensor, kpts: torch.Tensor, scales: torch.Te
     ``score (B, 1, H, W)``, ``kpts (B, K, 2)``, ``scales (B, K)`` -> ``(B, K, 2)``.
     """
     half = scales * (window / 2.0)
-    win = extract_patches(score, kpts, half, None, window, corners=True)[:, :, 0]  # (B, K, w, w)
+    win = crop_patches_fast(score, kpts, half, None, window, corners=True)[:, :, 0]  # (B, K, w, w)
     b, k = win.shape[:2]
     prob = torch.softmax(strength * win.reshape(b, k, -1), dim=-1).view(b, k, window, window)
     g = torch.linspace(-1.0, 1.0, window, device=score.device, dtype=prob.dtype)
@@ -150,6 +279,23 @@ def soft_argmax_refine(score: torch.Tensor, kpts: torch.Tensor, scales: torch.Te
 
 
 # ---------------------------------------------------------------------------------- networks
+def fold_bn(layer: nn.Conv2d | nn.Linear, bn: nn.BatchNorm2d | nn.BatchNorm1d
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of ``bn(layer(x))`` as one layer, for eval-mode BN (running statistics):
+    ``w * g / sqrt(v + eps)`` and ``(b - mu) * g / sqrt(v + eps) + beta``. Why: inference saves
+    a full pass over the layer's output per BN; the result is the same up to float rounding."""
+    assert bn.running_mean is not None and bn.running_var is not None
+    scale = torch.rsqrt(bn.running_var + bn.eps)
+    if bn.weight is not None:
+        scale = scale * bn.weight
+    bias = layer.bias if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    shift = (bias - bn.running_mean) * scale
+    if bn.bias is not None:
+        shift = shift + bn.bias
+    w = layer.weight * scale.view(-1, *([1] * (layer.weight.ndim - 1)))
+    return w, shift
+
+
 class PreActBlock(nn.Module):
     """pre-bn -> act -> conv1 -> mid-bn -> act -> conv2, + identity (no projection)."""
 
@@ -161,8 +307,13 @@ class PreActBlock(nn.Module):
         self.conv2 = nn.Conv2d(ch, ch, ksize, padding=ksize // 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv1(leaky_relu(self.pre_bn(x)))
-        return x + self.conv2(leaky_relu(self.mid_bn(y)))
+        a = leaky_relu(self.pre_bn(x), inplace=True)
+        if self.training or torch.is_grad_enabled():
+            y = self.mid_bn(self.conv1(a))
+        else:  # eval BN folded into conv1: one full-resolution pass less (equal up to rounding)
+            y = F.conv2d(a, *fold_bn(self.conv1, self.mid_bn), padding=self.conv1.padding)
+        out = self.conv2(leaky_relu(y, inplace=True))
+        return out.add_(x) if not torch.is_grad_enabled() else x + out
 
 
 class LFNetDetector(nn.Module):
@@ -184,7 +335,7 @@ class LFNetDetector(nn.Module):
         x = self.init_conv(x)
         for blk in self.blocks:
             x = blk(x)
-        return leaky_relu(self.fin_bn(x))
+        return leaky_relu(self.fin_bn(x), inplace=True)
 
 
 class LFNetDescriptor(nn.Module):
@@ -207,9 +358,17 @@ class LFNetDescriptor(nn.Module):
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
         """``(N, 1, P, P)`` -> ``(N, D)`` L2-normalised."""
         x = patches
+        fold = not (self.training or torch.is_grad_enabled())  # eval BN folded into the layer
         for conv, bn in zip(self.convs, self.bns):
-            x = F.relu(bn(conv(_tf_same_pad(x, 3, 2))))
-        x = F.relu(self.fc_bn1(self.fc1(x.flatten(1))))
+            x = _tf_same_pad(x, 3, 2)
+            if fold:
+                x = F.conv2d(x, *fold_bn(conv, bn), stride=conv.stride).relu_()
+            else:
+                x = F.relu(bn(conv(x)))
+        if fold:
+            x = F.linear(x.flatten(1), *fold_bn(self.fc1, self.fc_bn1)).relu_()
+        else:
+            x = F.relu(self.fc_bn1(self.fc1(x.flatten(1))))
         return F.normalize(self.fc2(x), dim=-1)
 
 
@@ -318,14 +477,21 @@ class LFNet(Extractor):
         h, w = image.shape[-2:]
         feat = self.det.features(image)
         logits, full = [], []
+        ori_raw = None
         for s, conv in zip(self._scale_list, self.det.score_convs):
             size = (max(int(h / s + 0.5), 1), max(int(w / s + 0.5), 1))
-            lg = conv(resize_bilinear(feat, size, c["resize_mode"]))
+            x = resize_bilinear(feat, size, c["resize_mode"])
+            if x is feat and ori_raw is None:  # the s = 1 scale and ori_conv read the same map
+                lg, ori_raw = few_channel_conv(feat, [conv, self.det.ori_conv])
+            else:
+                lg, = few_channel_conv(x, [conv])
             logits.append(lg)
             lg = instance_norm(lg, float(c["score_inst_norm_eps"]))
             full.append(resize_bilinear(lg, (h, w), c["resize_mode"]))
         scale_logits = torch.cat(full, dim=1)
-        ori = F.normalize(self.det.ori_conv(feat), dim=1, eps=1e-12)
+        if ori_raw is None:
+            ori_raw, = few_channel_conv(feat, [self.det.ori_conv])
+        ori = unit_vectors(ori_raw)
         out = {"feat": feat, "logits": logits, "scale_logits": scale_logits, "ori": ori}
         out.update(self.score_maps(scale_logits))
         return out
@@ -343,7 +509,17 @@ class LFNet(Extractor):
         score, scale = soft_scale_selection(probs, self.scales, float(c["score_com_strength"]),
                                             float(c["scale_com_strength"]))
         h, w = score.shape[-2:]
-        score = score * border_mask(h, w, int(c["remove_borders"]), score.device, score.dtype)
+        pad = int(c["remove_borders"])
+        if torch.is_grad_enabled() and score.requires_grad:
+            score = score * border_mask(h, w, pad, score.device, score.dtype)
+        elif pad > 0:  # the same zeros (scores are >= 0), written into the fresh score map
+            if h > 2 * pad and w > 2 * pad:
+                score[..., :pad, :] = 0
+                score[..., h - pad:, :] = 0
+                score[..., :, :pad] = 0
+                score[..., :, w - pad:] = 0
+            else:
+                score.zero_()
         return {"probs": probs, "score": score, "scale": scale}
 
     def detect(self, maps: Mapping[str, torch.Tensor], top_k: int) -> dict[str, torch.Tensor]:
@@ -371,7 +547,7 @@ class LFNet(Extractor):
                      oris: torch.Tensor | None) -> torch.Tensor:
         """32x32 rotated crops, support 32*scale px (TF grid linspace(-1,1) * 16*scale) -> (B,K,1,P,P)."""
         p = int(self.conf["patch_size"])
-        return extract_patches(image, kpts, scales * (p / 2.0), oris, p, corners=True)
+        return crop_patches_fast(image, kpts, scales * (p / 2.0), oris, p, corners=True)
 
     def describe_patches(self, patches: torch.Tensor) -> torch.Tensor:
         """``(B, K, 1, P, P)`` -> ``(B, K, D)``."""

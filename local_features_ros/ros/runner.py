@@ -179,13 +179,14 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``["max_keypoints=500", "matcher.ratio=0.9"]`` -> typed values (YAML scalars)."""
+    """``["max_keypoints=500", "matcher.ratio=0.9"]`` -> typed values (YAML scalars); split by
+    the one ``--set`` parser (``commands._common.split_setting``)."""
+    from ..commands._common import split_setting
+
     out: dict[str, Any] = {}
     for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"--set expects key=value, got '{item}'")
-        out[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+        key, value = split_setting(item)
+        out[key] = yaml.safe_load(value) if value else ""
     return out
 
 

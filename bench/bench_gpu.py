@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_gpu.py --out bench/results/gpu.md            # on a CUDA machine
     .venv/bin/python bench/bench_gpu.py --allow-cpu --sizes 64x48 --runs 1 \\
-        --methods superpoint --keypoints 32 --compile-backend eager --out /tmp/t.md   # smoke test
+        --methods superpoint --keypoints 32 --compile-backend eager --out out/bench/gpu_smoke.md   # smoke test
 
 Why one script: "is it ready for a GPU" is one question per (method, size, runtime); answering it
 cell by cell in one process, with every failure written into its cell ("failed: ..." or

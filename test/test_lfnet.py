@@ -18,7 +18,6 @@ from scipy.ndimage import correlate, gaussian_laplace
 from local_features_ros.extractors.lfnet import (
     LFNet,
     border_mask,
-    box_max,
     convert_tf_state,
     few_channel_conv,
     fold_bn,
@@ -30,6 +29,7 @@ from local_features_ros.extractors.lfnet import (
     tf_name_table,
     unit_vectors,
 )
+from local_features_ros.extractors.nms import dense_window_max
 from local_features_ros.extractors.patches import extract_patches
 from local_features_ros.registry import build_extractor
 from local_features_ros.weights import WeightsError, save_checkpoint
@@ -444,9 +444,9 @@ def test_fast_inference_matches_reference_ops(seed: int) -> None:
 def test_inference_rewrites_equal_reference_ops() -> None:
     torch.manual_seed(0)
     x = torch.randn(2, 3, 41, 53)
-    assert torch.equal(box_max(x, 7), F.max_pool2d(x, 15, stride=1, padding=7))
+    assert torch.equal(dense_window_max(x, 7), F.max_pool2d(x, 15, stride=1, padding=7))
     x[0, 1, 5, 5] = float("nan")
-    assert torch.equal(torch.isnan(box_max(x, 2)), torch.isnan(F.max_pool2d(x, 5, stride=1, padding=2)))
+    assert torch.equal(torch.isnan(dense_window_max(x, 2)), torch.isnan(F.max_pool2d(x, 5, stride=1, padding=2)))
     s = torch.round(torch.rand(2, 1, 37, 45) * 6) / 6  # many exact ties
     padded = F.pad(s, (2, 2, 2, 2), value=float("-inf"))
     cols = F.unfold(padded, 5)

@@ -14,7 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from local_features_ros.extractors.lfnet import crop_patches_fast
+from local_features_ros.extractors.patches import crop_patches_fast
 from local_features_ros.extractors.lift import (
     LIFT,
     LIFTDescriptor,

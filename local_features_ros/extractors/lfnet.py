@@ -31,8 +31,8 @@ from torch import nn
 
 from ..types import Features
 from .base import ConfigError, Extractor, NetworkDecl
-from .nms import window_max
-from .patches import extract_patches, patch_offsets
+from .nms import dense_window_max
+from .patches import crop_patches_fast
 
 logger = logging.getLogger(__name__)
 
@@ -141,28 +141,12 @@ def soft_nms_3d(logits: torch.Tensor, ksize: int, strength: float) -> torch.Tens
         return e / (box + 1e-6)
     # inference: the same window max exactly and the same window sum as two 1-D passes
     # (2k instead of k^2 reads per pixel; equal up to float rounding), in place
-    m = box_max(top, pad)
+    m = dense_window_max(top, pad)
     e = (logits - m).mul_(strength).exp_()
     rows = F.avg_pool2d(e.sum(dim=1, keepdim=True), (1, ksize), stride=1, padding=(0, pad),
                         count_include_pad=True)
     box = F.avg_pool2d(rows, (ksize, 1), stride=1, padding=(pad, 0), count_include_pad=True)
     return e.div_(box.mul_(float(ksize * ksize)).add_(1e-6))
-
-
-def box_max(x: torch.Tensor, radius: int) -> torch.Tensor:
-    """Max over the ``(2r+1)^2`` window of every pixel of ``(B, C, H, W)`` (outside = -inf):
-    ``max_pool2d(x, 2r+1, stride=1, padding=r)`` without its 225 reads per pixel (r = 7).
-
-    CPU float32: OpenCV's separable dilation per map; elsewhere ``nms.window_max``.
-    """
-    if radius <= 0:
-        return x
-    if x.device.type == "cpu" and x.dtype == torch.float32 and not x.requires_grad:
-        a = x.detach().contiguous().numpy()
-        if not np.isnan(a).any():  # OpenCV's max skips NaN; max_pool2d propagates it
-            kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-            return torch.from_numpy(np.stack([[cv2.dilate(m, kernel) for m in img] for img in a]))
-    return window_max(x, radius)
 
 
 def soft_scale_selection(probs: torch.Tensor, scales: torch.Tensor, score_strength: float,
@@ -207,50 +191,6 @@ def hard_nms(score: torch.Tensor, ksize: int, threshold: float) -> torch.Tensor:
     cols[:, (ksize * ksize) // 2] = float("-inf")  # exclude the centre itself
     neigh = cols.amax(dim=1).view(b, 1, h, w)
     return (score > neigh) & (score > threshold)
-
-
-def crop_patches_fast(image: torch.Tensor, centers: torch.Tensor, half_widths: torch.Tensor,
-                      oris: torch.Tensor | None, patch_size: int, corners: bool) -> torch.Tensor:
-    """``patches.extract_patches`` with the same numbers, for inference (shared with LIFT).
-
-    Why: ``extract_patches`` builds its sampling grid with ~15 full-size ``(B, N, P, P)``
-    element-wise ops and two stacks; but ``c + a g(u) - b g(v)`` is a per-column term minus a
-    per-row term, so the same float operations, in the same order, can run on ``(B, N, P)``
-    tables and only the final subtraction/addition and the normalisation touch the full grid,
-    written in place into one buffer. One ``grid_sample`` then reads it, as before. Falls back to
-    ``extract_patches`` when gradients are needed (``out=`` and in-place ops are not
-    differentiable).
-    """
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad
-                                       for t in (image, centers, half_widths, oris)):
-        return extract_patches(image, centers, half_widths, oris, patch_size, corners)
-    if centers.ndim != 3 or centers.shape[-1] != 2:
-        raise ValueError(f"centers must be (B, N, 2), got {tuple(centers.shape)}")
-    bsz, n = centers.shape[:2]
-    p = int(patch_size)
-    if n == 0:
-        return image.new_zeros(bsz, 0, image.shape[1], p, p)
-    g = patch_offsets(p, corners, centers.device, centers.dtype)
-    if oris is None:
-        cos, sin = torch.ones_like(half_widths), torch.zeros_like(half_widths)
-    else:
-        cos, sin = torch.cos(oris), torch.sin(oris)
-    a = (half_widths * cos)[..., None]
-    b = (half_widths * sin)[..., None]
-    # x[v, u] = (cx + a g(u)) - b g(v);  y[v, u] = (cy + b g(u)) + a g(v)  (extract_patches' order)
-    xu, xv = centers[..., 0, None] + a * g, b * g
-    yu, yv = centers[..., 1, None] + b * g, a * g
-    h, w = image.shape[-2:]
-    grid = torch.empty(bsz, n, p, p, 2, device=centers.device, dtype=centers.dtype)
-    gx, gy = grid[..., 0], grid[..., 1]
-    torch.sub(xu[:, :, None, :], xv[:, :, :, None], out=gx)
-    torch.add(yu[:, :, None, :], yv[:, :, :, None], out=gy)
-    gx.mul_(2.0 / max(w - 1, 1)).sub_(1.0)  # sample_image's align_corners=True normalisation
-    gy.mul_(2.0 / max(h - 1, 1)).sub_(1.0)
-    work = torch.float32 if image.dtype in (torch.float16, torch.bfloat16) else image.dtype
-    out = F.grid_sample(image.to(work), grid.view(bsz, n * p * p, 1, 2).to(work), mode="bilinear",
-                        padding_mode="border", align_corners=True)
-    return out.to(image.dtype).view(bsz, image.shape[1], n, p, p).permute(0, 2, 1, 3, 4)
 
 
 def gather_maps(maps: torch.Tensor, flat_idx: torch.Tensor) -> torch.Tensor:

@@ -32,8 +32,9 @@ from torch import nn
 
 from ..types import Features
 from .base import ConfigError, Extractor, NetworkDecl
-from .lfnet import convert_arrays, crop_patches_fast
-from .nms import window_max
+from .lfnet import convert_arrays
+from .patches import crop_patches_fast
+from .nms import dense_window_max
 
 logger = logging.getLogger(__name__)
 
@@ -343,37 +344,17 @@ class LIFTDescriptor(nn.Module):
 # ---------------------------------------------------------------------------------- detection
 def scale_space_max(stack: torch.Tensor, radius: int, scale_radius: int) -> torch.Tensor:
     """Max of the ``(2q+1) x (2r+1)^2`` (scale x space) neighbourhood of every entry of a
-    ``(B, L, H, W)`` stack; outside counts as -inf (``max_pool3d`` semantics).
+    ``(B, L, H, W)`` stack; outside counts as -inf (``max_pool3d`` semantics, NaN propagates).
 
-    Why separable: a box max is exact in any order, and a per-level 2-D dilation plus a max over
-    neighbouring levels is a few passes instead of ``max_pool3d``'s 147 reads per entry. CPU
-    float32 maps use OpenCV's dilation (one optimised call per level, no thread fork/join);
-    NaN propagates as in ``max_pool3d``.
+    Why separable: a box max is exact in any order, and a per-level 2-D window max
+    (``nms.dense_window_max``) plus a max over neighbouring levels is a few passes instead of
+    ``max_pool3d``'s 147 reads per entry.
     """
-    s = None
-    if stack.device.type == "cpu" and stack.dtype == torch.float32 and not stack.requires_grad:
-        s = stack.detach().contiguous().numpy()
-        if np.isnan(s).any():  # OpenCV's max skips NaN; max_pool3d (and torch) propagate it
-            s = None
-    if s is not None:
-        m = np.empty_like(s)
-        kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
-        for bi in range(s.shape[0]):
-            for li in range(s.shape[1]):
-                if radius > 0:
-                    cv2.dilate(s[bi, li], kernel, dst=m[bi, li])  # border ignored (= -inf)
-                else:
-                    m[bi, li] = s[bi, li]
-        out = m.copy() if scale_radius > 0 else m
-        for d in range(1, min(scale_radius, s.shape[1] - 1) + 1):
-            np.maximum(out[:, d:], m[:, :-d], out=out[:, d:])
-            np.maximum(out[:, :-d], m[:, d:], out=out[:, :-d])
-        return torch.from_numpy(out)
-    m = window_max(stack, radius)
+    m = dense_window_max(stack, radius)
     out = m.clone() if scale_radius > 0 else m
     for d in range(1, min(scale_radius, stack.shape[1] - 1) + 1):
-        out[:, d:] = torch.maximum(out[:, d:], m[:, :-d])
-        out[:, :-d] = torch.maximum(out[:, :-d], m[:, d:])
+        torch.maximum(out[:, d:], m[:, :-d], out=out[:, d:])
+        torch.maximum(out[:, :-d], m[:, d:], out=out[:, :-d])
     return out
 
 

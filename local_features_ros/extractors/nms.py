@@ -61,6 +61,25 @@ def window_max(x: torch.Tensor, radius: int) -> torch.Tensor:
     return m.unfold(-2, 2 * radius + 1, 1).amax(-1)
 
 
+def dense_window_max(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """``window_max`` of a ``(..., H, W)`` float map; on CPU float32 without grad or NaN as one
+    OpenCV dilation per 2-D map (one optimised call instead of several torch kernels, each an
+    OpenMP fork/join). OpenCV's max skips NaN where torch propagates it, so maps with NaN take
+    the torch path; both give ``max_pool2d``'s numbers (outside = -inf)."""
+    if radius <= 0:
+        return x
+    if _use_opencv(x, "auto"):
+        a = x.detach().contiguous().numpy()
+        if not np.isnan(a).any():
+            flat = a.reshape(-1, *a.shape[-2:])
+            out = np.empty_like(flat)
+            kernel = np.ones((2 * radius + 1, 2 * radius + 1), np.uint8)
+            for i in range(flat.shape[0]):
+                cv2.dilate(flat[i], kernel, dst=out[i])
+            return torch.from_numpy(out.reshape(a.shape))
+    return window_max(x, radius)
+
+
 def _pad(x: torch.Tensor, r: int, low: float | int) -> torch.Tensor:
     """Constant pad of the last two dims (one copy; ``F.pad`` fills everything, then copies)."""
     h, w = x.shape[-2:]

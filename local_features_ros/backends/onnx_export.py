@@ -65,6 +65,7 @@ def export_key(extractor: Any, name: str, opset: int = OPSET) -> str:
             if k not in extractor.runtime_keys and k != "backend"}
     h.update(json.dumps(conf, sort_keys=True, default=str).encode())
     h.update(f"{extractor.name}/{name}/{opset}/{torch.__version__}".encode())
+    h.update(repr(extractor.networks[name]).encode())  # a changed declaration is a new graph
     return h.hexdigest()[:16]
 
 

@@ -1,6 +1,8 @@
 """Backends side by side: each method in torch fp32, torch bf16 (CPUs with native bf16),
 onnxruntime fp32, OpenVINO fp32 and OpenVINO bf16 (native bf16 only), at 640x480 and 320x240,
 in one run on the same generated image, and a markdown table (README "Deployment backends").
+SuperPoint also gets the official frontend (``official_superpoint_frontend.py``: fp32 network +
+numpy post-processing) with the same weights, interleaved with the others.
 
     .venv/bin/python bench/bench_backends.py --threads 2 [--methods superpoint,d2net]
         [--runs 20] [--markdown bench/results/backends.md]
@@ -26,6 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from local_features_ros.evaluation.speed import benchmark_image  # noqa: E402
 from local_features_ros.extractors.base import cpu_supports_bf16  # noqa: E402
@@ -42,7 +45,31 @@ def configs(native_bf16: bool) -> list[tuple[str, str]]:
     return out
 
 
+class OfficialRow:
+    """The official SuperPoint frontend as a row of the table: ``extract(uint8 gray image)``."""
+
+    def __init__(self, weights: str | None):
+        from official_superpoint_frontend import OfficialFrontend
+
+        from local_features_ros.registry import get_extractor_class
+        from local_features_ros.weights import load_checkpoint, unwrap_state_dict
+
+        path = weights or str(get_extractor_class("superpoint").default_weights({}))
+        self.frontend = OfficialFrontend(unwrap_state_dict(load_checkpoint(path)))
+
+    def extract(self, img: np.ndarray) -> np.ndarray:
+        import cv2
+
+        gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        return self.frontend.run(gray.astype(np.float32) / 255.0)[0].T  # (N, 3) points
+
+    def prepare(self, img: np.ndarray):
+        return None, None
+
+
 def network_call(ex, tensor):
+    if isinstance(ex, OfficialRow):
+        return None
     """The network part alone (what a backend replaces), or None when not separable here."""
     if hasattr(ex, "run_network"):
         return lambda: ex.run_network(tensor)
@@ -88,6 +115,8 @@ def main() -> int:
         for backend, prec in configs(native):
             torch.manual_seed(0)
             exs[(backend, prec)] = build_extractor(method, weights, precision=prec, backend=backend)
+        if method == "superpoint" and weights != "random":
+            exs[("official frontend", "fp32")] = OfficialRow(weights)
         for w, h in sizes:
             img = benchmark_image(w, h)
             whole = {k: [] for k in exs}

@@ -295,3 +295,27 @@ def test_edge_like_labels_can_be_dropped(tmp_path):
     _, pts = ImageFolder({**conf, "label_min_cornerness": 0.1}).load(0)
     assert sorted(map(tuple, pts.tolist())) == [(16.0, 16.0), (47.0, 47.0)]  # the two corners
     assert len(structure_tensor_ratio(img, np.zeros((0, 2)))) == 0
+
+
+def test_label_top_k_keeps_the_strongest_labels(tmp_path):
+    """``label_top_k`` keeps the k labels with the highest export score (``prob``), whatever
+    their order in the file; 0 keeps all; a label file without scores is refused."""
+    import cv2
+
+    from local_features_ros_training.data.image_folder import ImageFolder
+
+    (tmp_path / "im").mkdir()
+    (tmp_path / "lab").mkdir()
+    cv2.imwrite(str(tmp_path / "im" / "a.png"), np.full((40, 40), 90, np.uint8))
+    rc = np.array([[5, 5], [10, 20], [30, 30], [20, 8]], np.float32)  # (row, col)
+    np.savez(tmp_path / "lab" / "a.npz", points=rc, prob=np.array([0.2, 0.9, 0.1, 0.5], np.float32))
+    conf = {"image_dirs": [str(tmp_path / "im")], "labels_dir": str(tmp_path / "lab"),
+            "resize": [40, 40]}
+    assert len(ImageFolder(conf).load(0)[1]) == 4
+    _, pts = ImageFolder({**conf, "label_top_k": 2}).load(0)
+    assert pts.tolist() == [[20.0, 10.0], [8.0, 20.0]]  # (x, y) of prob 0.9 and 0.5
+    np.savez(tmp_path / "lab" / "a.npz", points=rc)
+    with pytest.raises(ValueError, match="prob"):
+        ImageFolder({**conf, "label_top_k": 2}).load(0)
+    with pytest.raises(ValueError, match="label_top_k"):
+        ImageFolder({**conf, "label_top_k": -1})

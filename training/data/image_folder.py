@@ -121,6 +121,11 @@ class ImageFolder(Dataset):
         self.labels_dir = Path(self.conf["labels_dir"]) if self.conf.get("labels_dir") else None
         # drop edge-like labels (structure-tensor l2/l1 below this; 0 = keep all, the reference)
         self.min_cornerness = float(self.conf.get("label_min_cornerness", 0.0) or 0.0)
+        # keep the k strongest labels per image (the export's ``prob``; 0 = all, the reference):
+        # caps a dense teacher's labels near the density the 65-way cell softmax is trained for
+        self.label_top_k = int(self.conf.get("label_top_k", 0) or 0)
+        if self.label_top_k < 0:
+            raise ValueError("data.label_top_k must be >= 0 (0 = keep every label)")
         self.names = [p.stem for p in self.files]
         if self.labels_dir is not None:
             keep = [(f, n) for f, n in zip(self.files, self.names)
@@ -139,8 +144,14 @@ class ImageFolder(Dataset):
         img, _ = resize_crop(read_gray(self.files[index]), self.size)
         pts = None
         if self.labels_dir is not None:
-            rc = np.load(self.labels_dir / f"{self.names[index]}.npz")["points"]
-            pts = np.asarray(rc, np.float32).reshape(-1, 2)[:, ::-1].copy()  # (row, col) -> (x, y)
+            lab = np.load(self.labels_dir / f"{self.names[index]}.npz")
+            pts = np.asarray(lab["points"], np.float32).reshape(-1, 2)[:, ::-1].copy()  # -> (x, y)
+            if self.label_top_k and len(pts) > self.label_top_k:
+                if "prob" not in lab.files:
+                    raise ValueError(f"data.label_top_k needs label scores ('prob') in "
+                                     f"{self.names[index]}.npz")
+                order = np.argsort(-np.asarray(lab["prob"], np.float64), kind="stable")
+                pts = pts[order[:self.label_top_k]]
             if self.min_cornerness > 0 and len(pts):
                 from .cornerness import structure_tensor_ratio
 

@@ -4,7 +4,7 @@ in one run on the same generated image, and a markdown table (README "Deployment
 SuperPoint also gets the official frontend (``official_superpoint_frontend.py``: fp32 network +
 numpy post-processing) with the same weights, interleaved with the others.
 
-    .venv/bin/python bench/bench_backends.py --threads 2 [--methods superpoint,d2net]
+    .venv/bin/python bench/bench_backends.py --threads 2 [--methods superpoint,aliked:model=aliked-t16]
         [--runs 20] [--markdown bench/results/backends.md]
 
 Columns: ``whole`` = ``extractor.extract(image)`` (numpy image -> Features, everything a caller
@@ -104,9 +104,14 @@ def main() -> int:
     native = cpu_supports_bf16()
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     rows = []
-    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+    for spec in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        from local_features_ros.commands._common import split_setting
         from local_features_ros.registry import get_extractor_class
 
+        # "method" or "method:key=value:key=value" (one row label per spec)
+        method, *sets = spec.split(":")
+        conf = dict(split_setting(v) for v in sets)
+        label = spec if sets else method
         cls = get_extractor_class(method)
         weights = args.weights
         if weights is None and cls.default_weights({}) is None:
@@ -114,7 +119,8 @@ def main() -> int:
         exs = {}
         for backend, prec in configs(native):
             torch.manual_seed(0)
-            exs[(backend, prec)] = build_extractor(method, weights, precision=prec, backend=backend)
+            exs[(backend, prec)] = build_extractor(method, weights, precision=prec, backend=backend,
+                                                   **conf)
         if method == "superpoint" and weights != "random":
             exs[("official frontend", "fp32")] = OfficialRow(weights)
         for w, h in sizes:
@@ -144,10 +150,10 @@ def main() -> int:
             for k in exs:
                 wm = float(np.median(whole[k]))
                 nm = float(np.median(net[k])) if net[k] else None
-                rows.append((method, f"{w}x{h}", k[0], k[1], kp[k], wm,
+                rows.append((label, f"{w}x{h}", k[0], k[1], kp[k], wm,
                              float(np.percentile(whole[k], 90)), nm,
                              None if nm is None else max(0.0, wm - nm)))
-                print(f"{method:>10} {w}x{h} {k[0]:>11} {k[1]}: whole {wm:.1f} ms, network "
+                print(f"{label:>10} {w}x{h} {k[0]:>11} {k[1]}: whole {wm:.1f} ms, network "
                       f"{'-' if nm is None else f'{nm:.1f}'} ms, {kp[k]} keypoints", flush=True)
     lines = [f"CPU threads: {args.threads}; native bf16: {native}; runs: {args.runs}", "",
              "| method | size | backend | precision | keypoints | whole median ms | whole p90 ms "

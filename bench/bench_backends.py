@@ -9,7 +9,8 @@ numpy post-processing) with the same weights, interleaved with the others.
 
 Columns: ``whole`` = ``extractor.extract(image)`` (numpy image -> Features, everything a caller
 pays); ``network`` = the network part alone on the prepared tensor (SuperPoint: ``run_network``,
-i.e. the backend call + descriptor L2 norm; D2-Net: the dense VGG map); ``rest`` = whole -
+i.e. the backend call + descriptor L2 norm; D2-Net: the dense VGG map; ALIKED/DISK: ``dense``,
+the exported backbone/U-Net); ``rest`` = whole -
 network: image preparation, detection/NMS, sub-pixel refinement, descriptor sampling. Medians
 over ``--runs`` after ``--warmup``; configurations are interleaved per run so that a noisy
 shared CPU affects them alike. Exports go to ``$LFR_CACHE_DIR`` (default: a temp folder).
@@ -73,6 +74,8 @@ def network_call(ex, tensor):
     """The network part alone (what a backend replaces), or None when not separable here."""
     if hasattr(ex, "run_network"):
         return lambda: ex.run_network(tensor)
+    if ex.name in ("aliked", "disk"):  # the exported dense part (+ the cast/layout the caller gets)
+        return lambda: ex.dense(tensor)
     if ex.name == "d2net":
         x = ex.normalize(tensor)
 

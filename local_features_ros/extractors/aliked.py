@@ -30,8 +30,9 @@ back). ALIKED has neither scale nor orientation: ``scales`` are the constant 1.0
 resize factor of ``resize_max_edge``, as for every method) and ``orientations`` the constant 0.
 
 Backends (``backend: onnxruntime | openvino | tensorrt``): the exported part is the dense network
-(``networks["dense"]``: image -> feature map, score map; kornia's ``extract_dense_map`` with its
-replicate padding to multiples of 32, dynamic batch/height/width); detection and the SDDH
+(``networks["dense"]``: image -> feature map (channels-last ``(B, H, W, D)``, the layout SDDH
+reads), score map; kornia's ``extract_dense_map`` with its replicate padding to multiples of 32,
+dynamic batch/height/width); detection and the SDDH
 descriptor head stay in torch. Why SDDH stays: kornia's head does not trace (``len(keypoints)``,
 ``torch.tensor([[w - 1, h - 1]])`` and ``max(h, w)`` become constants of the example: the graph
 fails to reshape at any other keypoint count), and a traceable re-statement of it (bit-identical

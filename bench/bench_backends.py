@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -33,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from local_features_ros.evaluation.speed import benchmark_image  # noqa: E402
 from local_features_ros.extractors.base import cpu_supports_bf16  # noqa: E402
-from local_features_ros.registry import build_extractor  # noqa: E402
+from local_features_ros.commands._common import split_setting  # noqa: E402
+from local_features_ros.registry import build_extractor, get_extractor_class  # noqa: E402
 
 
 def configs(native_bf16: bool) -> list[tuple[str, str]]:
@@ -59,19 +61,18 @@ class OfficialRow:
         self.frontend = OfficialFrontend(unwrap_state_dict(load_checkpoint(path)))
 
     def extract(self, img: np.ndarray) -> np.ndarray:
-        import cv2
-
         gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
         return self.frontend.run(gray.astype(np.float32) / 255.0)[0].T  # (N, 3) points
 
     def prepare(self, img: np.ndarray):
+        """No prepared tensor: the frontend takes the image itself (no network column)."""
         return None, None
 
 
 def network_call(ex, tensor):
+    """The network part alone (what a backend replaces), or None when not separable here."""
     if isinstance(ex, OfficialRow):
         return None
-    """The network part alone (what a backend replaces), or None when not separable here."""
     if hasattr(ex, "run_network"):
         return lambda: ex.run_network(tensor)
     if ex.name in ("aliked", "disk"):  # the exported dense part (+ the cast/layout the caller gets)
@@ -108,9 +109,6 @@ def main() -> int:
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
     rows = []
     for spec in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        from local_features_ros.commands._common import split_setting
-        from local_features_ros.registry import get_extractor_class
-
         # "method" or "method:key=value:key=value" (one row label per spec)
         method, *sets = spec.split(":")
         conf = dict(split_setting(v) for v in sets)

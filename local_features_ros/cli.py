@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "bench": "local_features_ros.commands.bench",
     "export": "local_features_ros.commands.export",
     "methods": "local_features_ros.commands.methods",
+    "images-to-bag": "local_features_ros.commands.images_to_bag",
 }
 
 

@@ -616,12 +616,12 @@ def test_frame_inbox_latest_slot_and_bounded_fifo():
     from local_features_ros.ros.inbox import FrameInbox
 
     drops = []
-    box = FrameInbox(lambda: drops.append(1), put_timeout_s=0.01)
+    box = FrameInbox(drops.append, put_timeout_s=0.01)
     box.put("a", every_frame=False, limit=1)
-    box.put("b", every_frame=False, limit=1)  # overwrites a: one drop
-    assert box.get() == "b" and len(drops) == 1
+    box.put("b", every_frame=False, limit=1)  # overwrites a: a is dropped
+    assert box.get() == "b" and drops == ["a"]
     for m in "cde":
         box.put(m, every_frame=True, limit=2)  # e waits 10 ms for space, then is dropped
-    assert len(drops) == 2 and [box.get(), box.get()] == ["c", "d"]
+    assert drops == ["a", "e"] and [box.get(), box.get()] == ["c", "d"]
     box.stop()
     assert box.stopped and box.get() is None

@@ -7,7 +7,14 @@ message with ``rclpy.serialization.deserialize_message`` and is published on the
 (``rate = 0``). With ``clock`` the bag time is published on ``/clock`` before each message so
 nodes with ``use_sim_time`` follow the bag.
 
+With ``--done-topic`` (the extractor's ``~/frame_done``) the replay is lossless: at most
+``--window`` images are published and not yet acknowledged by the node (``ros/flow_control.py``),
+so ``rate = 0`` means "as fast as the node takes it" and a positive rate is never faster than the
+node either. ``--report`` writes what was sent and how the node answered (JSON); the exit status
+is 1 when the node stopped acknowledging, 2 for a bag or topic that cannot be played.
+
     bag_player BAG [--rate 1.0] [--loop] [--topics T ...] [--prefix /replay] [--clock]
+               [--done-topic /feature_extractor/frame_done [--window 2] [--report R.json]]
     ros2 run local_features_ros bag_player BAG ...
 """
 
@@ -22,6 +29,7 @@ from typing import Any
 
 import rclpy
 from rclpy.duration import Duration
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -34,6 +42,12 @@ from local_features_ros.bags import (
     BagError,
     iter_raw,
     list_topics,
+)
+from local_features_ros.ros.flow_control import (
+    DEFAULT_ACK_TIMEOUT_S,
+    DEFAULT_WINDOW,
+    FrameCredits,
+    ReplayReport,
 )
 
 __all__ = ["PlayerArgs", "PlayStats", "BagPlayer", "message_class", "main"]
@@ -55,6 +69,9 @@ class PlayerArgs:
     wait_subscribers: int = 0  # before playing, wait until each played topic has this many
     wait_timeout: float = 10.0  # seconds to wait for those subscribers
     start_delay: float = 0.0  # seconds to sleep after discovery before the first message
+    done_topic: str = ""  # the node's ~/frame_done: lossless flow control (empty = open loop)
+    window: int = DEFAULT_WINDOW  # images in flight without acknowledgement
+    ack_timeout: float = DEFAULT_ACK_TIMEOUT_S  # give up when the node acknowledges nothing
 
 
 @dataclass
@@ -120,6 +137,11 @@ class BagPlayer:
             self._clock_cls = Clock
             self._clock_pub = node.create_publisher(Clock, "/clock", 10)
         self.stats = PlayStats()
+        #: recorded topics whose messages are images (the ones the node acknowledges)
+        self._image_topics = {t for t in self._pubs
+                              if chosen[t] in (IMAGE_MSGTYPE, COMPRESSED_MSGTYPE)}
+        self.credits = (FrameCredits(node, args.done_topic, args.window, args.ack_timeout)
+                        if args.done_topic else None)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -144,7 +166,8 @@ class BagPlayer:
         deadline = time.monotonic() + self.args.wait_timeout
         while not self._stop.is_set() and time.monotonic() < deadline:
             if all(p.get_subscription_count() >= self.args.wait_subscribers
-                   for p in self._pubs.values()):
+                   for p in self._pubs.values()) and (self.credits is None
+                                                      or self.credits.connected()):
                 return
             time.sleep(0.02)
         self.node.get_logger().warning("still waiting for subscribers; playing anyway")
@@ -159,8 +182,13 @@ class BagPlayer:
         """One pass over the bag; returns the number of messages published."""
         published = 0
         wall0 = bag0 = None
+        credits = self.credits
         for topic, _msgtype, t_ns, raw in iter_raw(self.args.bag, list(self._pubs)):
             if self._stop.is_set():
+                break
+            is_image = topic in self._image_topics
+            if credits is not None and is_image and not credits.acquire(self._stop):
+                self._stop.set()  # stopped, or the node stalled (credits.report says which)
                 break
             if self.args.rate > 0:
                 if wall0 is None:
@@ -178,6 +206,8 @@ class BagPlayer:
             if self._clock_pub is not None:
                 self._publish_clock(t_ns)
             self._pubs[topic].publish(msg)
+            if credits is not None and is_image:
+                credits.sent()
             published += 1
             self.stats.published += 1
             self.stats.per_topic[topic] = self.stats.per_topic.get(topic, 0) + 1
@@ -188,13 +218,23 @@ class BagPlayer:
         self._wait_for_subscribers()
         if self.args.start_delay > 0:
             self._stop.wait(self.args.start_delay)
+        t0 = time.monotonic()
         while not self._stop.is_set():
             n = self.play_once()
             self.stats.loops += 1
             if not self.args.loop or n == 0:
                 break
+        if self.credits is not None and not self.credits.report.stalled:
+            self.credits.drain(self._stop)
         self._flush()
+        if self.credits is not None:
+            self.credits.report.elapsed_s = time.monotonic() - t0
         return self.stats
+
+    @property
+    def report(self) -> ReplayReport | None:
+        """The node's answers (flow control only)."""
+        return self.credits.report if self.credits is not None else None
 
     def _flush(self, timeout_s: float = 2.0) -> None:
         """Let reliable subscribers acknowledge the tail before the process may exit."""
@@ -221,6 +261,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="wait until every played topic has this many subscribers")
     p.add_argument("--wait-timeout", type=float, default=10.0)
     p.add_argument("--start-delay", type=float, default=0.0)
+    p.add_argument("--done-topic", default="", help="the node's ~/frame_done: publish an image "
+                   "only while fewer than --window are unacknowledged (lossless replay)")
+    p.add_argument("--window", type=int, default=DEFAULT_WINDOW,
+                   help="images in flight with --done-topic (default: %(default)s)")
+    p.add_argument("--ack-timeout", type=float, default=DEFAULT_ACK_TIMEOUT_S,
+                   help="give up when the node acknowledges nothing for this long "
+                   "(seconds, default: %(default)s)")
+    p.add_argument("--report", default="", help="write the replay report (JSON) here")
     return p
 
 
@@ -231,26 +279,52 @@ def main(argv: list[str] | None = None) -> int:
     ns = build_parser().parse_args(remove_ros_args(argv)[1:])
     args = PlayerArgs(bag=ns.bag, rate=ns.rate, loop=ns.loop, topics=ns.topics, prefix=ns.prefix,
                       clock=ns.clock, qos_depth=ns.qos_depth, wait_subscribers=ns.wait_subscribers,
-                      wait_timeout=ns.wait_timeout, start_delay=ns.start_delay)
+                      wait_timeout=ns.wait_timeout, start_delay=ns.start_delay,
+                      done_topic=ns.done_topic, window=ns.window, ack_timeout=ns.ack_timeout)
     rclpy.init(args=argv)
     node = Node("bag_player")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    # The acknowledgements arrive on this node while play() blocks the main thread.
+    spinner = threading.Thread(target=_spin, args=(executor,), name="bag_player_spin",
+                               daemon=True)
+    spinner.start()
+    player = None
     try:
         player = BagPlayer(node, args)
         node.get_logger().info(f"playing {args.bag}: {player.topics} rate={args.rate} "
-                               f"loop={args.loop}")
+                               f"loop={args.loop}"
+                               + (f" window={args.window}" if args.done_topic else ""))
         stats = player.play()
         node.get_logger().info(f"published {stats.published} messages "
                                f"({stats.skipped} skipped, {stats.loops} pass(es))")
-        return 0
+        report = player.report
+        if report is None:
+            return 0
+        node.get_logger().info(
+            f"node acknowledged {report.acknowledged} of {report.published} images: "
+            f"{report.processed} processed, {report.bad_input} bad input, "
+            f"{report.dropped} dropped" + (f"; {report.reason}" if report.reason else ""))
+        return 1 if report.stalled else 0
     except BagError as exc:
         node.get_logger().error(str(exc))
         return 2
     except KeyboardInterrupt:
         return 0
     finally:
+        if player is not None and player.report is not None and ns.report:
+            player.report.write(ns.report)
+        executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
         if rclpy.ok():
             rclpy.shutdown()
+
+
+def _spin(executor: SingleThreadedExecutor) -> None:
+    try:
+        executor.spin()
+    except Exception:  # shutdown while spinning
+        pass
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ latest-frame slot while live, a bounded FIFO when ``process_every_frame`` is tru
 replay); ONE worker thread, joined on shutdown, decodes (``ros/frame_input.py``), extracts,
 matches (``frontend.py``) and publishes (``ros/frame_output.py``). Live, a frame that is
 overwritten before the worker takes it is counted as dropped, so outputs never lag behind the
-camera by a queue of stale frames.
+camera by a queue of stale frames. Every input image, whatever became of it, is acknowledged on
+``~/frame_done`` once its outputs are published (``ros/flow_control.py``): a replaying source
+waits for these, so a recording is processed whole however slow the method.
 
 Robustness contract:
 - Bad input never kills the node: every decode error (unknown encoding, size/step mismatch,
@@ -39,10 +41,13 @@ from typing import Any
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
 
 from ..extractors.base import ConfigError
 from ..geometry import preload as preload_geometry
@@ -51,6 +56,8 @@ from ..types import Features
 from ..weights import WeightsError
 from . import params as P
 from .diagnostics import FrameRecord, NodeStats, build_diagnostics
+from .flow_control import (BAD_INPUT_PREFIX, DONE_TOPIC, DROPPED, PROCESSED, done_message,
+                           done_qos)
 from .frame_input import CameraModel, decode_image, intrinsics_for
 from .frame_output import FrameOutputs
 from .inbox import FrameInbox
@@ -85,7 +92,7 @@ class FeatureExtractorNode(Node):
         self._warm_up()
         # State shared by the executor thread and the worker.
         self._work_lock = threading.Lock()  # extractor/frontend/config
-        self._inbox = FrameInbox(self.stats.on_dropped)
+        self._inbox = FrameInbox(self._on_dropped)
         self._camera: CameraModel | None = None
         self._bad_log_time: dict[str, float] = {}
         self._start_time = time.monotonic()
@@ -126,6 +133,7 @@ class FeatureExtractorNode(Node):
                                     self._loops is not None, self.method,
                                     str(self._value("relative_motion.child_frame_suffix")))
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", diagnostics_qos())
+        self.pub_done = self.create_publisher(Header, DONE_TOPIC, done_qos())
 
     def _create_subscriptions(self) -> None:
         depth = int(self._value("qos.depth"))
@@ -149,8 +157,12 @@ class FeatureExtractorNode(Node):
         self._worker = threading.Thread(target=self._worker_loop, name="feature_worker",
                                         daemon=False)
         self._worker.start()
-        self.create_timer(float(self._value("diagnostic_period")), self._publish_diagnostics)
-        self.create_timer(1.0, self._watchdog)
+        # Wall-clock timers: with use_sim_time a replay's /clock stops at the end of the bag (or
+        # jumps), and diagnostics must still report the frames still being processed.
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(float(self._value("diagnostic_period")), self._publish_diagnostics,
+                          clock=steady)
+        self.create_timer(1.0, self._watchdog, clock=steady)
 
     def _warm_up(self) -> None:
         preload_geometry()
@@ -193,19 +205,38 @@ class FeatureExtractorNode(Node):
         self._inbox.put(msg, bool(self._node_conf.get("process_every_frame", False)),
                         int(self._value("queue_size")))
 
+    def _on_dropped(self, msg: Any) -> None:
+        self.stats.on_dropped()
+        self._acknowledge(msg, DROPPED)
+
+    def _acknowledge(self, msg: Any, outcome: str) -> None:
+        """One ``~/frame_done`` per input image (after its outputs): replay flow control."""
+        try:
+            self.pub_done.publish(done_message(msg.header, outcome))
+        except Exception:  # shutting down, or a message without a header (counted already)
+            pass
+
     def _worker_loop(self) -> None:
         while (msg := self._inbox.get()) is not None:
             try:
-                self._process(msg)
+                outcome = self._process(msg)
             except Exception as exc:  # last line of defence: the worker must survive any frame
                 if self._inbox.stopped or not self.context.ok():
                     return  # shutting down: publishers are gone, nothing to report
-                self._bad_input("internal_error", f"{type(exc).__name__}: {exc}")
+                outcome = self._bad_input("internal_error", f"{type(exc).__name__}: {exc}")
+            self._acknowledge(msg, outcome)
 
     def stop_worker(self) -> None:
         self._inbox.stop()
         if self._worker.is_alive():
             self._worker.join(timeout=10.0)
+        # Reliable subscribers (a replay's collector, a recorder) get the last outputs before
+        # the process exits.
+        for pub in self.outputs.publishers() + [self.pub_done]:
+            try:
+                pub.wait_for_all_acked(Duration(seconds=2.0))
+            except Exception:  # an rmw without the call: nothing better to do
+                break
         if self._loops is not None:
             self._loops.save(self._worker.is_alive())
 
@@ -216,25 +247,26 @@ class FeatureExtractorNode(Node):
             f"totals: received {snap['received']}, processed {snap['processed']}, dropped "
             f"{snap['dropped']}, bad input {snap['bad_input_total']} ({bad})")
 
-    def _bad_input(self, reason: str, text: str) -> None:
+    def _bad_input(self, reason: str, text: str) -> str:
+        """Count, log (throttled per reason) and return the frame's outcome."""
         self.stats.on_bad_input(reason)
         now = time.monotonic()
         if now - self._bad_log_time.get(reason, -1e9) >= BAD_INPUT_LOG_PERIOD_S:
             self._bad_log_time[reason] = now
             n = self.stats.bad_input[reason]
             self.get_logger().warning(f"bad input ({reason}, {n} so far): {text}")
+        return BAD_INPUT_PREFIX + reason
 
-    def _process(self, msg: Any) -> None:
+    def _process(self, msg: Any) -> str:
+        """Decode, extract, match, publish one frame; returns its outcome for ``~/frame_done``."""
         t0 = time.perf_counter()
         try:
             image = decode_image(msg, self._node_conf.get("max_input_pixels",
                                                           P.DEFAULT_MAX_INPUT_PIXELS))
         except ImageDecodeError as exc:
-            self._bad_input(exc.reason, str(exc))
-            return
+            return self._bad_input(exc.reason, str(exc))
         except (ValueError, TypeError, MemoryError) as exc:
-            self._bad_input("decode_error", f"{type(exc).__name__}: {exc}")
-            return
+            return self._bad_input("decode_error", f"{type(exc).__name__}: {exc}")
         h, w = image.shape[:2]
         K, why_no_k = intrinsics_for(self._camera, w, h)
         if why_no_k is not None:
@@ -245,9 +277,8 @@ class FeatureExtractorNode(Node):
                 feats = self.extractor.extract(image)
             except Exception as exc:
                 if min(h, w) >= TINY_EDGE:
-                    self._bad_input("extractor_error", f"{w}x{h} image: "
-                                    f"{type(exc).__name__}: {exc}")
-                    return
+                    return self._bad_input("extractor_error", f"{w}x{h} image: "
+                                           f"{type(exc).__name__}: {exc}")
                 feats = Features.empty(self._descriptor_dim, (w, h))
             feats = feats.float().to("cpu")
             result = self.pipeline.process_features(feats, stamp_to_sec(header.stamp), K)
@@ -262,6 +293,7 @@ class FeatureExtractorNode(Node):
         self.stats.on_processed(FrameRecord(time.monotonic(), latency_ms,
                                             (time.perf_counter() - t0) * 1e3, len(feats),
                                             counts.matches, counts.inliers))
+        return PROCESSED
 
     # ------------------------------------------------------------------ timers
     def _publish_diagnostics(self) -> None:

@@ -59,6 +59,11 @@ class FrameOutputs:
         self._prev_header: Any = None
         self._prev_kpts: np.ndarray | None = None
 
+    def publishers(self) -> list[Any]:
+        """Every output publisher (the node waits for their acknowledgements at shutdown)."""
+        return [p for p in (self.features, self.matches, self.overlay, self.motion, self.loops)
+                if p is not None]
+
     def publish(self, header: Any, feats: Features, result: FrameResult, K: np.ndarray | None
                 ) -> FrameCounts:
         """``~/features``, ``~/matches`` and ``~/relative_motion`` of one frame; call ``finish``

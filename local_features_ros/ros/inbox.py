@@ -4,7 +4,8 @@ Live (``every_frame`` false) there is one latest-frame slot: a message that is o
 before the worker takes it is dropped, so outputs never lag behind the camera by a queue of stale
 frames. With ``every_frame`` (bag replay) messages wait in a bounded FIFO; a callback facing a
 full queue waits up to ``put_timeout_s`` for space, then drops the newest message. Every drop
-calls ``on_dropped``. No ROS types: messages are opaque objects here.
+calls ``on_dropped(message)`` (the node acknowledges it as dropped). No ROS types: messages are
+opaque objects here.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ QUEUE_PUT_TIMEOUT_S = 1.0
 
 
 class FrameInbox:
-    def __init__(self, on_dropped: Callable[[], None],
+    def __init__(self, on_dropped: Callable[[Any], None],
                  put_timeout_s: float = QUEUE_PUT_TIMEOUT_S) -> None:
         self._on_dropped = on_dropped
         self._put_timeout_s = float(put_timeout_s)
@@ -43,12 +44,12 @@ class FrameInbox:
                         break
                     self._cv.wait(left)
                 if len(self._queue) >= limit:
-                    self._on_dropped()
+                    self._on_dropped(msg)
                 else:
                     self._queue.append(msg)
             else:
                 if self._slot is not None:
-                    self._on_dropped()
+                    self._on_dropped(self._slot)
                 self._slot = msg
             self._cv.notify_all()
 

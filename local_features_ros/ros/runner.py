@@ -239,6 +239,8 @@ class RunPlan:
     camera_info_topic: str
     namespace: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    report_file: Path | None = None  # the replaying source's ReplayReport (JSON)
+    notes: list[str] = field(default_factory=list)  # what the plan chose that users should see
 
 
 def ros_args(params_file: Path | None, namespace: str, remaps: Sequence[tuple[str, str]],
@@ -267,57 +269,168 @@ def module_argv(module: str) -> list[str]:
     return [sys.executable, "-m", module]
 
 
-def bag_camera_topics(bag: str | os.PathLike, transport: str) -> tuple[str | None, str | None]:
-    """(image base topic, camera_info topic) found in a bag for the node's input transport."""
-    from ..bags import CAMERA_INFO_MSGTYPE, COMPRESSED_MSGTYPE, IMAGE_MSGTYPE, list_topics
+@dataclass(frozen=True)
+class BagInput:
+    """What the node subscribes to for a bag: image base topic, transport, camera_info topic."""
 
-    topics = list_topics(bag)
-    want = COMPRESSED_MSGTYPE if transport == "compressed" else IMAGE_MSGTYPE
-    image = next((t for t, ty in sorted(topics.items()) if ty == want), None)
-    if image is not None and transport == "compressed":
-        image = image.removesuffix("/compressed")
-    info = next((t for t, ty in sorted(topics.items()) if ty == CAMERA_INFO_MSGTYPE), None)
-    return image, info
+    image: str
+    transport: str
+    camera_info: str
+    note: str = ""  # printed by the commands (e.g. the transport was chosen from the bag)
+
+
+def plan_bag_input(bag: str | os.PathLike, image: str, camera_info: str, transport: str,
+                   transport_explicit: bool) -> BagInput:
+    """Check a bag against the requested topics before any process starts.
+
+    Why: a missing bag, a topic that is not in it or a topic of another type would otherwise
+    replay nothing and end "successfully". A bag that holds only CompressedImage is replayed with
+    ``input_transport: compressed`` unless the user asked for raw explicitly.
+    Raises ``ConfigError`` with the bag's image topics in the message.
+    """
+    from ..bags import (CAMERA_INFO_MSGTYPE, COMPRESSED_MSGTYPE, IMAGE_MSGTYPE, BagError,
+                        list_topics)
+    from ..conventions import ConfigError
+
+    try:
+        topics = list_topics(bag)
+    except BagError as exc:
+        raise ConfigError(str(exc)) from exc
+    by_type = {ty: sorted(t for t, y in topics.items() if y == ty)
+               for ty in (IMAGE_MSGTYPE, COMPRESSED_MSGTYPE, CAMERA_INFO_MSGTYPE)}
+    images = [f"{t} (Image)" for t in by_type[IMAGE_MSGTYPE]] + \
+        [f"{t} (CompressedImage)" for t in by_type[COMPRESSED_MSGTYPE]]
+    listing = ", ".join(images) or "no image topic"
+    note = ""
+    if image:
+        name = image.rstrip("/")
+        if topics.get(name) == COMPRESSED_MSGTYPE:
+            if transport_explicit and transport == "raw":
+                raise ConfigError(f"{name} in bag {bag} is a CompressedImage topic but "
+                                  "input_transport=raw was set")
+            name, transport = name.removesuffix("/compressed"), "compressed"
+        elif topics.get(name) == IMAGE_MSGTYPE:
+            if transport_explicit and transport == "compressed":
+                raise ConfigError(f"{name} in bag {bag} is an Image topic but "
+                                  "input_transport=compressed was set")
+            transport = "raw"
+        elif topics.get(name + "/compressed") == COMPRESSED_MSGTYPE and transport != "raw":
+            transport = "compressed"
+        elif topics.get(name + "/compressed") == COMPRESSED_MSGTYPE and not transport_explicit:
+            transport, note = "compressed", f"{name}: replaying {name}/compressed"
+        else:
+            raise ConfigError(f"image topic {name} is not in bag {bag}; its image topics: "
+                              f"{listing}")
+        image = name
+    else:
+        want = COMPRESSED_MSGTYPE if transport == "compressed" else IMAGE_MSGTYPE
+        other = IMAGE_MSGTYPE if want == COMPRESSED_MSGTYPE else COMPRESSED_MSGTYPE
+        if by_type[want]:
+            image = by_type[want][0]
+        elif by_type[other] and not transport_explicit:
+            image, transport = by_type[other][0], ("compressed" if other == COMPRESSED_MSGTYPE
+                                                   else "raw")
+            note = (f"the bag has no {'raw' if want == IMAGE_MSGTYPE else 'compressed'} image "
+                    f"topic: replaying {image} with input_transport={transport}")
+        else:
+            hint = (f" (set input_transport={'raw' if want == COMPRESSED_MSGTYPE else 'compressed'}"
+                    " to replay it)") if by_type[other] else ""
+            raise ConfigError(f"bag {bag} has no {transport} image topic; its image topics: "
+                              f"{listing}{hint}")
+        if transport == "compressed":
+            image = image.removesuffix("/compressed")
+    if camera_info:
+        if topics.get(camera_info) != CAMERA_INFO_MSGTYPE:
+            found = ", ".join(by_type[CAMERA_INFO_MSGTYPE]) or "none"
+            raise ConfigError(f"camera_info topic {camera_info} is not a CameraInfo topic of bag "
+                              f"{bag} (CameraInfo topics: {found})")
+    else:
+        camera_info = _closest_info(image, by_type[CAMERA_INFO_MSGTYPE])
+    return BagInput(image, transport, camera_info, note)
+
+
+def _closest_info(image: str, infos: list[str]) -> str:
+    """The CameraInfo topic beside ``image`` (``/cam/image_raw`` -> ``/cam/camera_info``), else
+    the first one, else empty."""
+    parent = image.rsplit("/", 1)[0]
+    for info in infos:
+        if info.rsplit("/", 1)[0] == parent:
+            return info
+    return infos[0] if infos else ""
 
 
 def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = (),
                namespace: str = "", image: str = "", camera_info: str = "", method: str = "",
                use_sim_time: bool = False, bag: str | None = None, synthetic: bool = False,
-               source_params: Mapping[str, Any] | None = None, bag_rate: float = 1.0,
+               source_params: Mapping[str, Any] | None = None, bag_rate: float = 0.0,
                workdir: str | os.PathLike | None = None, start_delay: float = 1.0,
-               check_weights: bool = True) -> RunPlan:
+               check_weights: bool = True, wall_clock: bool = False,
+               window: int | None = None, ack_timeout: float | None = None) -> RunPlan:
     """Resolve the YAML + overrides and the commands of the node and its source.
 
-    Raises ``ConfigError`` (``ros/validate.py``) when the node would refuse the parameters.
-    ``start_delay``: seconds the source waits after it sees the node's subscription. Discovery
-    is asymmetric: the node's reader may match the source's writer a little later, and frames
-    sent before that are lost (more so on a loaded machine).
+    Raises ``ConfigError`` (``ros/validate.py``) when the node would refuse the parameters, and
+    for a bag that is missing or lacks the requested topics. ``start_delay``: seconds the source
+    waits after it sees the node's subscription. Discovery is asymmetric: the node's reader may
+    match the source's writer a little later, and frames sent before that are lost (more so on
+    a loaded machine).
+
+    Replay (a bag, or ``source_params["image_dir"]``) is lossless: the node queues every frame
+    (``process_every_frame``) and the source keeps at most ``window`` images unacknowledged on
+    ``~/frame_done``; ``bag_rate`` 0 plays as fast as the node takes it. A bag runs on its own
+    clock (``use_sim_time`` + ``/clock``) unless ``wall_clock``.
     """
+    from ..conventions import ConfigError
+    from .flow_control import DEFAULT_ACK_TIMEOUT_S, DEFAULT_WINDOW, done_topic
     from .validate import node_param_specs, validate_node_params
 
+    window = DEFAULT_WINDOW if window is None else int(window)
+    ack_timeout = DEFAULT_ACK_TIMEOUT_S if ack_timeout is None else float(ack_timeout)
+    if window < 1:
+        raise ConfigError(f"the replay window must be >= 1, got {window}")
+    if ack_timeout <= 0:
+        raise ConfigError(f"the acknowledgement timeout must be > 0 s, got {ack_timeout:g}")
+    if bag_rate < 0:
+        raise ConfigError(f"--rate must be >= 0 (0 = as fast as the node takes it), got "
+                          f"{bag_rate:g}")
     if method:
         node_param_specs(method)  # 'unknown method ...' before looking for config/<method>.yaml
     params_path = resolve_params_file(params_file_for(method, config))
     overrides = parse_set(sets)
     if method:
         overrides["method"] = method
-    if use_sim_time:
+    if use_sim_time or (bag and not wall_clock):
         overrides["use_sim_time"] = True
-    flat = apply_overrides(load_node_params(params_path), overrides)
+    replay = bool(bag) or bool((source_params or {}).get("image_dir"))
+    if replay:
+        # Every frame, in order; deep enough that neither side's DDS history can overflow.
+        for key, value in (("process_every_frame", True), ("qos.depth", 10),
+                           ("qos.output_depth", 100)):
+            overrides.setdefault(key, value)
+    notes: list[str] = []
+    base = load_node_params(params_path)
+    if bag:
+        transport = str(overrides.get("input_transport",
+                                      flatten(base).get("input_transport", "raw")))
+        found = plan_bag_input(bag, image, camera_info, transport,
+                               "input_transport" in overrides)
+        image, camera_info = found.image, found.camera_info
+        overrides["input_transport"] = found.transport
+        notes += [found.note] if found.note else []
+    flat = apply_overrides(base, overrides)
     # The node's own checks (method, names, types, ranges, the method's config, weights file)
     # before any process starts: a typo fails here with the reason, not in a log file.
     flat = validate_node_params(flat, check_weights=check_weights)
+    if replay and int(flat.get("queue_size", 100)) < window:
+        raise ConfigError(f"queue_size {flat.get('queue_size')} is smaller than the replay "
+                          f"window ({window} images in flight)")
     transport = str(flat.get("input_transport", "raw"))
-    if bag and not image:
-        found_image, found_info = bag_camera_topics(bag, transport)
-        if found_image is None:
-            raise ValueError(f"bag {bag} has no {transport} image topic")
-        image = found_image
-        camera_info = camera_info or (found_info or "")
     image = image or "image"
     camera_info = camera_info or "camera_info"
     wd = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="lfr_run_"))
     wd.mkdir(parents=True, exist_ok=True)
+    report_file = wd / "replay_report.json" if replay else None
+    if report_file is not None and report_file.exists():
+        report_file.unlink()
     params_file = write_params_file(flat, wd / "feature_extractor.params.yaml")
     remaps = topic_remaps(image, camera_info)
     node_params: dict[str, Any] = {}
@@ -336,18 +449,24 @@ def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = ()
         played += [camera_info] if camera_info.startswith("/") else []
         argv = module_argv(f"{PACKAGE}.ros.bag_player") + [
             str(bag), "--rate", str(bag_rate), "--topics", *played, "--wait-subscribers", "1",
-            "--wait-timeout", "60", "--start-delay", str(float(start_delay))]
-        if use_sim_time:
+            "--wait-timeout", "60", "--start-delay", str(float(start_delay)),
+            "--done-topic", done_topic(namespace), "--window", str(window),
+            "--ack-timeout", str(ack_timeout), "--report", str(report_file)]
+        if flat.get("use_sim_time"):
             argv.append("--clock")
         procs.append(ProcessSpec("bag_player", argv, "source"))
     elif synthetic:
         sp = {"transport": "compressed" if transport == "compressed" else "raw",
               "wait_for_subscribers": True, "start_delay": float(start_delay),
               **(source_params or {})}
+        if report_file is not None:
+            sp.update(done_topic=done_topic(namespace), window=window,
+                      ack_timeout=float(ack_timeout), report_file=str(report_file))
         procs.append(ProcessSpec("synthetic_camera",
                                  module_argv(f"{PACKAGE}.ros.synthetic_camera")
                                  + ros_args(None, namespace, remaps, sp), "source"))
-    return RunPlan(procs, params_file, flat, image, camera_info, namespace)
+    return RunPlan(procs, params_file, flat, image, camera_info, namespace,
+                   report_file=report_file, notes=notes)
 
 
 @dataclass

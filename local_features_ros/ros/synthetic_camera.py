@@ -9,6 +9,11 @@ Publishes ``image`` (sensor_msgs/Image, ``encoding``), ``image/compressed`` (JPE
 (geometry_msgs/PoseStamped, ``T_world_cam`` of the frame in ``world_frame``). Image stamps are the
 node clock at publication (so latency = receive time - stamp). With ``frames > 0`` it exits after
 publishing that many frames.
+
+With ``done_topic`` (the extractor's ``~/frame_done``) it replays losslessly like the bag player:
+at most ``window`` frames unacknowledged (``ros/flow_control.py``), ``rate`` 0 = as fast as the
+node takes them, and ``report_file`` receives the replay report (JSON). The exit status is 1 when
+the node stopped acknowledging.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..image.encodings import encode_compressed
+from .flow_control import DEFAULT_ACK_TIMEOUT_S, DEFAULT_WINDOW, FrameCredits
 from .messages import numpy_to_image_msg
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".tif", ".tiff")
@@ -75,8 +81,9 @@ class SyntheticCamera(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__("synthetic_camera", **node_kwargs)
         d = self.declare_parameter
-        self.rate = float(d("rate", 10.0,
-                            ParameterDescriptor(description="frames per second")).value)
+        self.rate = float(d("rate", 10.0, ParameterDescriptor(
+            description="frames per second (0 = no pacing: with done_topic, as fast as the "
+            "node takes them)")).value)
         self.n_frames = int(d("frames", 0, ParameterDescriptor(
             description="frames to publish, then exit (0 = run forever, looping)")).value)
         self.trajectory = str(d("trajectory", "orbit", ParameterDescriptor(
@@ -104,6 +111,17 @@ class SyntheticCamera(Node):
         self.start_delay = float(d("start_delay", 0.0, ParameterDescriptor(
             description="seconds to wait after a subscriber appeared (its reader may match "
             "our writer a little later)")).value)
+        self.done_topic = str(d("done_topic", "", ParameterDescriptor(
+            description="the extractor's ~/frame_done: lossless flow control (empty = a live "
+            "camera)")).value)
+        self.window = int(d("window", DEFAULT_WINDOW, ParameterDescriptor(
+            description="frames in flight without acknowledgement (done_topic)")).value)
+        self.ack_timeout = float(d("ack_timeout", DEFAULT_ACK_TIMEOUT_S, ParameterDescriptor(
+            description="seconds without an acknowledgement before giving up")).value)
+        self.report_file = str(d("report_file", "", ParameterDescriptor(
+            description="write the replay report (JSON) here (done_topic)")).value)
+        if self.rate < 0:
+            raise ValueError(f"rate must be >= 0, got {self.rate:g}")
         if self.transport not in ("raw", "compressed", "both"):
             raise ValueError(f"transport must be raw, compressed or both, got '{self.transport}'")
         convert_rgb(np.zeros((2, 2, 3), np.uint8), self.encoding)  # validate early
@@ -118,6 +136,9 @@ class SyntheticCamera(Node):
                          if self.publish_pose else None)
         self.published = 0
         self.unreadable: list[Path] = []
+        self.credits = (FrameCredits(self, self.done_topic, self.window, self.ack_timeout,
+                                     spin=lambda: rclpy.spin_once(self, timeout_sec=0.02))
+                        if self.done_topic else None)
         self._frames = self._frame_source()
 
     # ------------------------------------------------------------------ sources
@@ -153,7 +174,8 @@ class SyntheticCamera(Node):
         pubs = [p for p in (self.pub_raw, self.pub_comp) if p is not None]
         deadline = time.monotonic() + self.wait_timeout
         while time.monotonic() < deadline:
-            if any(p.get_subscription_count() > 0 for p in pubs):
+            if any(p.get_subscription_count() > 0 for p in pubs) and (
+                    self.credits is None or self.credits.connected()):
                 return True
             rclpy.spin_once(self, timeout_sec=0.05)
         self.get_logger().warning("no subscriber appeared; publishing anyway")
@@ -163,6 +185,8 @@ class SyntheticCamera(Node):
         """Render and publish one frame; False when ``frames`` are done."""
         if self.n_frames > 0 and self.published >= self.n_frames:
             return False
+        if self.credits is not None and not self.credits.acquire():
+            return False  # the node stopped acknowledging (credits.report says so)
         try:
             rgb, K, T = next(self._frames)
         except StopIteration:  # image_dir without loop: every image was published once
@@ -182,18 +206,21 @@ class SyntheticCamera(Node):
         if self.pub_pose is not None and T is not None:
             pose_header = Header(stamp=header.stamp, frame_id=self.world_frame)
             self.pub_pose.publish(pose_msg(pose_header, T))
+        if self.credits is not None:
+            self.credits.sent()
         self.published += 1
         return True
 
-    def run(self) -> None:
-        """Publish at ``rate`` (wall clock), spinning in between."""
+    def run(self) -> int:
+        """Publish at ``rate`` (wall clock; 0 = unpaced), spinning in between. Returns the exit
+        status: 1 when the node stopped acknowledging (flow control), else 0."""
         if self.wait_for_subscribers:
             self.wait_for_subscriber()
         end = time.monotonic() + self.start_delay
         while rclpy.ok() and time.monotonic() < end:
             rclpy.spin_once(self, timeout_sec=0.05)
-        period = 1.0 / max(self.rate, 1e-3)
-        next_t = time.monotonic()
+        period = 1.0 / self.rate if self.rate > 0 else 0.0
+        t0 = next_t = time.monotonic()
         while rclpy.ok():
             if not self.publish_next():
                 break
@@ -205,6 +232,9 @@ class SyntheticCamera(Node):
                 rclpy.spin_once(self, timeout_sec=min(left, 0.05))
             if next_t < time.monotonic() - period:  # fell behind: do not burst to catch up
                 next_t = time.monotonic()
+        report = self.credits.report if self.credits is not None else None
+        if report is not None and not report.stalled:
+            self.credits.drain()
         # Give reliable subscribers a moment to take the last messages before exiting.
         end = time.monotonic() + 0.5
         while rclpy.ok() and time.monotonic() < end:
@@ -212,6 +242,16 @@ class SyntheticCamera(Node):
         skipped = (f"; {len(self.unreadable)} unreadable file(s) skipped: "
                    + ", ".join(p.name for p in self.unreadable)) if self.unreadable else ""
         self.get_logger().info(f"published {self.published} frames{skipped}")
+        if report is None:
+            return 0
+        report.elapsed_s = time.monotonic() - t0
+        if self.report_file:
+            report.write(self.report_file)
+        self.get_logger().info(
+            f"node acknowledged {report.acknowledged} of {report.published} frames: "
+            f"{report.processed} processed, {report.bad_input} bad input, {report.dropped} "
+            f"dropped" + (f"; {report.reason}" if report.reason else ""))
+        return 1 if report.stalled else 0
 
 
 def main(args: list[str] | None = None) -> int:
@@ -219,7 +259,7 @@ def main(args: list[str] | None = None) -> int:
     node = None
     try:
         node = SyntheticCamera()
-        node.run()
+        return node.run()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except (ValueError, FileNotFoundError) as exc:

@@ -33,6 +33,7 @@ from local_features_ros.image.encodings import (
     decode_image_msg_fields,
     encode_compressed,
     image_to_numpy,
+    numpy_to_image_fields,
 )
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,9 @@ __all__ = [
     "POSE_TYPES",
     "get_bag_typestore",
     "write_synthetic_bag",
+    "CameraBagWriter",
+    "CameraInfoData",
+    "guess_K",
     "list_topics",
     "iter_images",
     "iter_raw",
@@ -243,6 +247,144 @@ def write_synthetic_bag(
                 put(pose_topic, G + "PoseStamped", msg, t_ns)
     logger.debug("wrote synthetic bag %s", path)
     return path
+
+
+def guess_K(width: int, height: int) -> np.ndarray:
+    """The pinhole K used when a camera's intrinsics are unknown: ``fx = fy = 1.2 * max(w, h)``
+    (about a 45 degree field of view across the long side, a common webcam/phone lens) and the
+    principal point at the image centre. A placeholder, never a calibration."""
+    return _default_K(int(width), int(height))
+
+
+@dataclass(frozen=True)
+class CameraInfoData:
+    """What a ``sensor_msgs/CameraInfo`` says about one camera, independent of where the numbers
+    came from (a calibration file, a preset, a guess). ``P`` is 3x4: ``[K | 0]`` for a mono or
+    left camera, ``P[0, 3] = -fx * baseline`` for the right camera of a rectified stereo pair."""
+
+    width: int
+    height: int
+    K: np.ndarray
+    P: np.ndarray
+    D: np.ndarray = field(default_factory=lambda: np.zeros(5))
+    distortion_model: str = "plumb_bob"
+
+
+class CameraBagWriter:
+    """A new rosbag2 bag of camera messages (Image, CompressedImage, CameraInfo), one call per
+    message, on any topics. Bag (record) time = header stamp.
+
+    Why a class next to :func:`write_synthetic_bag`: dataset conversion writes topic layouts
+    (stereo, RGB-D, compressed only) that the synthetic writer's fixed layout does not cover.
+    The bag is written in a hidden folder next to ``path`` and moved there when the ``with``
+    block ends normally, so an error or Ctrl-C leaves neither half a bag nor a lost old one.
+    An existing ``path`` is an error unless ``overwrite``; even then only a rosbag2 directory
+    (one with ``metadata.yaml``) or an empty directory is replaced, never another folder or a file.
+    """
+
+    def __init__(self, path: str | Path, *, storage: str = "sqlite3",
+                 overwrite: bool = False) -> None:
+        self.path = Path(path)
+        if storage not in ("sqlite3", "mcap"):
+            raise ValueError(f"storage must be sqlite3 or mcap, got {storage!r}")
+        self.storage = storage
+        self.overwrite = overwrite
+        self.counts: dict[str, int] = {}
+        self._conns: dict[str, Any] = {}
+        self._writer: Any = None
+        self._ts: Any = None
+        self._tmp: Path | None = None
+
+    def _check_target(self) -> bool:
+        """True when ``path`` exists and may be replaced; BagError when it may not."""
+        p = self.path
+        if not (p.exists() or p.is_symlink()):
+            return False
+        if not self.overwrite:
+            raise BagError(f"{p} already exists (pass --overwrite to replace it)")
+        if not p.is_dir() or p.is_symlink():
+            raise BagError(f"{p} is not a rosbag2 bag directory; not replacing it")
+        if not ((p / "metadata.yaml").is_file() or not any(p.iterdir())):
+            raise BagError(f"{p} is a folder but not a rosbag2 bag (no metadata.yaml); "
+                           "not deleting it")
+        return True
+
+    def __enter__(self) -> "CameraBagWriter":
+        import tempfile
+
+        from rosbags.rosbag2 import StoragePlugin, Writer
+
+        self._check_target()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.", suffix=".partial",
+                                          dir=self.path.parent))
+        plugin = StoragePlugin.SQLITE3 if self.storage == "sqlite3" else StoragePlugin.MCAP
+        try:
+            self._ts = get_bag_typestore()
+            # Same folder name as the target: the storage file inside is named after it.
+            self._writer = Writer(self._tmp / self.path.name, version=9, storage_plugin=plugin)
+            self._writer.open()
+        except BaseException:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            raise
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        writer, self._writer = self._writer, None
+        tmp, self._tmp = self._tmp, None
+        if writer is None or tmp is None:
+            return
+        try:
+            if exc_type is not None:
+                writer.abort()
+                return
+            writer.close()
+            if self._check_target():
+                shutil.rmtree(self.path)
+            (tmp / self.path.name).rename(self.path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def _put(self, topic: str, msgtype: str, msg: Any) -> None:
+        if self._writer is None:
+            raise BagError("CameraBagWriter used outside its with block")
+        if topic not in self._conns:
+            self._conns[topic] = self._writer.add_connection(topic, msgtype, typestore=self._ts)
+        t_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+        self._writer.write(self._conns[topic], t_ns, self._ts.serialize_cdr(msg, msgtype))
+        self.counts[topic] = self.counts.get(topic, 0) + 1
+
+    def image(self, topic: str, stamp: float, array: np.ndarray, encoding: str,
+              frame_id: str) -> None:
+        """``array`` already in ``encoding``'s layout (BGR order for bgr8, ...)."""
+        f = numpy_to_image_fields(array, encoding)
+        msg = self._ts.types[IMAGE_MSGTYPE](
+            header=_stamp_msgs(self._ts, stamp, frame_id), height=f["height"],
+            width=f["width"], encoding=f["encoding"], is_bigendian=f["is_bigendian"],
+            step=f["step"], data=np.frombuffer(f["data"], np.uint8))
+        self._put(topic, IMAGE_MSGTYPE, msg)
+
+    def compressed(self, topic: str, stamp: float, payload: bytes, fmt: str,
+                   frame_id: str) -> None:
+        """``payload``: the JPEG/PNG bytes; ``fmt`` as image_transport writes it, e.g.
+        ``"bgr8; jpeg compressed bgr8"``."""
+        msg = self._ts.types[COMPRESSED_MSGTYPE](
+            header=_stamp_msgs(self._ts, stamp, frame_id), format=fmt,
+            data=np.frombuffer(payload, np.uint8))
+        self._put(topic, COMPRESSED_MSGTYPE, msg)
+
+    def camera_info(self, topic: str, stamp: float, info: CameraInfoData,
+                    frame_id: str) -> None:
+        T = self._ts.types
+        msg = T[CAMERA_INFO_MSGTYPE](
+            header=_stamp_msgs(self._ts, stamp, frame_id), height=int(info.height),
+            width=int(info.width), distortion_model=info.distortion_model,
+            d=np.asarray(info.D, np.float64).reshape(-1).copy(),
+            k=np.asarray(info.K, np.float64).reshape(9).copy(), r=np.eye(3).reshape(-1),
+            p=np.asarray(info.P, np.float64).reshape(12).copy(), binning_x=0, binning_y=0,
+            roi=T["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
+                                                     do_rectify=False))
+        self._put(topic, CAMERA_INFO_MSGTYPE, msg)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -20,12 +20,23 @@ TEXT_BGR = (255, 255, 255)
 
 @dataclass
 class OverlayInfo:
-    """Numbers printed in the overlay's corner (None = not shown)."""
+    """What the overlay's header line shows (None / empty = not shown).
+
+    ``matcher`` names the frame-to-frame matcher that produced the matches (``nn``,
+    ``lightglue``); the header then reads ``<method> + <matcher>``, e.g. ``aliked + lightglue``,
+    so a saved overlay says which pipeline drew it.
+    """
 
     method: str = ""
     latency_ms: float | None = None
     num_matches: int | None = None
     num_inliers: int | None = None
+    matcher: str = ""
+
+
+def overlay_title(method: str, matcher: str = "") -> str:
+    """``'aliked', 'lightglue'`` -> ``'aliked + lightglue'``; either part may be empty."""
+    return " + ".join(p for p in (method.strip(), matcher.strip()) if p)
 
 
 def to_display_bgr(image: np.ndarray) -> np.ndarray:
@@ -108,7 +119,8 @@ def draw_overlay(image: np.ndarray, keypoints: np.ndarray, scores: np.ndarray | 
     for (x, y), c in zip(centres, colours.tolist()):
         cv2.circle(canvas, (x, y), int(radius * mul), c, 1, cv2.LINE_8, shift)
     if info is not None and h >= 24 and w >= 64:
-        parts = [info.method] if info.method else []
+        title = overlay_title(info.method, info.matcher)
+        parts = [title] if title else []
         parts.append(f"kpts {len(keypoints)}")
         if info.num_matches is not None:
             parts.append(f"matches {info.num_matches}")
@@ -136,7 +148,7 @@ LEGEND_LINES = (
     ("inlier: track prev -> current", "line", INLIER_BGR),
     ("outlier (rejected by RANSAC)", "tick", OUTLIER_BGR),
     ("keypoint: yellow low .. red high score", "circle", (0, 140, 255)),
-    ("top: kpts | matches to prev frame | inliers | latency", "text", TEXT_BGR),
+    ("top: method + matcher | kpts | matches to prev | inliers | latency", "text", TEXT_BGR),
 )
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from local_features_ros.overlay import INLIER_BGR, OUTLIER_BGR, OverlayInfo, draw_overlay
+from local_features_ros.overlay import (INLIER_BGR, OUTLIER_BGR, OverlayInfo, draw_overlay,
+                                        overlay_title)
 
 
 def _near(canvas: np.ndarray, x: int, y: int, bgr: tuple[int, int, int], r: int = 1) -> bool:
@@ -44,3 +45,29 @@ def test_legend_in_the_bottom_left_corner():
     assert (bare[150:, :200] == 128).all()
     small = draw_overlay(np.full((60, 80), 128, np.uint8), np.zeros((0, 2)), info=OverlayInfo("orb"))
     assert (small[40:, :] == 128).all()  # too small for a legend
+
+
+def _header_width(canvas: np.ndarray) -> int:
+    """Width of the black header box in the top-left corner (row 2 of the image)."""
+    row = (canvas[2] == 0).all(axis=1)
+    return int(np.argmin(row)) if not row.all() else len(row)
+
+
+def test_header_names_the_matcher():
+    assert overlay_title("aliked", "lightglue") == "aliked + lightglue"
+    assert overlay_title("orb", "nn") == "orb + nn"
+    assert overlay_title("orb") == "orb" and overlay_title("", "nn") == "nn"
+    img = np.full((240, 320), 128, np.uint8)
+    kpts, scores = np.array([[160.0, 120.0]]), np.array([1.0])
+
+    def draw(info: OverlayInfo) -> np.ndarray:
+        return draw_overlay(img, kpts, scores, info=info)
+
+    with_matcher = draw(OverlayInfo("aliked", 12.0, 5, 3, matcher="lightglue"))
+    # The header is exactly the text "aliked + lightglue  kpts 1  ...": same pixels as that title.
+    assert np.array_equal(with_matcher, draw(OverlayInfo("aliked + lightglue", 12.0, 5, 3)))
+    method_only = draw(OverlayInfo("aliked", 12.0, 5, 3))
+    assert not np.array_equal(with_matcher, method_only)
+    assert _header_width(with_matcher) > _header_width(method_only) > 0
+    # Another matcher, another header.
+    assert not np.array_equal(with_matcher, draw(OverlayInfo("aliked", 12.0, 5, 3, matcher="nn")))

@@ -131,7 +131,8 @@ class FeatureExtractorNode(Node):
     def _create_publishers(self) -> None:
         self.outputs = FrameOutputs(self, int(self._value("qos.output_depth")),
                                     self._loops is not None, self.method,
-                                    str(self._value("relative_motion.child_frame_suffix")))
+                                    str(self._value("relative_motion.child_frame_suffix")),
+                                    matcher=self.pipeline.matcher_type)
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", diagnostics_qos())
         self.pub_done = self.create_publisher(Header, DONE_TOPIC, done_qos())
 

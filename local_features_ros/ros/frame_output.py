@@ -43,13 +43,14 @@ class FrameOutputs:
     """Publishers of ``node`` (reliable, ``depth``; ``loops``: also ``~/loop_candidates``);
     ``method`` names the overlay, ``child_suffix`` the motion's child frame."""
 
-    def __init__(self, node: Any, depth: int, loops: bool, method: str, child_suffix: str
-                 ) -> None:
+    def __init__(self, node: Any, depth: int, loops: bool, method: str, child_suffix: str,
+                 matcher: str = "") -> None:
         def make(msg_type: Any, topic: str) -> Any:
             return node.create_publisher(msg_type, topic, output_qos(depth),
                                          qos_overriding_options=overridable())
 
         self.method = method
+        self.matcher = matcher  # named in the overlay header beside the method
         self.child_suffix = child_suffix
         self.features = make(PointCloud2, "~/features")
         self.matches = make(PointCloud2, "~/matches")
@@ -100,7 +101,8 @@ class FrameOutputs:
                 None if match is None else match.inliers,
                 OverlayInfo(self.method, (time.perf_counter() - t0) * 1e3,
                             len(match) if match is not None else None,
-                            int(match.num_inliers) if match is not None else None))
+                            int(match.num_inliers) if match is not None else None,
+                            matcher=self.matcher))
             self.overlay.publish(numpy_to_image_msg(canvas, "bgr8", header))
         self._prev_header, self._prev_kpts = header, kpts
 

@@ -25,12 +25,9 @@ from ..conventions import DEFAULT_METHOD
 from ..extractors.base import BACKENDS, PRECISIONS, SHARED_DEFAULTS, ConfigError
 from ..pipeline import check_extractor_changes, replace_fields
 from ..registry import available_methods
-
-#: Shared extractor keys whose node parameter name differs from the config key.
-RENAMED_KEYS: dict[str, str] = {"resize_max_edge": "resize.max_edge"}
-
-#: Prefix of method-specific extractor keys (``extractor.nms`` -> config key ``nms``).
-EXTRACTOR_PREFIX = "extractor."
+# The one vocabulary of node names <-> extractor config keys, shared with the command line:
+# RENAMED_KEYS (config key -> node name), EXTRACTOR_PREFIX (``extractor.nms`` -> ``nms``).
+from ..settings import EXTRACTOR_PREFIX, RENAMED_KEYS
 
 DEVICES_HELP = "auto | cpu | cuda | cuda:N"
 TRANSPORTS = ("raw", "compressed")
@@ -186,9 +183,9 @@ def shared_extractor_specs(defaults: Mapping[str, Any], runtime_keys: Iterable[s
         ParamSpec("remove_borders", int(defaults["remove_borders"]), "drop keypoints this close "
                   "to the border (pixels)", "remove_borders" in rk, "extractor:remove_borders",
                   int_range=(0, 4096)),
-        ParamSpec("resize.max_edge", int(defaults["resize_max_edge"]), "resize so the long "
-                  "edge is at most this before inference (0 = native); keypoints are always "
-                  "published in original pixels", "resize_max_edge" in rk,
+        ParamSpec(RENAMED_KEYS["resize_max_edge"], int(defaults["resize_max_edge"]), "resize so "
+                  "the long edge is at most this before inference (0 = native); keypoints are "
+                  "always published in original pixels", "resize_max_edge" in rk,
                   "extractor:resize_max_edge", int_range=(0, 16384)),
         ParamSpec("backend", str(defaults.get("backend", "torch")), "what runs the network "
                   "part: torch | onnxruntime | openvino | tensorrt (exported to ONNX on first use, "

@@ -296,8 +296,11 @@ def plan_bag_input(bag: str | os.PathLike, image: str, camera_info: str, transpo
         topics = list_topics(bag)
     except BagError as exc:
         raise ConfigError(str(exc)) from exc
+    # Depth images are Image topics too; an automatic choice takes the camera's colour/grey one.
     by_type = {ty: sorted(t for t, y in topics.items() if y == ty)
                for ty in (IMAGE_MSGTYPE, COMPRESSED_MSGTYPE, CAMERA_INFO_MSGTYPE)}
+    for ty in (IMAGE_MSGTYPE, COMPRESSED_MSGTYPE):
+        by_type[ty].sort(key=lambda t: "depth" in t.lower())
     images = [f"{t} (Image)" for t in by_type[IMAGE_MSGTYPE]] + \
         [f"{t} (CompressedImage)" for t in by_type[COMPRESSED_MSGTYPE]]
     listing = ", ".join(images) or "no image topic"

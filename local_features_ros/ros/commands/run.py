@@ -30,6 +30,12 @@ logger = logging.getLogger(__name__)
 
 #: Frames per second of ``--synthetic`` when ``--rate`` is not given.
 SYNTHETIC_RATE = 10.0
+#: Seconds a replay waits after the node subscribed. Other participants (a user's subscriber to
+#: ``~/features``) can discover the node's publishers a second or more after the replay's own
+#: player does, on a loaded machine up to one DDS announcement period (3 s); frames published
+#: before that never reach them.
+REPLAY_START_DELAY = 3.0
+LIVE_START_DELAY = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,9 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=0.0,
                         help="stop after this many seconds (default 0 = until Ctrl-C or the "
                         "source's end)")
-    parser.add_argument("--start-delay", type=float, default=1.0,
-                        help="seconds the source waits after the node subscribed (DDS "
-                        "discovery settles; default: %(default)s)")
+    parser.add_argument("--start-delay", type=float, default=None,
+                        help="seconds the source waits after the node subscribed, so that DDS "
+                        "discovery settles and subscribers started before the run (a recorder, "
+                        f"your VO node) get the first frames too (default: {REPLAY_START_DELAY:g}"
+                        f" with --bag, {LIVE_START_DELAY:g} with --synthetic)")
     parser.add_argument("--ack-timeout", type=float, default=DEFAULT_ACK_TIMEOUT_S,
                         help="--bag: give up when the node has finished no frame for this many "
                         "seconds (default: %(default)s)")
@@ -104,6 +112,8 @@ def main(args: argparse.Namespace) -> int:
     rate = args.rate if args.rate is not None else (SYNTHETIC_RATE if args.synthetic else 0.0)
     source_params = {"rate": rate, "frames": args.frames} if args.synthetic else None
     log_dir = Path(args.log_dir) if args.log_dir else None
+    start_delay = args.start_delay if args.start_delay is not None else (
+        REPLAY_START_DELAY if args.bag else LIVE_START_DELAY)
     try:
         if args.synthetic and rate <= 0:
             raise ConfigError(f"--rate must be > 0 frames per second with --synthetic, got "
@@ -114,7 +124,7 @@ def main(args: argparse.Namespace) -> int:
                           camera_info=args.camera_info, method=args.method,
                           use_sim_time=args.use_sim_time, bag=args.bag, synthetic=args.synthetic,
                           source_params=source_params, bag_rate=rate if args.bag else 0.0,
-                          start_delay=args.start_delay, wall_clock=args.wall_clock,
+                          start_delay=start_delay, wall_clock=args.wall_clock,
                           ack_timeout=args.ack_timeout)
     except (ConfigError, ValueError, FileNotFoundError) as exc:
         # what the node would refuse (it exits 2 for these), or a bag that cannot be replayed

@@ -1,0 +1,116 @@
+"""The README is a user's document: its API example runs as written, it stays short, its links
+resolve, and neither it nor docs/ (nor the model card) talks about how the project was developed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
+MODEL_CARD = ROOT / "local_features_ros" / "data" / "weights" / "MODEL_CARD.md"
+MAX_README_LINES = 260
+#: The README marks its runnable example with this comment right before the code block.
+API_MARKER = "<!-- api-example -->"
+
+#: Development-history phrases a user's document must not contain (case-insensitive).
+HISTORY_PATTERNS = [
+    r"\bsessions?[ -]?\d+",                                   # "session 3", "session-5"
+    r"\b(this|these|that|earlier|previous|later|next|other|each)\s+sessions?\b",
+    r"\bsessions?'",                                          # "earlier sessions' CPU"
+    r"\bleas(e|es|ed|ing)\b",                                 # "a GPU lease" (not "release")
+    r"\bissues?\s*#?\d+",                                     # "issue #15", "issue 5"
+    r"\bthe issue's\b",
+    r"(?<![\w&/#])#\d+\b",                                    # "#17"
+    r"\b(was|were|is|are|been)\s+lent\b",                     # "no device was lent"
+    r"\blent\s+to\b",
+    r"\bthis task\b",
+    r"\bthis machine\b",
+]
+HISTORY_RE = re.compile("|".join(f"(?:{p})" for p in HISTORY_PATTERNS), re.IGNORECASE)
+
+
+def user_documents() -> list[Path]:
+    return [README, *sorted((ROOT / "docs").glob("*.md")), MODEL_CARD]
+
+
+def api_example(text: str) -> str:
+    """The ```python block right after the API marker."""
+    start = text.index(API_MARKER) + len(API_MARKER)
+    m = re.compile(r"\s*```python\n(.*?)\n```", re.DOTALL).match(text, start)
+    assert m is not None, f"no ```python block right after {API_MARKER}"
+    return m.group(1)
+
+
+def history_lines(text: str) -> list[str]:
+    return [f"{i}: {line.strip()}" for i, line in enumerate(text.splitlines(), 1)
+            if HISTORY_RE.search(line)]
+
+
+def test_readme_api_example_runs_as_written(tmp_path, monkeypatch, capsys):
+    code = api_example(README.read_text(encoding="utf-8"))
+    monkeypatch.chdir(tmp_path)  # the example must not depend on the repository as cwd
+    exec(compile(code, f"{README.name}:{API_MARKER}", "exec"), {"__name__": "__main__"})
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3, lines
+    assert all(re.match(r"\d+ keypoints, D=256", line) for line in lines), lines
+    assert "matches" not in lines[0] and all("inliers" in line for line in lines[1:]), lines
+    n_kpts = [int(line.split()[0]) for line in lines]
+    assert min(n_kpts) >= 100, lines  # the rendered frames are textured: real features
+
+
+def test_readme_is_short():
+    n = len(README.read_text(encoding="utf-8").splitlines())
+    assert n <= MAX_README_LINES, f"README.md has {n} lines (at most {MAX_README_LINES})"
+
+
+def test_history_patterns_catch_history_and_spare_product_text():
+    caught = ["Session 4 showed the detector", "(no device was lent to these sessions)",
+              "the speed targets of issue #15", "prepared the pipeline for a GPU lease",
+              "No GPU was available to this session", "earlier sessions' CPU", "see #17",
+              "Not run: no device is lent to this task", "no TF weights on this machine"]
+    for text in caught:
+        assert history_lines(text), text
+    spared = ["released weights (ALIKED release, BSD-3-Clause)", "please release the lock",
+              "`experiments/superpoint_lease.sh 480` runs it on a GPU machine",
+              "measured on a 2-core AVX2 CPU without native bf16", "[link](#choosing-the-default)",
+              "onnxruntime InferenceSession options"]
+    for text in spared:
+        assert not history_lines(text), text
+
+
+@pytest.mark.parametrize("doc", user_documents(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_development_history(doc):
+    found = history_lines(doc.read_text(encoding="utf-8"))
+    assert not found, f"{doc.relative_to(ROOT)} talks about development history:\n" + "\n".join(found)
+
+
+def _strip_code(text: str) -> str:
+    return re.sub(r"```.*?```", "", text, flags=re.DOTALL)
+
+
+def anchors(doc: Path) -> set[str]:
+    """GitHub's heading anchors of a Markdown file (lower case, punctuation dropped, '-' for ' ')."""
+    heads = re.findall(r"^#{1,6}\s+(.*?)\s*$", _strip_code(doc.read_text(encoding="utf-8")),
+                       re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in heads}
+
+
+@pytest.mark.parametrize("doc", [README, *sorted((ROOT / "docs").glob("*.md"))],
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_and_images_resolve(doc):
+    """Every relative link or image of README/docs points to a file (and heading) that exists."""
+    missing = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", _strip_code(doc.read_text(encoding="utf-8"))):
+        if re.match(r"[a-z]+://|mailto:", target):
+            continue
+        file_part, _, fragment = target.partition("#")
+        path = (doc.parent / file_part).resolve() if file_part else doc
+        if not path.exists():
+            missing.append(target)
+        elif fragment and path.suffix == ".md" and fragment not in anchors(path):
+            missing.append(target)
+    assert not missing, f"{doc.relative_to(ROOT)} links to missing files or headings: {missing}"

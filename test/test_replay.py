@@ -165,6 +165,7 @@ def test_frame_credits_wait_for_acknowledgements_and_report_a_stall(ros_env):
     """The source's side of the handshake, in one process: the window holds, an acknowledgement
     frees a slot, and silence beyond the timeout is reported instead of waiting forever."""
     import rclpy
+    from rclpy.executors import SingleThreadedExecutor
     from std_msgs.msg import Header
 
     from local_features_ros.ros.flow_control import (PROCESSED, FrameCredits, done_qos,
@@ -178,9 +179,12 @@ def test_frame_credits_wait_for_acknowledgements_and_report_a_stall(ros_env):
         pub = sink.create_publisher(Header, "~/frame_done", done_qos())
         assert pub.topic_name == done_topic()
 
+        executor = SingleThreadedExecutor(context=ctx)
+        executor.add_node(src)
+        executor.add_node(sink)
+
         def spin() -> None:
-            rclpy.spin_once(src, timeout_sec=0.01)
-            rclpy.spin_once(sink, timeout_sec=0.01)
+            executor.spin_once(timeout_sec=0.01)
 
         credits = FrameCredits(src, done_topic(), window=1, ack_timeout_s=1.0, spin=spin)
         end = time.monotonic() + 10
@@ -200,6 +204,7 @@ def test_frame_credits_wait_for_acknowledgements_and_report_a_stall(ros_env):
         pub.publish(msg)
         assert credits.drain() and credits.acquire()
         assert (credits.report.acknowledged, credits.report.processed) == (1, 1)
+        executor.shutdown()
         src.destroy_node()
         sink.destroy_node()
     finally:

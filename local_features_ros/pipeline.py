@@ -22,11 +22,14 @@ from .matchers import Matcher, build_matcher
 from .matching import MatcherConfig
 from .types import Features
 
-__all__ = ["MATCHER_TYPES", "PipelineConfig", "FeaturePipeline", "replace_fields",
+__all__ = ["MATCHER_TYPES", "TINY_EDGE", "PipelineConfig", "FeaturePipeline", "replace_fields",
            "check_extractor_changes"]
 
 #: ``matcher.type`` values: ``nn`` (``MatcherConfig``) or ``lightglue`` (``LightGlueConfig``).
 MATCHER_TYPES = ("nn", "lightglue")
+#: Images whose short edge is below this get an empty feature set when the extractor fails on
+#: them (a 1x1 frame is a valid, useless message: no network has a receptive field that small).
+TINY_EDGE = 32
 
 
 def replace_fields(conf: Any, changes: dict[str, Any]) -> Any:
@@ -144,12 +147,28 @@ class FeaturePipeline:
         if len(feats) > 1:
             self.matcher.match(feats.float().to("cpu"), feats.float().to("cpu"))
 
+    def extract(self, image: np.ndarray) -> Features:
+        """Features of one image as float32 on the CPU (what matching and messages use).
+
+        An image whose short edge is below ``TINY_EDGE`` yields an empty set when the extractor
+        cannot handle it; any other failure propagates (the caller counts it as bad input)."""
+        h, w = image.shape[:2]
+        try:
+            feats = self.extractor.extract(image)
+        except Exception:
+            if min(h, w) >= TINY_EDGE:
+                raise
+            return Features.empty(self.descriptor_dim, (w, h))
+        return feats.float().to("cpu")
+
     def process(self, image: np.ndarray, stamp: float, K: np.ndarray | None
                 ) -> tuple[Features, FrameResult]:
-        """Extract (on the extractor's device), then match/verify/track on CPU features."""
-        feats = self.extractor.extract(image).float().to("cpu")
+        """One frame, both halves: ``extract`` then ``process_features``. A caller that
+        overlaps frames (the node) runs the halves in two threads, in frame order."""
+        feats = self.extract(image)
         return feats, self.frontend.process(feats, stamp, K)
 
     def process_features(self, feats: Features, stamp: float, K: np.ndarray | None
                          ) -> FrameResult:
+        """Match to the previous frame, verify, track, motion (frames in stamp order)."""
         return self.frontend.process(feats, stamp, K)

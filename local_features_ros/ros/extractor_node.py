@@ -2,10 +2,14 @@
 
 Processing model: the subscription callback only stores the message (``ros/inbox.py``: a
 latest-frame slot while live, a bounded FIFO when ``process_every_frame`` is true, e.g. for bag
-replay); ONE worker thread, joined on shutdown, decodes (``ros/frame_input.py``), extracts,
-matches (``frontend.py``) and publishes (``ros/frame_output.py``). Live, a frame that is
-overwritten before the worker takes it is counted as dropped, so outputs never lag behind the
-camera by a queue of stale frames. Every input image, whatever became of it, is acknowledged on
+replay). Two worker threads, joined on shutdown, form a pipeline so the node's rate is that of
+its slowest stage, not the sum of all: the *extract* stage decodes (``ros/frame_input.py``) and
+extracts (``FeaturePipeline.extract``) frame N+1 while the *publish* stage matches, verifies and
+tracks frame N (``FeaturePipeline.process_features``) and publishes it (``ros/frame_output.py``).
+One frame waits between them at most, and both take frames in order. OpenCV runs single-threaded
+here (its work is small per call) so that the network keeps the cores. Live, a frame that is
+overwritten before the extract stage takes it is counted as dropped, so outputs never lag behind
+the camera by a queue of stale frames. Every input image, whatever became of it, is acknowledged on
 ``~/frame_done`` once its outputs are published (``ros/flow_control.py``): a replaying source
 waits for these, so a recording is processed whole however slow the method.
 
@@ -32,11 +36,16 @@ fatal), and ``/diagnostics``.
 
 from __future__ import annotations
 
+import queue
 import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
+
+import cv2
+import numpy as np
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -69,10 +78,20 @@ from .qos import diagnostics_qos, input_qos, overridable, qos_text
 
 #: Exit status for startup configuration errors (see module docstring).
 EXIT_CONFIG_ERROR = 2
-#: Images whose short edge is below this get an empty feature set if the extractor fails on them.
-TINY_EDGE = 32
 #: Seconds between two log lines for the same bad-input reason.
 BAD_INPUT_LOG_PERIOD_S = 2.0
+
+
+@dataclass
+class _Extracted:
+    """A frame between the two stages: its features, or the outcome that ended it early."""
+
+    msg: Any
+    t0: float  # perf_counter when stage 1 took it
+    outcome: str | None = None  # set = bad input: stage 2 only acknowledges it
+    image: np.ndarray | None = None
+    feats: Features | None = None
+    K: np.ndarray | None = None
 
 
 class FeatureExtractorNode(Node):
@@ -90,8 +109,10 @@ class FeatureExtractorNode(Node):
         except ConfigError as exc:
             raise StartupError(str(exc)) from exc
         self._warm_up()
-        # State shared by the executor thread and the worker.
-        self._work_lock = threading.Lock()  # extractor/frontend/config
+        # State shared by the executor thread and the two stages.
+        self._extract_lock = threading.Lock()  # the extractor and its config
+        self._frontend_lock = threading.Lock()  # matcher, verification, tracks, node config
+        self._handoff: queue.Queue[_Extracted | None] = queue.Queue(maxsize=1)
         self._inbox = FrameInbox(self._on_dropped)
         self._camera: CameraModel | None = None
         self._bad_log_time: dict[str, float] = {}
@@ -155,9 +176,11 @@ class FeatureExtractorNode(Node):
             self.add_post_set_parameters_callback(self._apply_parameters)
 
     def _start_worker(self) -> None:
-        self._worker = threading.Thread(target=self._worker_loop, name="feature_worker",
-                                        daemon=False)
-        self._worker.start()
+        self._workers = [
+            threading.Thread(target=self._extract_loop, name="feature_extract", daemon=False),
+            threading.Thread(target=self._publish_loop, name="feature_publish", daemon=False)]
+        for worker in self._workers:
+            worker.start()
         # Wall-clock timers: with use_sim_time a replay's /clock stops at the end of the bag (or
         # jumps), and diagnostics must still report the frames still being processed.
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -189,7 +212,7 @@ class FeatureExtractorNode(Node):
         cs, reason = self.params.split(parameters)
         if reason is not None or cs.empty():
             return
-        with self._work_lock:  # the frontend keeps its tracks
+        with self._extract_lock, self._frontend_lock:  # the frontend keeps its tracks
             self.pipeline.apply(cs.extractor, cs.matcher, cs.verify, cs.lightglue)
             self._node_conf.update(cs.node)
         if "process_every_frame" in cs.node:
@@ -217,20 +240,60 @@ class FeatureExtractorNode(Node):
         except Exception:  # shutting down, or a message without a header (counted already)
             pass
 
-    def _worker_loop(self) -> None:
+    def _stopping(self) -> bool:
+        return self._inbox.stopped or not self.context.ok()
+
+    def _extract_loop(self) -> None:
+        """Stage 1: decode + extract, in arrival order; every frame goes on to stage 2 (bad
+        input too, so that acknowledgements keep the frames' order)."""
         while (msg := self._inbox.get()) is not None:
             try:
-                outcome = self._process(msg)
-            except Exception as exc:  # last line of defence: the worker must survive any frame
-                if self._inbox.stopped or not self.context.ok():
-                    return  # shutting down: publishers are gone, nothing to report
-                outcome = self._bad_input("internal_error", f"{type(exc).__name__}: {exc}")
-            self._acknowledge(msg, outcome)
+                item = self._extract(msg)
+            except Exception as exc:  # last line of defence: the stage must survive any frame
+                if self._stopping():
+                    break
+                item = _Extracted(msg, time.perf_counter(), outcome=self._bad_input(
+                    "internal_error", f"{type(exc).__name__}: {exc}"))
+            if not self._hand_over(item):
+                break
+        self._hand_over(None, wait=False)
+
+    def _hand_over(self, item: _Extracted | None, wait: bool = True) -> bool:
+        """Queue ``item`` for stage 2; False once the node is stopping."""
+        while True:
+            try:
+                self._handoff.put(item, timeout=0.2 if wait else 0.0)
+                return True
+            except queue.Full:
+                if not wait or self._stopping():
+                    return False
+
+    def _publish_loop(self) -> None:
+        """Stage 2: match, verify, track, publish, acknowledge -- in frame order."""
+        while True:
+            try:
+                item = self._handoff.get(timeout=0.2)
+            except queue.Empty:
+                if self._inbox.stopped and not self._workers[0].is_alive():
+                    return
+                continue
+            if item is None:
+                return
+            outcome = item.outcome
+            if outcome is None:
+                try:
+                    outcome = self._publish(item)
+                except Exception as exc:  # the stage must survive any frame
+                    if self._stopping():
+                        return  # shutting down: publishers are gone, nothing to report
+                    outcome = self._bad_input("internal_error", f"{type(exc).__name__}: {exc}")
+            self._acknowledge(item.msg, outcome)
 
     def stop_worker(self) -> None:
         self._inbox.stop()
-        if self._worker.is_alive():
-            self._worker.join(timeout=10.0)
+        for worker in self._workers:
+            if worker.is_alive():
+                worker.join(timeout=10.0)
         # Reliable subscribers (a replay's collector, a recorder) get the last outputs before
         # the process exits.
         for pub in self.outputs.publishers() + [self.pub_done]:
@@ -239,7 +302,7 @@ class FeatureExtractorNode(Node):
             except Exception:  # an rmw without the call: nothing better to do
                 break
         if self._loops is not None:
-            self._loops.save(self._worker.is_alive())
+            self._loops.save(any(w.is_alive() for w in self._workers))
 
     def log_totals(self) -> None:
         snap = self.stats.snapshot()
@@ -258,39 +321,43 @@ class FeatureExtractorNode(Node):
             self.get_logger().warning(f"bad input ({reason}, {n} so far): {text}")
         return BAD_INPUT_PREFIX + reason
 
-    def _process(self, msg: Any) -> str:
-        """Decode, extract, match, publish one frame; returns its outcome for ``~/frame_done``."""
+    def _extract(self, msg: Any) -> _Extracted:
+        """Stage 1 for one frame: decode and extract (or the bad-input outcome)."""
         t0 = time.perf_counter()
         try:
             image = decode_image(msg, self._node_conf.get("max_input_pixels",
                                                           P.DEFAULT_MAX_INPUT_PIXELS))
         except ImageDecodeError as exc:
-            return self._bad_input(exc.reason, str(exc))
+            return _Extracted(msg, t0, outcome=self._bad_input(exc.reason, str(exc)))
         except (ValueError, TypeError, MemoryError) as exc:
-            return self._bad_input("decode_error", f"{type(exc).__name__}: {exc}")
+            return _Extracted(msg, t0, outcome=self._bad_input(
+                "decode_error", f"{type(exc).__name__}: {exc}"))
         h, w = image.shape[:2]
         K, why_no_k = intrinsics_for(self._camera, w, h)
         if why_no_k is not None:
             self._bad_input("camera_info_size", why_no_k)
-        header = msg.header
-        with self._work_lock:
+        with self._extract_lock:
             try:
-                feats = self.extractor.extract(image)
+                feats = self.pipeline.extract(image)
             except Exception as exc:
-                if min(h, w) >= TINY_EDGE:
-                    return self._bad_input("extractor_error", f"{w}x{h} image: "
-                                           f"{type(exc).__name__}: {exc}")
-                feats = Features.empty(self._descriptor_dim, (w, h))
-            feats = feats.float().to("cpu")
+                return _Extracted(msg, t0, outcome=self._bad_input(
+                    "extractor_error", f"{w}x{h} image: {type(exc).__name__}: {exc}"))
+        return _Extracted(msg, t0, image=image, feats=feats, K=K)
+
+    def _publish(self, item: _Extracted) -> str:
+        """Stage 2 for one frame: frontend, outputs, loop closure, statistics."""
+        header, feats, K, t0 = item.msg.header, item.feats, item.K, item.t0
+        with self._frontend_lock:
             result = self.pipeline.process_features(feats, stamp_to_sec(header.stamp), K)
             conf = dict(self._node_conf)
         counts = self.outputs.publish(header, feats, result, K)
         stamp_ns = header.stamp.sec * 10**9 + header.stamp.nanosec
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
-        self.outputs.finish(header, image, feats, result, conf.get("publish_overlay", True), t0)
+        self.outputs.finish(header, item.image, feats, result, conf.get("publish_overlay", True),
+                            t0)
         if self._loops is not None:
             self._loops.step(feats, header, conf, self.outputs.publish_loops,
-                             lambda: self._inbox.stopped or not self.context.ok())
+                             self._stopping)
         self.stats.on_processed(FrameRecord(time.monotonic(), latency_ms,
                                             (time.perf_counter() - t0) * 1e3, len(feats),
                                             counts.matches, counts.inliers))
@@ -325,6 +392,9 @@ class FeatureExtractorNode(Node):
 def main(args: list[str] | None = None) -> int:
     """Own SIGINT/SIGTERM handling: the context stays valid while the worker finishes its frame
     and the node logs its totals, then everything is destroyed in order."""
+    # The two stages share the cores with the network: OpenCV's calls (RANSAC, drawing, JPEG
+    # decoding) are short, and its own thread pool would only compete with torch's.
+    cv2.setNumThreads(1)
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set())

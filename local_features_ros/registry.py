@@ -17,17 +17,18 @@ import importlib.metadata
 import logging
 import pkgutil
 from types import ModuleType
-from typing import Any
+from typing import Any, Mapping
 
 from .extractors.base import ConfigError, Extractor
-from .weights import PACKAGE_WEIGHTS_DIR, WeightsError, is_project_checkpoint, load_checkpoint
+from .weights import (PACKAGE_WEIGHTS_DIR, WeightsError, is_project_checkpoint, load_checkpoint,
+                      unwrap_state_dict)
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "ENTRY_POINT_GROUP", "PACKAGE_WEIGHTS_DIR", "RANDOM_WEIGHTS", "available_methods",
     "build_extractor", "collect_declarations", "declared_classes", "default_weights", "get_extractor_class",
-    "method_classes", "refresh",
+    "method_classes", "refresh", "weights_method",
 ]
 
 #: Entry-point group of plugin methods: ``name = "package.module"`` (the module is scanned).
@@ -148,5 +149,40 @@ def build_extractor(method: str, weights: str | None = None, device: str = "cpu"
     extractor = cls(device=device, precision=precision,
                     **{**{k: v for k, v in stored.items() if k in known and k != "backend"},
                        **conf})
-    extractor.load_weights(weights, checkpoint=ckpt)
+    try:
+        extractor.load_weights(weights, checkpoint=ckpt)
+    except WeightsError as exc:
+        owner = weights_method(ckpt)
+        if owner is None or owner == method:
+            raise
+        raise WeightsError(f"weights file {weights} holds {owner} weights, not {method} weights: "
+                           f"load it with method '{owner}', or pass {method} weights") from exc
     return extractor.setup()
+
+
+def weights_method(ckpt: Mapping[str, Any]) -> str | None:
+    """The registered method whose network has exactly the tensor names of ``ckpt`` (after that
+    method's own checkpoint wrapper and official-layout renaming), or None when no single one does.
+
+    Why: a key mismatch alone (``missing key 'conv1a.weight'``) does not tell a user that the
+    file belongs to another method; naming that method says what to change. Each candidate is
+    built on torch's ``meta`` device (no memory, no initialisation), so this costs milliseconds
+    per method and runs only after a load failed."""
+    import torch
+
+    if is_project_checkpoint(ckpt) and ckpt.get("method") in method_classes():
+        return str(ckpt["method"])
+    found = []
+    for name, cls in method_classes().items():
+        if not cls.is_learned:
+            continue
+        try:
+            with torch.device("meta"):
+                model = cls(device="cpu")
+            own = set(model.state_dict())
+            state = model.adapt_state_dict(unwrap_state_dict(ckpt, cls.checkpoint_wrapper_keys))
+        except Exception:  # noqa: BLE001 - a method that cannot build on 'meta' is no candidate
+            continue
+        if own and set(state) == own:
+            found.append(name)
+    return found[0] if len(found) == 1 else None

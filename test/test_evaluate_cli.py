@@ -220,13 +220,15 @@ def test_sequence_vo_recovers_rendered_trajectory(tmp_path, frames):
 
 # ---------------------------------------------------------------------------------------- errors, bench
 def test_bad_input_fails_with_reason(tmp_path, capsys):
+    """Configuration errors: exit status 2 and the reason (test_cli_bad_inputs.py has the rest)."""
     assert _run(["evaluate", "hpatches", "--method", "sift", str(tmp_path / "none"),
-                 "--json", str(tmp_path / "r.json")]) == 1
+                 "--json", str(tmp_path / "r.json")]) == 2
     assert _run(["evaluate", "hpatches", "--method", "nope", str(tmp_path),
-                 "--json", str(tmp_path / "r.json")]) == 1
+                 "--json", str(tmp_path / "r.json")]) == 2
     assert "unknown method" in capsys.readouterr().err
     assert _run(["evaluate", "pairs", "--method", "d2net", str(tmp_path),
-                 "--json", str(tmp_path / "r.json")]) == 1  # d2net ships no weights: refused
+                 "--json", str(tmp_path / "r.json")]) == 2  # d2net ships no weights: refused
+    assert "needs weights" in capsys.readouterr().err
 
 
 def test_bench_smoke(tmp_path):

@@ -2,6 +2,8 @@
 
 What is measured (stages, memory, threads) is defined in ``local_features_ros.evaluation.speed``;
 node end-to-end latency (decode + extract + match + publish) is ``bench/bench_node.py``.
+``--set`` and ``--weights`` apply to every method of ``--methods`` (a classical method ignores the
+weights); each method's settings are checked before the first timing.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import argparse
 import json
 import logging
 from pathlib import Path
-from ._common import add_extractor_arguments, parse_settings
+
+from ..conventions import ConfigError
+from ._common import ExtractorOptions, add_extractor_arguments, extractor_options, run_command
 
 logger = logging.getLogger(__name__)
 
@@ -30,35 +34,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", metavar="OUT", help="write a README table here")
 
 
-def main(args: argparse.Namespace) -> int:
-    import torch
+def prepare(args: argparse.Namespace) -> tuple[list[ExtractorOptions], list[tuple[int, int]]]:
+    """Check every option and every method's settings before the first timing (errors: status 2).
 
-    from ..evaluation.speed import benchmark_extractor, benchmark_image, markdown_table, parse_size
-    from .evaluate import build_method, jsonable
+    The models are built one after another in ``run_bench``, not here: the memory column is
+    the growth of the process's peak RSS, which models built in advance would hide."""
+    from ..evaluation.speed import parse_size
 
     if args.runs < 1:
-        raise ValueError("--runs must be >= 1")
+        raise ConfigError(f"--runs must be >= 1, got {args.runs}")
+    if args.warmup < 0:
+        raise ConfigError(f"--warmup must be >= 0, got {args.warmup}")
+    if args.threads < 0:
+        raise ConfigError(f"--threads must be >= 0 (0 = leave as is), got {args.threads}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    sizes = [parse_size(s.strip()) for s in args.sizes.split(",") if s.strip()]
+    if not methods or not sizes:
+        raise ConfigError("--methods and --sizes need at least one entry each")
+    options = [extractor_options(args, method) for method in methods]
+    for path in (args.json, args.markdown):
+        if path:
+            folder = Path(path).expanduser().parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ValueError(f"cannot create output folder {folder}: "
+                                 f"{exc.strerror or exc}") from exc
+    return options, sizes
+
+
+def run_bench(args: argparse.Namespace,
+              job: tuple[list[ExtractorOptions], list[tuple[int, int]]]) -> int:
+    """Build each method in turn and time it at every size; write the JSON / Markdown."""
+    import torch
+
+    from ..evaluation.speed import benchmark_extractor, benchmark_image, markdown_table
+    from .evaluate import jsonable
+
+    options, sizes = job
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
-    conf = parse_settings(args.settings)
     records = []
-    for method in methods:
-        extractor = build_method(method, args.weights, args.device, args.precision, conf)
+    for opt in options:
+        extractor = opt.build()
         for w, h in sizes:
             timing = benchmark_extractor(extractor, benchmark_image(w, h), args.runs, args.warmup)
-            rec = {"method": method, "size": f"{w}x{h}", "device": str(args.device),
-                   "precision": args.precision, "timing": timing}
+            rec = {"method": opt.method, "size": f"{w}x{h}", "device": opt.device,
+                   "precision": opt.precision, "timing": timing}
             records.append(rec)
-            print(f"{method:>12} {w}x{h}: whole {timing['whole']['median_ms']:.1f} ms "
+            print(f"{opt.method:>12} {w}x{h}: whole {timing['whole']['median_ms']:.1f} ms "
                   f"(p90 {timing['whole']['p90_ms']:.1f}), {timing['keypoints']} keypoints")
+        del extractor
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(jsonable(records), indent=1))
+        Path(args.json).expanduser().write_text(json.dumps(jsonable(records), indent=1))
     table = markdown_table(records)
     if args.markdown:
-        Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.markdown).write_text(table)
+        Path(args.markdown).expanduser().write_text(table)
     print(table)
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_command("bench", lambda: prepare(args), lambda job: run_bench(args, job))

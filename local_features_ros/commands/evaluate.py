@@ -16,28 +16,33 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from ._common import add_extractor_arguments, parse_settings
+
+from ..conventions import ConfigError
+from ._common import (add_extractor_arguments, command_settings, extractor_options, run_command,
+                      warn_ignored_weights)
 
 logger = logging.getLogger(__name__)
 
 HELP = "evaluate a method: HPatches-style homographies, pose pairs, or VO sequences (JSON out)"
 
-def build_method(method: str, weights: str | None = None, device: str = "cpu",
-                 precision: str = "fp32", conf: dict[str, Any] | None = None) -> Any:
-    """Any registry method, evaluation-only peers (``akaze``) included."""
-    from ..registry import build_extractor
-
-    return build_extractor(method, weights, device, precision, **dict(conf or {}))
-
-
-def _floats(text: str | None) -> list[float] | None:
+def _floats(text: str | None, option: str, counts: tuple[int, ...]) -> list[float] | None:
+    """``"a,b,c"`` (commas or spaces) -> floats, refused with the option's name unless it holds
+    one of ``counts`` numbers."""
     if not text:
         return None
-    return [float(x) for x in text.replace(" ", ",").split(",") if x]
+    try:
+        values = [float(x) for x in text.replace(" ", ",").split(",") if x]
+    except ValueError:
+        raise ConfigError(f"{option} must be numbers separated by commas, got '{text}'") from None
+    if len(values) not in counts:
+        raise ConfigError(f"{option} needs {' or '.join(map(str, counts))} numbers, got "
+                          f"{len(values)} ('{text}')")
+    return values
 
 
 def jsonable(obj: Any) -> Any:
@@ -82,18 +87,74 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--max-frames", type=int, default=0, help="sequence: stop after N frames")
 
 
-def main(args: argparse.Namespace) -> int:
+def check_numbers(args: argparse.Namespace) -> None:
+    """Ranges of the numeric options (a negative gap or stride would silently mean nothing)."""
+    if args.min_gap < 1 or args.max_gap < args.min_gap:
+        raise ConfigError(f"need 1 <= --min-gap <= --max-gap, got {args.min_gap} and "
+                          f"{args.max_gap}")
+    if args.stride < 1:
+        raise ConfigError(f"--stride must be >= 1, got {args.stride}")
+    if args.max_frames < 0:
+        raise ConfigError(f"--max-frames must be >= 0 (0 = all), got {args.max_frames}")
+    if args.ransac_thresh is not None and not args.ransac_thresh > 0:
+        raise ConfigError(f"--ransac-thresh must be > 0 pixels, got {args.ransac_thresh}")
+
+
+@dataclass
+class EvaluationJob:
+    """What ``prepare`` checked, loaded and built: the work of ``evaluate``."""
+
+    extractor: Any
+    matcher: Any
+    data: Any  # protocol input: HPatches root, (pose pairs, kind) or a sequence
+
+
+def prepare(args: argparse.Namespace) -> EvaluationJob:
+    """Check options, settings and the data set, then build the models (errors: status 2)."""
+    from ..evaluation import hpatches as hp
+    from ..evaluation import pairs as pp
+    from ..evaluation import sequence as sq
+    from .match import build_matcher_from_args
+
+    check_numbers(args)
+    intrinsics = _floats(args.intrinsics, "--intrinsics", (4,))
+    distortion = _floats(args.distortion, "--distortion", (4, 5))
+    given = command_settings(args)
+    if given.verify:
+        raise ConfigError(f"'{given.matching_names()[-1]}': the protocols run their own "
+                          "verification (--ransac-thresh)")
+    options = extractor_options(args, args.method, matching=True)
+    warn_ignored_weights("evaluate", options)
+    data: Any
+    if args.protocol == "hpatches":
+        hp.load_homography_pairs(args.path)  # folder and its pairs exist (read again later)
+        data = args.path
+    elif args.protocol == "pairs":
+        data = pp.load_pose_pairs(args.path, args.image_dir, intrinsics, distortion,
+                                  args.min_gap, args.max_gap)
+    else:
+        data = sq.load_sequence(args.path, intrinsics, distortion)
+    for folder in [Path(args.json).expanduser().parent] + ([Path(args.plot)] if args.plot else []):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ValueError(f"cannot create output folder {folder}: {exc.strerror or exc}") \
+                from exc
+    extractor = options.build()
+    matcher = build_matcher_from_args(args, args.method, str(extractor.device),
+                                      options.precision, given)
+    return EvaluationJob(extractor, matcher, data)
+
+
+def evaluate(args: argparse.Namespace, job: EvaluationJob) -> int:
+    """Run the protocol, write the JSON (and plots), print the summary line."""
     import torch
 
     from ..evaluation import hpatches as hp
     from ..evaluation import pairs as pp
     from ..evaluation import sequence as sq
 
-    conf = parse_settings(args.settings)
-    extractor = build_method(args.method, args.weights, args.device, args.precision, conf)
-    from .match import build_matcher_from_args
-
-    matcher = build_matcher_from_args(args, args.method, device=str(extractor.device))
+    extractor, matcher = job.extractor, job.matcher
 
     def extract(image: np.ndarray) -> hp.NumpyFeatures:
         return hp.extract_numpy(extractor, image)
@@ -102,17 +163,16 @@ def main(args: argparse.Namespace) -> int:
         cfg = hp.HPatchesConfig()
         if args.ransac_thresh is not None:
             cfg.ransac_reproj_thresh = args.ransac_thresh
-        result = hp.evaluate_hpatches(args.path, extract, cfg, matcher=matcher)
+        result = hp.evaluate_hpatches(job.data, extract, cfg, matcher=matcher)
     elif args.protocol == "pairs":
         pcfg = pp.PairsConfig()
         if args.ransac_thresh is not None:
             pcfg.ransac_thresh_px = args.ransac_thresh
-        pairs, kind = pp.load_pose_pairs(args.path, args.image_dir, _floats(args.intrinsics),
-                                         _floats(args.distortion), args.min_gap, args.max_gap)
+        pairs, kind = job.data
         result = pp.evaluate_pairs(pairs, extract, pcfg, matcher=matcher)
         result["input_kind"] = kind
     else:
-        seq = sq.load_sequence(args.path, _floats(args.intrinsics), _floats(args.distortion))
+        seq = job.data
         result = sq.evaluate_sequence(seq, extract, stride=args.stride,
                                       max_frames=args.max_frames, matcher=matcher)
         result["input_kind"] = seq.kind
@@ -122,8 +182,8 @@ def main(args: argparse.Namespace) -> int:
         "method": args.method,
         "weights": (extractor.weights_source if extractor.is_learned else None),
         "conf": dict(getattr(extractor, "conf", {})),
-        "device": str(args.device),
-        "precision": args.precision,
+        "device": str(extractor.device),
+        "precision": extractor.precision,
         "matcher": {"type": matcher.name, "description": matcher.describe(),
                     "conf": dataclasses.asdict(matcher.conf)},
         "path": str(args.path),
@@ -131,8 +191,7 @@ def main(args: argparse.Namespace) -> int:
                     "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
         **result,
     }
-    out = Path(args.json)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    out = Path(args.json).expanduser()
     out.write_text(json.dumps(jsonable(result), indent=1))
     logger.info("wrote %s", out)
 
@@ -151,6 +210,10 @@ def main(args: argparse.Namespace) -> int:
                                   title=f"{args.method}: {Path(args.path).name}")
     _print_summary(result)
     return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_command("evaluate", lambda: prepare(args), lambda job: evaluate(args, job))
 
 
 def _print_summary(r: dict[str, Any]) -> None:

@@ -9,18 +9,27 @@ same stem) before the model is built, so a typo fails in a second with a one-lin
 of after a long run; a file that is corrupt past its header fails when it is reached.
 ``--skip-bad`` instead skips unreadable files, lists them on stderr and exits 0 when at least one
 image worked (a folder from a robot's disk often holds a truncated last frame).
+
+Exit statuses (``_common.py``): 2 when a setting, an input, the output folder or the weights are
+wrong (nothing is written); 1 when the run started and failed: an image corrupt past its header
+(without ``--skip-bad``), no image readable, or a learned method with trained weights that found
+0 keypoints in every image. An image with 0 keypoints gets a warning line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
-from ._common import add_extractor_arguments, parse_settings
+
+from ._common import (RUN_FAILED, add_extractor_arguments, extractor_options, fail, run_command,
+                      warn, warn_ignored_weights)
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +69,26 @@ def collect_images(inputs: list[str]) -> list[Path]:
     return images
 
 
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own log lines (``[ERROR:0@0.2] ... readHeader``) while decoding: a
+    corrupt file is reported once, by the caller, on one line."""
+    import cv2
+
+    level = cv2.getLogLevel()
+    cv2.setLogLevel(0)  # silent
+    try:
+        yield
+    finally:
+        cv2.setLogLevel(level)
+
+
 def read_image(path: Path) -> np.ndarray:
     """cv2 read as stored (8/16 bit, gray or colour) and BGR(A) -> RGB, as extractors expect."""
     import cv2
 
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    with quiet_opencv():
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if img is None or img.size == 0:
         raise ValueError(f"cannot read image {path} (unknown format or corrupt file)")
     if img.ndim == 3 and img.shape[2] == 2:  # gray + alpha
@@ -84,31 +108,65 @@ def write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def main(args: argparse.Namespace) -> int:
-    from ..registry import build_extractor, get_extractor_class
+def zero_keypoints_hint(extractor: Any) -> str:
+    """What usually makes ``extractor`` find nothing, for the 0-keypoint warning."""
+    threshold = extractor.conf.get("detection_threshold")
+    if not extractor.is_learned:
+        return (f"detection_threshold={threshold}; a flat, blurred or tiny image has no "
+                "corners, or lower the threshold with --set detection_threshold=...")
+    return (f"detection_threshold={threshold}: lower it with --set detection_threshold=..., "
+            f"and check that the weights ({extractor.weights_source}) are trained "
+            f"{extractor.name} weights")
 
-    conf: dict[str, Any] = parse_settings(args.settings)
-    get_extractor_class(args.method)  # unknown method fails before any file work
-    images = collect_images(args.inputs)
+
+def all_empty_is_failure(extractor: Any, counts: list[int]) -> bool:
+    """True when every image gave 0 keypoints with trained weights of a learned method.
+
+    Why a failure (status 1) rather than a warning: a trained network that finds nothing in any
+    image almost always has the wrong weights, threshold or input, and a pipeline reading the
+    empty files would go on silently. A classical detector on flat images, or an untrained
+    network (``weights=random``, tests), can legitimately find nothing: warnings only."""
+    return (bool(counts) and not any(counts) and bool(extractor.is_learned)
+            and extractor.weights_source != "random")
+
+
+@dataclass
+class ExtractJob:
+    """What ``prepare`` checked and built: the work of ``extract_all``."""
+
+    extractor: Any
+    images: list[Path]
+    out_dir: Path
+    bad: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def prepare(args: argparse.Namespace) -> ExtractJob:
+    """Check settings, inputs and output folder, then build the model (any error: status 2)."""
     import cv2
 
+    options = extractor_options(args, args.method)  # unknown method/key/value before file work
+    warn_ignored_weights("extract", options)
+    images = collect_images(args.inputs)
     bad: list[tuple[Path, str]] = []
     for p in list(images):  # fail fast (header check only) before loading a model
         if not cv2.haveImageReader(str(p)):
-            reason = f"cannot read image {p} (not an image format OpenCV can decode)"
             if not args.skip_bad:
-                raise ValueError(reason)
+                raise ValueError(f"cannot read image {p} (not an image format OpenCV can decode)")
             bad.append((p, "not an image format OpenCV can decode"))
             images.remove(p)
     out_dir = Path(args.out).expanduser()
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise RuntimeError(f"cannot create output folder {out_dir}: {exc}") from exc
-    extractor = build_extractor(args.method, weights=args.weights, device=args.device,
-                                precision=args.precision, **conf)
-    total = written = 0
-    for p in images:
+        raise ValueError(f"cannot create output folder {out_dir}: {exc.strerror or exc}") from exc
+    return ExtractJob(options.build(), images, out_dir, bad)
+
+
+def extract_all(args: argparse.Namespace, job: ExtractJob) -> int:
+    """Extract and write every image; warn about empty ones (see ``all_empty_is_failure``)."""
+    extractor, bad = job.extractor, job.bad
+    counts: list[int] = []
+    for p in job.images:
         try:
             feats = extractor.extract(read_image(p))
         except ValueError as exc:  # corrupt past the header, empty, unsupported layout
@@ -116,17 +174,30 @@ def main(args: argparse.Namespace) -> int:
                 raise
             bad.append((p, str(exc)))
             continue
-        target = out_dir / f"{p.stem}.npz"
+        target = job.out_dir / f"{p.stem}.npz"
         try:
             write_npz(target, feats.numpy())
         except OSError as exc:
-            raise RuntimeError(f"cannot write {target}: {exc}") from exc
-        total += len(feats)
-        written += 1
+            raise RuntimeError(f"cannot write {target}: {exc.strerror or exc}") from exc
+        counts.append(len(feats))
         logger.info("%s: %d keypoints", p.name, len(feats))
-    print(f"wrote {written} feature file(s) to {out_dir} ({total} keypoints, method {args.method})")
+        if len(feats) == 0:
+            warn("extract", f"{args.method} found 0 keypoints in {p} "
+                            f"({zero_keypoints_hint(extractor)})")
+    print(f"wrote {len(counts)} feature file(s) to {job.out_dir} ({sum(counts)} keypoints, "
+          f"method {args.method})")
     if bad:
         print(f"skipped {len(bad)} bad image(s):", file=sys.stderr)
         for p, reason in bad:
             print(f"  {p}: {reason}", file=sys.stderr)
-    return 0 if written > 0 else 1
+    if not counts:
+        return fail("extract", f"no image could be read ({len(bad)} skipped)", RUN_FAILED)
+    if all_empty_is_failure(extractor, counts):
+        return fail("extract", f"{args.method} found 0 keypoints in every image ({len(counts)}) "
+                    f"with the weights {extractor.weights_source}: the files are written but "
+                    "empty; check detection_threshold and the weights", RUN_FAILED)
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    return run_command("extract", lambda: prepare(args), lambda job: extract_all(args, job))

@@ -84,7 +84,10 @@ def resolve_device(device: str) -> torch.device:
     """``auto`` -> first CUDA device when present, else CPU; explicit names are validated."""
     if device in ("", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):  # torch lists 20 device types; ours are these
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{device}'") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device '{device}' requested but CUDA is not available")
     return dev
@@ -145,6 +148,13 @@ class Extractor(nn.Module):
     @classmethod
     def full_default_conf(cls) -> dict[str, Any]:
         return {**SHARED_DEFAULTS, **BASE_DEFAULTS, **cls.default_conf}
+
+    @classmethod
+    def checked_conf(cls, conf: Mapping[str, Any]) -> dict[str, Any]:
+        """The merged, cast and validated config ``__init__`` would use, without building the
+        network or reading weights (the command line checks ``--set`` before any file work)."""
+        # _merge_conf/validate_conf read class attributes only: an uninitialised instance works.
+        return cls._merge_conf(object.__new__(cls), conf)
 
     def _merge_conf(self, conf: Mapping[str, Any]) -> dict[str, Any]:
         merged = self.full_default_conf()
@@ -314,6 +324,13 @@ class Extractor(nn.Module):
     @property
     def descriptor_dim(self) -> int:
         raise NotImplementedError
+
+
+def coerce_value(key: str, value: Any, default: Any) -> Any:
+    """Cast a value (e.g. from ``--set key=value`` strings or ROS params) to the default's type;
+    ``key`` only names the setting in the error (the command line passes the name the user
+    typed)."""
+    return _coerce(key, value, default)
 
 
 def _coerce(key: str, value: Any, default: Any) -> Any:

@@ -11,6 +11,8 @@ all read the result, so nothing else has to be edited when a method is added.
 
 from __future__ import annotations
 
+import os
+
 import functools
 import importlib
 import importlib.metadata
@@ -158,6 +160,41 @@ def build_extractor(method: str, weights: str | None = None, device: str = "cpu"
         raise WeightsError(f"weights file {weights} holds {owner} weights, not {method} weights: "
                            f"load it with method '{owner}', or pass {method} weights") from exc
     return extractor.setup()
+
+
+def weights_file_problem(method: str, weights: str | os.PathLike,
+                         conf: Mapping[str, Any] | None = None) -> str | None:
+    """Why a local weights file cannot load for ``method`` (None = its tensor names fit).
+
+    Why: ``run``/``demo``/the launch file check parameters before any process starts; a corrupt
+    file or another method's weights must fail there with the reason, not in the node's log.
+    The file is read (``weights_only``) and its names compared on torch's ``meta`` device; no
+    network is built."""
+    import torch
+
+    cls = get_extractor_class(method)
+    try:
+        ckpt = load_checkpoint(weights)
+    except WeightsError as exc:
+        return str(exc)
+    if is_project_checkpoint(ckpt) and ckpt.get("method") not in (None, method):
+        return f"{weights} is a '{ckpt.get('method')}' checkpoint, not '{method}'"
+    known = cls.full_default_conf()
+    arch = {k: v for k, v in dict(conf or {}).items() if k in known and k != "backend"}
+    try:
+        with torch.device("meta"):
+            model = cls(device="cpu", **arch)
+        own = set(model.state_dict())
+        state = model.adapt_state_dict(unwrap_state_dict(ckpt, cls.checkpoint_wrapper_keys))
+    except Exception:  # noqa: BLE001 - cannot check here: the node's strict loading reports it
+        return None
+    if not own or set(state) == own:
+        return None
+    owner = weights_method(ckpt)
+    if owner is not None and owner != method:
+        return (f"weights file {weights} holds {owner} weights, not {method} weights: load it "
+                f"with method '{owner}', or pass {method} weights")
+    return None  # the node's strict loading names the missing/unexpected keys
 
 
 def weights_method(ckpt: Mapping[str, Any]) -> str | None:

@@ -269,7 +269,7 @@ def test_export_cli_torchscript_matches_torch(tmp_path):
 
 
 def test_export_refuses_methods_without_network(tmp_path, capsys):
-    assert cli.main(["export", "--method", "orb", "--out", str(tmp_path / "orb.onnx")]) == 1
+    assert cli.main(["export", "--method", "orb", "--out", str(tmp_path / "orb.onnx")]) == 2
     err = capsys.readouterr().err
     assert "no exportable network" in err and "superpoint" in err
     assert not (tmp_path / "orb.onnx").exists()
@@ -445,10 +445,10 @@ def test_lightglue_export_torchscript_and_refusals(tmp_path, capsys, aliked_pair
         assert m0.shape == (1, n0) and got == want
     capsys.readouterr()
     assert cli.main(["export", "--matcher", "lightglue", "--method", "aliked", "--shape",
-                     "1x2", "--out", str(tmp_path / "x.onnx")]) == 1
+                     "1x2", "--out", str(tmp_path / "x.onnx")]) == 2
     assert "--shape apply to extractor exports" in capsys.readouterr().err
     assert cli.main(["export", "--matcher", "lightglue", "--method", "superpoint",
-                     "--out", str(tmp_path / "x.onnx")]) == 1
+                     "--out", str(tmp_path / "x.onnx")]) == 2
     assert "needs weights for method 'superpoint'" in capsys.readouterr().err
     assert not (tmp_path / "x.onnx").exists()
 

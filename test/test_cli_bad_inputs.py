@@ -133,10 +133,6 @@ ORB = ("--method", "orb")
 SP_RANDOM = ("--method", "superpoint", "--weights", "random")
 EVAL_OUT = ("--json", "{out}/r.json")
 BENCH = ("bench", "--sizes", "64x48", "--runs", "1", "--warmup", "0")
-XFAIL_NODE_START = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "ros/validate.py does not check this before the node starts (the node refuses it at startup, "
-    "after the processes started)"))
-
 CASES: dict[str, list[Any]] = {
     "extract": [
         ("set-type", Case(("extract", *ORB, "--set", "max_keypoints=abc", "--out", OUT, "{a}"),
@@ -344,17 +340,15 @@ CASES: dict[str, list[Any]] = {
         pytest.param("images-folder-missing",
                      Case(("demo", *ORB, "--images", "{missing_dir}", "--out", OUT),
                           2, "no_such_dir"),
-                     marks=pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-                         "demo raises FileNotFoundError for a missing --images folder outside "
-                         "its ConfigError handler: cli.py reports it with status 1"))),
+                     ),
         pytest.param("device", Case(("demo", *ORB, "--set", "device=gpu0", "--out", OUT),
-                                    2, "device"), marks=XFAIL_NODE_START),
+                                    2, "device")),
         pytest.param("weights-other-method",
                      Case(("demo", "--method", "d2net", "--weights", "{sp}", "--out", OUT),
-                          2, "holds superpoint weights"), marks=XFAIL_NODE_START),
+                          2, "holds superpoint weights")),
         pytest.param("weights-corrupt",
                      Case(("demo", "--method", "superpoint", "--weights", "{junk}", "--out", OUT),
-                          2, "cannot read checkpoint"), marks=XFAIL_NODE_START),
+                          2, "cannot read checkpoint")),
     ],
     "run": [
         ("set-type", Case(("run", *ORB, "--synthetic", "--set", "max_keypoints=abc"),
@@ -370,10 +364,10 @@ CASES: dict[str, list[Any]] = {
                                   "weights={missing_pth}"), 2, "weights file not found")),
         ("frames", Case(("run", *ORB, "--synthetic", "--frames", "-1"), 2, "--frames")),
         pytest.param("device", Case(("run", *ORB, "--synthetic", "--set", "device=gpu0"),
-                                    2, "device"), marks=XFAIL_NODE_START),
+                                    2, "device")),
         pytest.param("weights-other-method",
                      Case(("run", "--method", "d2net", "--synthetic", "--set", "weights={sp}"),
-                          2, "holds superpoint weights"), marks=XFAIL_NODE_START),
+                          2, "holds superpoint weights")),
     ],
 }
 

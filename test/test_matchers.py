@@ -311,10 +311,10 @@ def test_match_cli_with_lightglue(tmp_path, capsys):
     assert np.all((d["distances"] >= 0) & (d["distances"] <= 1))
     capsys.readouterr()
     assert cli(["match", "--method", "sift", "--matcher", "lightglue", "--ratio", "0.8",
-                "--out", str(out), str(p0), str(p1)]) == 1
+                "--out", str(out), str(p0), str(p1)]) == 2
     assert "--matcher nn only" in capsys.readouterr().err
     assert cli(["match", "--method", "sift", "--matcher", "lightglue", "--out", str(out),
-                str(p0), str(p1)]) == 1
+                str(p0), str(p1)]) == 2
     err = capsys.readouterr().err
     assert "needs weights for method 'sift'" in err and err.count("\n") == 1
 

@@ -157,6 +157,6 @@ def test_match_command_errors(tmp_path, capsys):
 
     rc = main(["match", "--method", "orb", str(tmp_path / "missing.png"), str(tmp_path / "x.png"),
                "--out", str(tmp_path / "o.npz")])
-    assert rc == 1 and "not found" in capsys.readouterr().err
+    assert rc == 2 and "not found" in capsys.readouterr().err
     rc = main(["match", "--method", "nope", "a.png", "b.png", "--out", str(tmp_path / "o.npz")])
     assert rc != 0

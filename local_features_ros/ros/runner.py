@@ -180,12 +180,15 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
     """``["max_keypoints=500", "matcher.ratio=0.9"]`` -> typed values (YAML scalars); split by
-    the one ``--set`` parser (``commands._common.split_setting``)."""
+    the one ``--set`` parser (``commands._common.split_setting``); ``resize_max_edge`` is
+    accepted for the node's ``resize.max_edge`` as in every other command."""
     from ..commands._common import split_setting
+    from ..settings import RENAMED_KEYS
 
     out: dict[str, Any] = {}
     for item in items:
         key, value = split_setting(item)
+        key = RENAMED_KEYS.get(key, key)  # the extractor's spelling -> the node's
         out[key] = yaml.safe_load(value) if value else ""
     return out
 

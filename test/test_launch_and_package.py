@@ -46,6 +46,7 @@ def _fake_launch_modules(share: Path) -> dict[str, types.ModuleType]:
     actions = types.ModuleType("launch.actions")
     actions.DeclareLaunchArgument = type("DeclareLaunchArgument", (_Recorded,), {})
     actions.OpaqueFunction = type("OpaqueFunction", (_Recorded,), {})
+    actions.LogInfo = type("LogInfo", (_Recorded,), {})
     subs = types.ModuleType("launch.substitutions")
     subs.LaunchConfiguration = _LaunchConfiguration
     launch_ros = types.ModuleType("launch_ros")
@@ -171,6 +172,27 @@ def test_launch_rviz_follows_namespace_and_image(launch_module):
     path = rviz.kwargs["arguments"][1]
     assert Path(path).read_text() == (REPO / "rviz" / "extractor.rviz").read_text()
     os.unlink(path)
+
+
+def test_launch_default_method_is_chosen_for_the_hardware(launch_module):
+    """The default YAML's ``method: auto`` becomes the hardware's choice (logged with its reason),
+    with that method's own YAML; an explicit method still wins."""
+    from local_features_ros.hardware import choose_method
+
+    mod, share = launch_module
+    shutil.copytree(REPO / "config", share / "config")
+    ld = mod.generate_launch_description()
+    values = {"method": "", "params_file": "config/extractor.yaml", "namespace": "",
+              "image": "image", "camera_info": "camera_info", "use_sim_time": "false",
+              "rviz": "false"}
+    log, node = _run_opaque(ld, values)
+    chosen = choose_method("auto")
+    assert log.kwargs["msg"] == f"method auto -> {chosen.method}: {chosen.reason}"
+    assert node.kwargs["parameters"] == [str(share / "config" / f"{chosen.method}.yaml"),
+                                         {"use_sim_time": False, "method": chosen.method}]
+    values.update(method="sift")
+    (node,) = _run_opaque(ld, values)
+    assert node.kwargs["parameters"][1]["method"] == "sift"
 
 
 def test_launch_checks_parameters_before_starting(launch_module):

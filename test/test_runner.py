@@ -42,10 +42,28 @@ def test_every_method_has_a_config():
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_lists_every_parameter_with_method_defaults(path):
     flat = runner.flatten(runner.load_node_params(path))
-    from local_features_ros.conventions import DEFAULT_METHOD
+    if path.stem == "extractor":
+        _check_auto_params(flat, path.read_text())
+    else:
+        assert flat["method"] == path.stem
+        _check_params(flat, path.read_text())
 
-    assert flat["method"] == (DEFAULT_METHOD if path.stem == "extractor" else path.stem)
-    _check_params(flat, path.read_text())
+
+def _check_auto_params(flat: dict, text: str) -> None:
+    """``config/extractor.yaml`` is ``method: auto``: it holds every parameter except the
+    extractor keys, whose defaults are the chosen method's (in its own units)."""
+    from local_features_ros.conventions import DEFAULT_METHOD
+    from local_features_ros.hardware import AUTO_METHOD
+
+    assert flat["method"] == DEFAULT_METHOD == AUTO_METHOD
+    assert text == param_files.default_params_yaml(AUTO_METHOD, default_file=True)
+    for method in ("orb", "superpoint"):
+        declared = _declared_parameters(method)
+        extractor = set(runner.flatten(runner.load_node_params(REPO / "config" /
+                                                               f"{method}.yaml"))) - set(flat)
+        assert set(flat) <= set(declared), set(flat) - set(declared)
+        assert all(name in declared for name in extractor)
+        assert "detection_threshold" in extractor and "max_keypoints" in extractor
 
 
 def test_print_config_works_for_every_method(tmp_path):

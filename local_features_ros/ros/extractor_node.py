@@ -133,7 +133,9 @@ class FeatureExtractorNode(Node):
         """Extractor, matcher and frontend from the start values (``pipeline.py``)."""
         from ..pipeline import FeaturePipeline, PipelineConfig
 
-        self.method = str(self._value("method"))
+        self.method = self.params.method  # ``auto`` resolved for the hardware found
+        if self.params.method_reason:
+            self.get_logger().info(f"method auto -> {self.method}: {self.params.method_reason}")
         self._transport = str(self._value("input_transport"))
         self._node_conf: dict[str, Any] = dict(initial.node)
         try:

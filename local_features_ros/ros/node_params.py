@@ -26,6 +26,8 @@ class NodeParameters:
         self.node = node
         self.specs: dict[str, P.ParamSpec] = {}
         self.matcher_core_defaults: dict[str, Any] = {}
+        self.method = ""  # the method that runs (``auto`` resolved)
+        self.method_reason = ""  # why, when ``auto`` chose it
 
     def declare(self, spec: P.ParamSpec) -> None:
         """Declare with the descriptor; a YAML/``-p`` value of the wrong type or out of range
@@ -43,6 +45,7 @@ class NodeParameters:
         """Declare the whole table, check the restart-only choices, and return every start
         value sorted by target (restart-only ones included)."""
         from ..geometry import VerifyConfig
+        from ..hardware import AUTO_METHOD, choose_method
         from ..matching import MatcherConfig
         from ..registry import get_extractor_class
 
@@ -55,8 +58,12 @@ class NodeParameters:
         if str(self.value("precision")) not in PRECISIONS:
             raise StartupError(f"precision must be one of {PRECISIONS}, got "
                                f"'{self.value('precision')}'")
+        self.method = str(self.value("method"))
+        if self.method == AUTO_METHOD:
+            choice = choose_method(str(self.value("device")))
+            self.method, self.method_reason = choice.method, choice.reason
         try:
-            cls = get_extractor_class(str(self.value("method")), runtime=True)
+            cls = get_extractor_class(self.method, runtime=True)
         except (ConfigError, ImportError) as exc:
             raise StartupError(str(exc)) from exc
         for spec in (P.shared_extractor_specs(cls.full_default_conf(), cls.runtime_keys)

@@ -26,22 +26,24 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
     (``local-features run --print-config METHOD``); ``test_runner.py`` fails when a method's
     config keys change and the files were not regenerated.
     """
-    from ..extractors.base import SHARED_DEFAULTS
-    from ..geometry import VerifyConfig
-    from ..matching import MatcherConfig
+    from ..hardware import AUTO_METHOD, CPU_PREFERENCE, CUDA_PREFERENCE
     from ..registry import available_methods, get_extractor_class
-    from . import params as P
 
-    cls = get_extractor_class(method, runtime=True)
-    d = cls.full_default_conf()
-    note, weights_note, lic = cls.summary or method, cls.weights_note, cls.licence
+    auto = method == AUTO_METHOD
+    if auto:  # the hardware's choice at startup: no method's extractor defaults belong here
+        cls, d = None, {}
+        note = (f"method auto: chosen at startup for the hardware found (CUDA: first installed of "
+                f"{', '.join(CUDA_PREFERENCE)}; CPU: {', '.join(CPU_PREFERENCE)})")
+        weights_note = "empty = the chosen method's default weights"
+        lic = "that of the chosen method (config/<method>.yaml, docs/methods.md)"
+    else:
+        cls = get_extractor_class(method, runtime=True)
+        d = cls.full_default_conf()
+        note, weights_note, lic = cls.summary or method, cls.weights_note, cls.licence
     lines: list[str] = []
 
     def a(text: str, comment: str | None = None) -> None:
         lines.append(text if comment is None else text.ljust(33) + " # " + comment)
-
-    def tag(key: str) -> str:
-        return "[runtime]" if key in cls.runtime_keys else "[restart]"
 
     a("# config/extractor.yaml: the default parameter file of extractor.launch.py and "
       "`local-features run`" if default_file else f"# config/{method}.yaml: feature_extractor "
@@ -59,7 +61,8 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
     a("# value is rejected with a reason). Floats must be written with a decimal point.")
     a(f"{PARAMS_NODE_KEY}:")
     a("  ros__parameters:")
-    a(f"    method: {method}", "[restart] " + " | ".join(available_methods(False)))
+    a(f"    method: {method}", "[restart] " + " | ".join([AUTO_METHOD]
+                                                         + available_methods(False)))
     a('    weights: ""', f"[restart] {weights_note}")
     a("    device: auto", "[restart] auto | cpu | cuda | cuda:N")
     a("    precision: auto", "[restart] auto (fp16 on CUDA, bf16 on CPUs with native bf16, "
@@ -82,6 +85,24 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
     a("    max_input_pixels: 16777216", "[runtime] larger images are rejected as bad input "
       "('too_large')")
     a("    watchdog_timeout: 5.0", "[runtime] warn when no image arrived for this long (0 = off)")
+    if auto:
+        a("")
+        a("    # --- extractor keys: the chosen method's own defaults (thresholds are in method")
+        a("    # units; config/<method>.yaml lists them all). `run`, `demo` and the launch file")
+        a("    # load config/<method>.yaml for the chosen method when this file is the default.")
+    else:
+        _extractor_keys(a, method, cls, d)
+    _common_keys(a)
+    return "\n".join(lines) + "\n"
+
+
+def _extractor_keys(a: Any, method: str, cls: Any, d: dict[str, Any]) -> None:
+    """The shared and the method-specific extractor keys with ``method``'s defaults."""
+    from ..extractors.base import SHARED_DEFAULTS
+
+    def tag(key: str) -> str:
+        return "[runtime]" if key in cls.runtime_keys else "[restart]"
+
     a("")
     a("    # --- extractor keys shared by every method (same names as `local-features extract "
       "--set`)")
@@ -109,6 +130,14 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
             note = getattr(cls, "conf_help", {}).get(k)
             a(f"      {k}: {_yaml_scalar(list(v) if isinstance(v, tuple) else v)}",
               tag(k) + (f" {note}" if note else ""))
+
+
+def _common_keys(a: Any) -> None:
+    """Place recognition, matching and verification: the same for every method."""
+    from ..geometry import VerifyConfig
+    from ..matching import MatcherConfig
+    from . import params as P
+
     a("")
     a("    # --- place recognition: keyframe database -> ~/loop_candidates (off by default)")
     a("    place_recognition:")
@@ -149,4 +178,3 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
     a("    #     subscription:")
     a("    #       reliability: reliable")
     a("    #       depth: 100")
-    return "\n".join(lines) + "\n"

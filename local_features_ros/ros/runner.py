@@ -365,6 +365,34 @@ def _closest_info(image: str, infos: list[str]) -> str:
     return infos[0] if infos else ""
 
 
+def plan_method(method: str, config: str | os.PathLike | None = None,
+                device: Any = None) -> tuple[str, Path, str]:
+    """(method, parameter file, why) of a run: an explicit ``method`` wins, else the file's.
+
+    ``auto`` (the default file's method) becomes the hardware's choice (``hardware.py``); with
+    the default parameter file, that method's own ``config/<method>.yaml`` is used, so its
+    thresholds (in method units) and specific keys apply. ``why`` is the one line to print, empty
+    when nothing was chosen automatically. ConfigError for an unknown method.
+    """
+    from ..conventions import DEFAULT_METHOD
+    from ..hardware import AUTO_METHOD, choose_method
+    from .validate import node_param_specs
+
+    if method and method != AUTO_METHOD:
+        node_param_specs(method)  # 'unknown method ...' before looking for config/<method>.yaml
+        return method, resolve_params_file(params_file_for(method, config)), ""
+    path = resolve_params_file(params_file_for("", config))
+    flat = flatten(load_node_params(path))
+    found = str(flat.get("method", DEFAULT_METHOD))
+    if not method and found != AUTO_METHOD:
+        node_param_specs(found)
+        return found, path, ""
+    choice = choose_method(str(device if device is not None else flat.get("device", "auto")))
+    if str(config or DEFAULT_PARAMS_FILE) == DEFAULT_PARAMS_FILE:
+        path = resolve_params_file(params_file_for(choice.method, None))
+    return choice.method, path, f"method auto -> {choice.method}: {choice.reason}"
+
+
 def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = (),
                namespace: str = "", image: str = "", camera_info: str = "", method: str = "",
                use_sim_time: bool = False, bag: str | None = None, synthetic: bool = False,
@@ -398,12 +426,11 @@ def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = ()
     if bag_rate < 0:
         raise ConfigError(f"--rate must be >= 0 (0 = as fast as the node takes it), got "
                           f"{bag_rate:g}")
-    if method:
-        node_param_specs(method)  # 'unknown method ...' before looking for config/<method>.yaml
-    params_path = resolve_params_file(params_file_for(method, config))
     overrides = parse_set(sets)
-    if method:
-        overrides["method"] = method
+    method, params_path, why = plan_method(method or str(overrides.get("method", "")), config,
+                                           overrides.get("device"))
+    overrides["method"] = method
+    notes: list[str] = [why] if why else []
     if use_sim_time or (bag and not wall_clock):
         overrides["use_sim_time"] = True
     replay = bool(bag) or bool((source_params or {}).get("image_dir"))
@@ -412,7 +439,6 @@ def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = ()
         for key, value in (("process_every_frame", True), ("qos.depth", 10),
                            ("qos.output_depth", 100)):
             overrides.setdefault(key, value)
-    notes: list[str] = []
     base = load_node_params(params_path)
     if bag:
         transport = str(overrides.get("input_transport",

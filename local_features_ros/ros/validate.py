@@ -147,7 +147,12 @@ def validate_node_params(flat: Mapping[str, Any], check_weights: bool = True) ->
     declared ROS types. Raises ``ConfigError`` (one-line reason) on the first problem."""
     from . import params as P
 
+    from ..hardware import AUTO_METHOD, choose_method
+
     method = str(flat.get("method", DEFAULT_METHOD))
+    if method == AUTO_METHOD:  # the node makes the same choice at startup
+        method = choose_method(str(flat.get("device", "auto"))).method
+        flat = {**flat, "method": method}
     specs = node_param_specs(method)  # unknown method -> ConfigError with the available ones
     reason = unknown_parameters_error(method, flat, specs)
     if reason:

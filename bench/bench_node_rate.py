@@ -1,0 +1,227 @@
+"""The feature_extractor node's end-to-end rate: a live camera stream and lossless replay.
+
+    python bench/bench_node_rate.py                                  # xfeat, orb, aliked
+    python bench/bench_node_rate.py --methods xfeat --sizes 640x480 --seconds 20
+
+For every method and frame size, the node runs in its own process (DDS on loopback, own domain)
+and this process plays the camera:
+
+1. **Live**: real frames (``../shared/data``: TUM fr2/desk at 640x480, KITTI 07 at 1226x370) are
+   published at ``--fps`` for ``--seconds`` (reliable QoS, the node keeps the latest frame as it
+   does for a live camera). Reported: frames processed / published, the processed rate, how
+   many the node dropped as stale, and the node's resident memory at the start and the end of
+   the stream (flat memory = no leak per frame).
+2. **Replay**: ``--replay`` frames sent with the node's flow control (``~/frame_done``, two in
+   flight), as fast as the node takes them: the node's own throughput, which the two-stage
+   pipeline bounds by its slowest stage instead of the sum of all stages.
+
+Every frame's outcome comes from the node's ``~/frame_done``; numbers are medians of what one run
+saw. They depend on the machine and its load: the header names the CPU and torch's threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO.parent / "shared" / "data"
+
+
+def load_frames(size: tuple[int, int], n: int) -> list[np.ndarray]:
+    """Real frames at ``size`` (w, h): TUM fr2/desk for VGA, KITTI 07 for KITTI's size, else
+    KITTI resized."""
+    w, h = size
+    folder = DATA / ("tum_fr2desk/rgb" if (w, h) == (640, 480) else "kitti07/image_0")
+    files = sorted(folder.glob("*.png"))
+    if not files:
+        raise SystemExit(f"no frames in {folder} (see ../shared/data/README)")
+    out = []
+    for p in (files * (n // len(files) + 1))[:n]:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img.shape[1] != w or img.shape[0] != h:
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+        out.append(img)
+    return out
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+class Camera:
+    """This process's side: publishes ``bgr8`` images and counts the node's answers."""
+
+    def __init__(self, domain: int) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import Image
+        from std_msgs.msg import Header
+
+        from local_features_ros.ros.flow_control import done_qos, done_topic
+
+        self.rclpy = rclpy
+        self.ctx = rclpy.Context()
+        rclpy.init(context=self.ctx, domain_id=domain)
+        self.node = rclpy.create_node("bench_camera", context=self.ctx)
+        self.pub = self.node.create_publisher(
+            Image, "/image", QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+        self.outcomes: list[tuple[float, str]] = []
+        self.node.create_subscription(
+            Header, done_topic(), lambda m: self.outcomes.append((time.monotonic(), m.frame_id)),
+            done_qos())
+        self.executor = SingleThreadedExecutor(context=self.ctx)
+        self.executor.add_node(self.node)
+        self._Image = Image
+
+    def spin(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while True:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            self.executor.spin_once(timeout_sec=min(left, 0.005))
+
+    def message(self, bgr: np.ndarray, i: int):
+        msg = self._Image(height=bgr.shape[0], width=bgr.shape[1], encoding="bgr8",
+                          step=bgr.shape[1] * 3)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = 1_000 + i, 0
+        msg.header.frame_id = "camera"
+        msg.data = bgr.tobytes()
+        return msg
+
+    def wait_for_node(self, timeout: float = 120.0) -> None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.pub.get_subscription_count() > 0 and self.node.count_publishers(
+                    "/feature_extractor/frame_done") > 0:
+                self.spin(2.0)  # discovery settles both ways
+                return
+            self.spin(0.1)
+        raise SystemExit("the node did not subscribe in time")
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.rclpy.try_shutdown(context=self.ctx)
+
+
+def start_node(method: str, domain: int, log: Path) -> subprocess.Popen:
+    from local_features_ros.ros.runner import build_plan, ros_env
+
+    plan = build_plan(None, ["qos.depth=2", "qos_overrides./image.subscription.reliability="
+                             "reliable", "process_every_frame=false", "watchdog_timeout=0.0"],
+                      method=method, image="/image", synthetic=False)
+    spec = next(p for p in plan.processes if p.role == "node")
+    env = ros_env(domain)
+    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 2))
+    return subprocess.Popen(spec.argv, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+def live(cam: Camera, frames: list[np.ndarray], fps: float, seconds: float, pid: int) -> dict:
+    msgs = [cam.message(f, i) for i, f in enumerate(frames)]
+    cam.outcomes.clear()
+    period = 1.0 / fps
+    n = int(seconds * fps)
+    t0 = time.monotonic()
+    rss = [rss_mb(pid)]
+    for i in range(n):
+        msg = msgs[i % len(msgs)]
+        msg.header.stamp.sec = 2_000 + i
+        cam.pub.publish(msg)
+        if i % int(fps) == 0:
+            rss.append(rss_mb(pid))
+        cam.spin(max(0.0, t0 + (i + 1) * period - time.monotonic()))
+    cam.spin(2.0)
+    got = [o for _, o in cam.outcomes]
+    processed = got.count("processed")
+    return {"published": n, "processed": processed, "dropped": got.count("dropped"),
+            "rate_hz": processed / seconds, "kept": processed / n,
+            "rss_start": rss[1] if len(rss) > 1 else rss[0], "rss_end": rss[-1]}
+
+
+def replay(cam: Camera, frames: list[np.ndarray], n: int) -> dict:
+    msgs = [cam.message(f, i) for i, f in enumerate(frames)]
+    cam.outcomes.clear()
+    sent = 0
+    t0 = time.monotonic()
+    while len(cam.outcomes) < n:
+        if sent < n and sent - len(cam.outcomes) < 2:
+            msg = msgs[sent % len(msgs)]
+            msg.header.stamp.sec = 5_000 + sent
+            cam.pub.publish(msg)
+            sent += 1
+        cam.executor.spin_once(timeout_sec=0.002)
+        if time.monotonic() - t0 > 600:
+            break
+    times = [t for t, o in cam.outcomes if o == "processed"]
+    gaps = np.diff(times) if len(times) > 1 else np.array([np.nan])
+    return {"frames": len(times), "rate_hz": (len(times) - 1) / (times[-1] - times[0])
+            if len(times) > 1 else 0.0, "gap_median_ms": float(np.median(gaps) * 1e3)}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--methods", default="xfeat,orb,aliked")
+    p.add_argument("--sizes", default="640x480,1226x370")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--replay", type=int, default=60, help="frames of the replay measurement")
+    p.add_argument("--logs", default="out/bench_node_rate", help="node logs go here")
+    args = p.parse_args()
+    os.environ["ROS_LOCALHOST_ONLY"] = "1"
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    import torch
+
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+          f"{torch.__version__}, node OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', os.cpu_count())}; live: {args.fps:g} fps for "
+          f"{args.seconds:g} s; replay: {args.replay} frames, flow control")
+    print(f"{'method':10} {'size':>9} | {'live Hz':>7} {'kept':>6} {'dropped':>7} "
+          f"{'RSS MB start->end':>18} | {'replay Hz':>9} {'ms/frame':>8}")
+    for size_text in args.sizes.split(","):
+        size = tuple(int(v) for v in size_text.lower().split("x"))
+        frames = load_frames(size, 20)
+        for method in args.methods.split(","):
+            domain = random.randint(100, 199)
+            cam = Camera(domain)
+            node = start_node(method, domain, logs / f"{method}_{size_text}.log")
+            try:
+                cam.wait_for_node()
+                cam.spin(1.0)
+                lv = live(cam, frames, args.fps, args.seconds, node.pid)
+                cam.spin(1.0)
+                rp = replay(cam, frames, args.replay)
+            finally:
+                node.send_signal(2)
+                try:
+                    node.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    node.kill()
+                cam.close()
+            print(f"{method:10} {size_text:>9} | {lv['rate_hz']:7.1f} {lv['kept']:6.0%} "
+                  f"{lv['dropped']:7d} {lv['rss_start']:8.0f} -> {lv['rss_end']:6.0f} | "
+                  f"{rp['rate_hz']:9.1f} {rp['gap_median_ms']:8.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

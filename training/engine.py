@@ -37,7 +37,9 @@ from local_features_ros.weights import atomic_torch_save, load_checkpoint
 from . import distributed as D
 from local_features_ros.conventions import PRECISIONS as RUNTIME_PRECISIONS
 
+from .budget import Deadline, RecentMax
 from .config import DEFAULT_TRAIN, FrozenConf, freeze, merge_conf, save_config
+from .export_check import MAX_IMAGES, ExportCheckFailed, probe_cost, publish_export
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +98,14 @@ class Task:
     def export(self, model: nn.Module, path: Path) -> Path | None:
         """Write the runtime checkpoint (project format) for the trained model."""
         return None
+
+    def export_check_images(self, train_ds: Dataset, val_ds: Dataset | None
+                            ) -> list[tuple[str, np.ndarray]]:
+        """Held-out images (name, HxW gray or HxWx3 RGB uint8) the exported weights are run on by
+        the runtime extractor before the export counts (``training/export_check.py``). Why a
+        hook: only the task knows where its held-out images are; ``[]`` (the default) checks on
+        a generated textured image."""
+        return []
 
 
 @dataclass
@@ -343,8 +353,47 @@ class Trainer:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
+    # ------------------------------------------------------------------ export
+    @property
+    def export_path(self) -> Path:
+        return self.out / "export" / f"{self.task.name}.pth"
+
+    def _write_export(self, path: Path) -> Path | None:
+        written = self.task.export(self.model, path)
+        return None if written is None else Path(written)
+
+    def _check_images(self) -> list[tuple[str, np.ndarray]]:
+        """The task's held-out images for the export check (rank 0 only; it alone exports)."""
+        if not self.info.is_main:
+            return []
+        return list(self.task.export_check_images(self.train_ds, self.val_ds))[:MAX_IMAGES]
+
+    def _export(self, images: list[tuple[str, np.ndarray]]) -> Path | None:
+        """Rank 0 exports and has the runtime check the export; every rank raises when it failed
+        (no rank may wait for a partner that has stopped)."""
+        error: ExportCheckFailed | None = None
+        exported = None
+        if self.info.is_main:
+            try:
+                exported = publish_export(self._write_export, self.export_path, images,
+                                          self.device, self.last_checkpoint)
+            except ExportCheckFailed as e:
+                error = e
+        if D.any_true(error is not None, self.info):
+            raise error or ExportCheckFailed("export check failed on rank 0 (see its log)")
+        return exported
+
+    # ------------------------------------------------------------------ training
     def fit(self) -> dict[str, Any]:
-        """Train to ``train.max_steps`` (or the time budget); returns a summary dict."""
+        """Train to ``train.max_steps`` or the time budget; returns a summary dict.
+
+        ``train.max_time_s`` counts from here: building the data and model, validation,
+        checkpoints, the export and its runtime check are all inside it. Before every step the
+        run checks that the step (the largest of the last few step times) plus the finishing work
+        (final checkpoint + export + check, measured once at the start) still fit, and stops
+        otherwise; a validation that would not fit is skipped. A run always makes at least one
+        step, so a budget shorter than one step plus the finishing work is overrun by that."""
+        budget = Deadline(float(self.tc["max_time_s"]))
         self._build()
         if self.info.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -370,8 +419,19 @@ class Trainer:
 
         max_steps = int(self.tc["max_steps"])
         bs = int(self.tc["batch_size"]) * self.info.world_size
-        t_start = time.time()
-        max_time = float(self.tc["max_time_s"])
+        check_images = self._check_images()
+        # what finishing costs (export + runtime check), measured on the current weights
+        export_cost = 0.0
+        if budget.enabled and self.info.is_main and self.state.step < max_steps:
+            export_cost = probe_cost(self._write_export, self.export_path, check_images,
+                                     self.device)
+        save_cost = 0.0  # one checkpoint write, measured at the first one
+        step_cost = RecentMax(window=5)
+        val_cost: float | None = None
+        val_scale = max(int(self.tc["val_batch_size"]) / max(int(self.tc["batch_size"]), 1), 1.0)
+        saved_step = self.state.step if resumed else -1
+        steps_run = 0
+        out_of_time = False
         pbar = None
         if self.info.is_main:
             from tqdm import tqdm
@@ -384,6 +444,14 @@ class Trainer:
         t_log, n_log = time.time(), 0
         try:
             while self.state.step < max_steps:
+                finish = save_cost + export_cost
+                out_of_time = (budget.enabled and steps_run > 0
+                               and not budget.fits(step_cost.value + finish))
+                if D.any_true(self._stop_requested or out_of_time, self.info):
+                    logger.warning("stopping at step %d (%s); resume with --resume", self.state.step,
+                                   "time budget" if out_of_time else "signal")
+                    break
+                t_step = time.monotonic()
                 batch = self._to_device(next(batches))
                 with self._autocast():
                     loss, metrics = self.task.loss(self.ddp_model, batch, self.state.step)
@@ -407,7 +475,9 @@ class Trainer:
                 self.optimizer.step()
                 self.state.step += 1
                 self.state.batch_in_epoch += 1
+                steps_run += 1
                 last_loss = D.all_reduce_mean(float(loss.detach()), self.info)
+                t_train = time.monotonic() - t_step
                 n_log += 1
                 if pbar is not None:
                     pbar.update(1)
@@ -421,38 +491,56 @@ class Trainer:
                     if pbar is not None:
                         pbar.set_postfix(loss=f"{last_loss:.4f}", img_s=f"{rate:.1f}")
                     t_log, n_log = time.time(), 0
+                t_val = 0.0
                 if self.state.step % int(self.tc["val_every"]) == 0 and self.info.is_main:
-                    vm = self.validate()
-                    if vm is not None and log is not None:
-                        log.write(self.state.step, "val", vm)
-                        logger.info("step %d validation: %s", self.state.step,
-                                    ", ".join(f"{k}={v:.4g}" for k, v in vm.items()))
-                        if vm.get("loss", math.inf) < self.state.best_val:
-                            self.state.best_val = vm["loss"]
-                            self._save(self.ckpt_dir / "best.pth")
-                out_of_time = max_time > 0 and time.time() - t_start > max_time
-                stop = D.any_true(self._stop_requested or out_of_time, self.info)
-                if self.state.step % int(self.tc["checkpoint_every"]) == 0 or stop:
+                    est = val_cost if val_cost is not None else \
+                        t_train * int(self.tc["val_batches"]) * val_scale
+                    if budget.fits(est + save_cost + export_cost):
+                        tv = time.monotonic()
+                        self._validate_and_log(log)
+                        val_cost = t_val = time.monotonic() - tv
+                    else:
+                        logger.warning("step %d: validation skipped (it would not fit the time "
+                                       "budget)", self.state.step)
+                # under a budget the first step also measures what a checkpoint write costs
+                if (self.state.step % int(self.tc["checkpoint_every"]) == 0
+                        or (budget.enabled and steps_run == 1)):
+                    ts = time.monotonic()
                     self._save(self.last_checkpoint)
                     D.barrier(self.info)
-                if stop:
-                    logger.warning("stopping at step %d (%s); resume with --resume", self.state.step,
-                                   "time budget" if out_of_time else "signal")
-                    break
+                    save_cost = max(save_cost, time.monotonic() - ts)
+                    saved_step = self.state.step
+                step_cost.add(time.monotonic() - t_step - t_val)
         finally:
             if pbar is not None:
                 pbar.close()
             if old_handler is not None:
                 signal.signal(signal.SIGTERM, old_handler)
-        self._save(self.last_checkpoint)
+        if saved_step != self.state.step:
+            self._save(self.last_checkpoint)
         exported = None
         # a run that used up its time budget is a finished run too (export what it reached);
         # one stopped by a signal is not (it will be resumed)
-        budget_done = max_time > 0 and not self._stop_requested
-        if self.info.is_main and (self.state.step >= max_steps or budget_done):
-            exported = self.task.export(self.model, self.out / "export" / f"{self.task.name}.pth")
+        signalled = D.any_true(self._stop_requested, self.info)
+        if self.state.step >= max_steps or (budget.enabled and not signalled):
+            exported = self._export(check_images)
             if exported:
                 logger.info("exported runtime checkpoint: %s", exported)
         D.barrier(self.info)
+        if budget.enabled:
+            logger.info("time budget: %.1f of %.1f s used (%d steps this run)", budget.elapsed(),
+                        budget.seconds, steps_run)
         return {"step": self.state.step, "loss": last_loss, "export": str(exported or ""),
                 "finished": self.state.step >= max_steps}
+
+    def _validate_and_log(self, log: MetricsLog | None) -> None:
+        """One validation pass: metrics to the CSV, ``best.pth`` at a new lowest loss."""
+        vm = self.validate()
+        if vm is None or log is None:
+            return
+        log.write(self.state.step, "val", vm)
+        logger.info("step %d validation: %s", self.state.step,
+                    ", ".join(f"{k}={v:.4g}" for k, v in vm.items()))
+        if vm.get("loss", math.inf) < self.state.best_val:
+            self.state.best_val = vm["loss"]
+            self._save(self.ckpt_dir / "best.pth")

@@ -101,4 +101,10 @@ if __name__ == "__main__":  # `python -m training.commands.train ...` where the 
     _parser = argparse.ArgumentParser(prog="python -m training.commands.train", description=HELP)
     add_arguments(_parser)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    sys.exit(main(_parser.parse_args()))
+    try:
+        sys.exit(main(_parser.parse_args()))
+    except (FileNotFoundError, ValueError, RuntimeError) as _exc:
+        # the same one-line reason and status 1 as `local-features train` (e.g. a failed
+        # export check, a diverged run)
+        print(f"train: error: {_exc}", file=sys.stderr)
+        sys.exit(1)

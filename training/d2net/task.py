@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -16,7 +17,7 @@ from local_features_ros.extractors.d2net import D2Net
 
 from ..config import thaw
 from ..engine import Task
-from ..sfm.data import build_pair_datasets
+from ..sfm.data import build_pair_datasets, held_out_scene_images
 from .losses import d2net_loss, dense_matching_accuracy
 from .model import D2NetTrainModel
 
@@ -50,6 +51,11 @@ class D2NetTask(Task):
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         seed = int(self.conf.get("train", {}).get("seed", 0))
         return build_pair_datasets(self.conf["data"], seed=seed)
+
+    def export_check_images(self, train_ds: Dataset, val_ds: Dataset | None
+                            ) -> list[tuple[str, np.ndarray]]:
+        """Images of the validation scenes (``data.val_scenes``), else none."""
+        return held_out_scene_images(val_ds)
 
     def _forward(self, model: nn.Module, batch: Mapping[str, torch.Tensor]
                  ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -32,6 +32,7 @@ from local_features_ros.weights import load_checkpoint, save_checkpoint, unwrap_
 
 from ..config import save_config
 from ..engine import Task
+from ..export_check import MAX_IMAGES, publish_export, read_image
 from .datasets import LandmarkCrops, LandmarkSet, load_landmarks, split_per_class
 
 logger = logging.getLogger(__name__)
@@ -150,6 +151,11 @@ class _DelfTask(Task):
     def _m(model: nn.Module) -> DelfTrainModel:
         return model.module if hasattr(model, "module") else model
 
+    def export_check_images(self, train_ds: Dataset, val_ds: Dataset | None
+                            ) -> list[tuple[str, np.ndarray]]:
+        """The held-out images (``data.val_fraction`` > 0), whole, else none."""
+        return held_out_landmarks(val_ds.ls if isinstance(val_ds, LandmarkCrops) else None)
+
     def export(self, model: nn.Module, path: Path) -> Path | None:
         m = self._m(model)
         ls = self.landmarks()
@@ -194,6 +200,13 @@ class DelfAttentionTask(_DelfTask):
         acc = (logits.argmax(1) == batch["label"]).float().mean()
         return loss, {"accuracy": float(acc), "attention_mean": float(a.detach().mean()),
                       "gamma": gamma}
+
+
+def held_out_landmarks(ls: LandmarkSet | None) -> list[tuple[str, np.ndarray]]:
+    """Whole held-out images (RGB uint8) for the export check; none without a split."""
+    if ls is None:
+        return []
+    return [(str(p), read_image(p)) for p in list(ls.paths)[:MAX_IMAGES]]
 
 
 def collect_descriptors(delf: DELF, ls: LandmarkSet, max_edge: int, max_per_image: int,
@@ -266,9 +279,16 @@ def run_pca(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict[st
     ratio = explained_variance(desc, var)
     out.mkdir(parents=True, exist_ok=True)
     save_config(dict(conf), out / "config.yaml")
-    save_checkpoint(export, "delf", delf.state_dict(), config=dict(delf.conf), stage="pca",
-                    classes=list(ck.get("classes", [])), pca_explained_variance=ratio,
-                    pca_num_descriptors=int(len(desc)))
+    # the final DELF goes through the same runtime check as every engine export; its held-out
+    # images are the validation split of the steps before (the PCA itself sees every image)
+    data = conf.get("data", {})
+    _, held_out = split_per_class(ls, float(data.get("val_fraction", 0.0) or 0.0),
+                                  int(conf.get("train", {}).get("seed", 0)))
+    publish_export(lambda p: save_checkpoint(
+        p, "delf", delf.state_dict(), config=dict(delf.conf), stage="pca",
+        classes=list(ck.get("classes", [])), pca_explained_variance=ratio,
+        pca_num_descriptors=int(len(desc))), export, held_out_landmarks(held_out), delf.device,
+        m["init_weights"])
     summary = {"export": str(export), "num_descriptors": int(len(desc)), "pca_dim": dim,
                "explained_variance": ratio, "finished": True}
     summary_path.write_text(json.dumps(summary, indent=1))

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -15,7 +16,7 @@ from local_features_ros.weights import load_checkpoint, save_checkpoint, unwrap_
 
 from ..config import thaw
 from ..engine import Task
-from ..sfm.data import build_pair_datasets
+from ..sfm.data import build_pair_datasets, held_out_scene_images
 from .losses import LOSS_DEFAULTS, lfnet_losses, match_score
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ class LFNetTask(Task):
     def build_datasets(self) -> tuple[Dataset, Dataset | None]:
         seed = int(self.conf.get("train", {}).get("seed", 0))
         return build_pair_datasets(self.conf["data"], seed=seed)
+
+    def export_check_images(self, train_ds: Dataset, val_ds: Dataset | None
+                            ) -> list[tuple[str, np.ndarray]]:
+        """Images of the validation scenes (``data.val_scenes``), else none."""
+        return held_out_scene_images(val_ds)
 
     def loss(self, model: nn.Module, batch: Mapping[str, torch.Tensor], step: int
              ) -> tuple[torch.Tensor, dict[str, float]]:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 from torch.utils.data import Dataset
 
 from .pairs import GeometricPairs
@@ -62,3 +63,17 @@ def build_pair_datasets(data: Mapping[str, Any], seed: int = 0) -> tuple[Dataset
         val = GeometricPairs(load_scenes(data.get("val_scenes"), root), vconf, seed=VALIDATION_SEED,
                              resample=False)
     return train, val
+
+
+def held_out_scene_images(val: Dataset | None, limit: int = 2) -> list[tuple[str, np.ndarray]]:
+    """Images of the validation scenes (never trained on), for the export check: the first image
+    of each validation scene, then the next ones, up to ``limit``. None without validation."""
+    if not isinstance(val, GeometricPairs):
+        return []
+    out: list[tuple[str, np.ndarray]] = []
+    longest = max(len(idx) for idx in val.scenes)
+    for k in range(longest):
+        for idx in val.scenes:
+            if k < len(idx) and len(out) < limit:
+                out.append((str(idx.image_paths[k]), idx.load_image(k)))
+    return out

@@ -20,8 +20,10 @@ import torch
 
 from local_features_ros.extractors.superpoint import SuperPoint
 
+from ..budget import Deadline, RecentMax
 from ..data.homographies import compute_valid_mask, homography_conf, sample_homography, warp_image
 from ..data.image_folder import list_images, read_gray, resize_crop, sample_name, scaled_tiles
+from ..export_check import ExportCheckFailed
 from .model import SuperPointModel
 from .teachers import DEFAULT_TEACHER, build_teacher
 
@@ -86,22 +88,59 @@ def _views(conf: Mapping[str, Any] | None, shape: tuple[int, ...], rng: np.rando
                              for _ in range(int(c["num"]) - 1)]
 
 
+class _ChunkTimer:
+    """Stops adding batches of views once the next batch (estimated as the slowest one so far)
+    would not fit ``time_left()``; the first batch (it holds the identity view) always runs.
+    Why: under a time budget one image with 100 views can cost more than the whole stage."""
+
+    def __init__(self, time_left: Callable[[], float] | None, stats: dict[str, int] | None):
+        self.time_left = time_left
+        self.stats = stats
+        self.slowest = 0.0
+        self.views = 0
+        self._t = 0.0
+
+    def go(self, start: int) -> bool:
+        if start > 0 and self.time_left is not None and self.time_left() < self.slowest:
+            return False
+        self._t = time.monotonic()
+        return True
+
+    def done(self, n_views: int) -> None:
+        self.slowest = max(self.slowest, time.monotonic() - self._t)
+        self.views += n_views
+        if self.stats is not None:
+            self.stats["views"] = self.views
+
+
+def _seconds_until(deadline: float) -> Callable[[], float]:
+    """``time_left`` for one image: seconds until a ``time.monotonic()`` deadline."""
+    return lambda: deadline - time.monotonic()
+
+
 def homographic_adaptation(prob_fn: Callable[[torch.Tensor], torch.Tensor], image: np.ndarray,
                            rng: np.random.Generator, conf: Mapping[str, Any] | None = None,
-                           batch_size: int = 16) -> np.ndarray:
+                           batch_size: int = 16, time_left: Callable[[], float] | None = None,
+                           stats: dict[str, int] | None = None) -> np.ndarray:
     """Aggregated keypoint probability ``(H, W)`` for a gray float image in [0, 1].
 
     ``prob_fn``: ``(B, 1, H, W)`` -> ``(B, H, W)`` heatmaps. For each homography the image is
     warped (bilinear), the heatmap masked by the eroded valid mask, warped back (bilinear) and
     multiplied by the eroded back-warped count mask; ``sum`` divides the summed heatmaps by the
     summed counts, ``max`` keeps the per-pixel maximum.
+
+    ``time_left``: seconds this image may still take; batches of views that would not fit are
+    left out (the aggregate is over the views done). ``stats["views"]``: the views used.
     """
     c, Hs = _views(conf, image.shape, rng)
     h, w = image.shape
     num, margin = len(Hs), int(c["valid_border_margin"])
     agg = np.zeros((h, w), np.float32)
     counts = np.zeros((h, w), np.float32)
+    timer = _ChunkTimer(time_left, stats)
     for start in range(0, num, batch_size):
+        if not timer.go(start):
+            break
         chunk = Hs[start:start + batch_size]
         warped = np.stack([warp_image(image.astype(np.float32), H) for H in chunk])
         probs = prob_fn(torch.from_numpy(warped)[:, None]).cpu().numpy()
@@ -116,6 +155,7 @@ def homographic_adaptation(prob_fn: Callable[[torch.Tensor], torch.Tensor], imag
             else:
                 agg = np.maximum(agg, back)
             counts += count
+        timer.done(len(chunk))
     if c["aggregation"] == "sum":
         return np.where(counts > 0, agg / np.maximum(counts, 1e-9), 0.0).astype(np.float32)
     return agg
@@ -158,10 +198,12 @@ def _torch_valid_mask(H: torch.Tensor, shape: tuple[int, int], erode_radius: int
 def homographic_adaptation_torch(prob_fn: Callable[[torch.Tensor], torch.Tensor],
                                  image: np.ndarray, rng: np.random.Generator,
                                  conf: Mapping[str, Any] | None = None, batch_size: int = 16,
-                                 device: torch.device | str = "cpu") -> np.ndarray:
+                                 device: torch.device | str = "cpu",
+                                 time_left: Callable[[], float] | None = None,
+                                 stats: dict[str, int] | None = None) -> np.ndarray:
     """``homographic_adaptation`` with the warps batched on ``device`` (same homographies from
     the same ``rng``, same masks and aggregation; bilinear/nearest sampling within float error of
-    OpenCV's)."""
+    OpenCV's; same ``time_left`` / ``stats``)."""
     c, Hs = _views(conf, image.shape, rng)
     h, w = image.shape
     num, margin = len(Hs), int(c["valid_border_margin"])
@@ -169,7 +211,10 @@ def homographic_adaptation_torch(prob_fn: Callable[[torch.Tensor], torch.Tensor]
     img = torch.from_numpy(np.ascontiguousarray(image, np.float32)).to(device)[None, None]
     agg = torch.zeros((h, w), device=device)
     counts = torch.zeros((h, w), device=device)
+    timer = _ChunkTimer(time_left, stats)
     for start in range(0, num, batch_size):
+        if not timer.go(start):
+            break
         Hb = torch.from_numpy(np.stack(Hs[start:start + batch_size])).to(device)  # float64
         Hinv = torch.linalg.inv(Hb)
         warped = _torch_warp(img.expand(len(Hb), -1, -1, -1), Hb, "bilinear")
@@ -179,6 +224,9 @@ def homographic_adaptation_torch(prob_fn: Callable[[torch.Tensor], torch.Tensor]
         back = back * count
         agg = agg + back.sum(0) if c["aggregation"] == "sum" else torch.maximum(agg, back.amax(0))
         counts = counts + count.sum(0)
+        if device.type == "cuda" and time_left is not None:
+            torch.cuda.synchronize(device)  # the batch's real cost, for the time budget
+        timer.done(len(Hb))
     if c["aggregation"] == "sum":
         agg = torch.where(counts > 0, agg / counts.clamp_min(1e-9), torch.zeros_like(agg))
     return agg.cpu().numpy().astype(np.float32)
@@ -241,12 +289,22 @@ def _samples(files: list[Path], size: list[int], tile_scales: list[float]
 
 def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict[str, Any]:
     """Write ``out/images/<name>.png`` (resized gray) and ``out/labels/<name>.npz`` (``points`` as
-    (row, col), ``prob`` of each point) for every image; existing labels are skipped on resume.
+    (row, col), ``prob`` of each point, ``views`` used) for every image; existing labels are
+    skipped on resume.
 
-    ``max_time_s`` (> 0) stops after the image that crosses that wall time: an image and its
-    label are written together, so a joint stage can train on whatever was exported."""
+    ``max_time_s`` (> 0) is the stage's wall-time budget, counted from this call (teacher and
+    image loading included). ``min_images`` images are always labelled (the next stage needs a
+    batch): each gets an equal share of the budget left and uses as many of its views as fit
+    that share (at least one batch of ``batch_size``, which holds the identity). Further images
+    are labelled only while a whole image (all views) still fits. An image and its label are
+    written together, so a joint stage can train on whatever was exported.
+
+    Raises ``ExportCheckFailed`` when the teacher labels 0 keypoints in every image (a joint stage
+    trained on such labels learns to detect nothing)."""
     from ..config import save_config
 
+    max_time = float(conf.get("max_time_s", 0) or 0)
+    budget = Deadline(max_time)
     out = Path(out)
     data = conf.get("data", {})
     ha = {**DEFAULT_HA, **conf.get("homography_adaptation", {})}
@@ -300,10 +358,13 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
     t0 = time.time()
     n_done = n_skip = 0
     total_pts = 0
+    num_views = int(ha["num"])
+    fewer_views: list[int] = []  # views used by images the budget cut short
     tile_scales = [float(v) for v in (data.get("tile_scales") or [])]
     samples = _samples(files, size, tile_scales)
-    max_time = float(conf.get("max_time_s", 0) or 0)
     min_images = int(conf.get("min_images", 0) or 0)
+    per_view = RecentMax(window=5)  # seconds per view of recent images (I/O included)
+    post_cost = RecentMax(window=5)  # labelling (box NMS) + writing one image
     stopped_early = False
     # Under a time budget, visit the samples in a seeded random order so that a stopped export
     # holds a fair share of every source (not only the first folder). Each sample keeps its own
@@ -312,8 +373,10 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
              else np.arange(len(samples)))
     for i in (int(j) for j in order):
         f, name, load = samples[i]
-        if (max_time > 0 and n_done and n_done + n_skip >= min_images
-                and time.time() - t0 > max_time):
+        required = max(min_images - (n_done + n_skip), 0)
+        time_left = None
+        if budget.enabled and required == 0 and (n_done or n_skip) and \
+                not budget.fits(per_view.value * num_views):
             stopped_early = True
             logger.warning("export: time budget (%.0f s) used after %d of %d images", max_time,
                            n_done + n_skip, len(samples))
@@ -322,29 +385,56 @@ def run_export(conf: Mapping[str, Any], out: Path, resume: bool = False) -> dict
         manifest.append({"name": name, "source": str(f)})
         if resume and lab.is_file():
             n_skip += 1
+            total_pts += len(np.load(lab)["points"])
             continue
+        if budget.enabled:
+            # a required image may use its share of what is left; any other one what is left
+            # (less what labelling and writing an image took so far)
+            time_left = _seconds_until(time.monotonic() + budget.left() / max(required, 1)
+                                       - post_cost.value)
+        t_img = time.monotonic()
         img = load()
         rng = np.random.default_rng([seed, i])
+        stats: dict[str, int] = {}
         if use_torch:
             prob = homographic_adaptation_torch(prob_fn, img.astype(np.float32) / 255.0, rng, ha,
-                                                int(conf.get("batch_size", 16)), device)
+                                                int(conf.get("batch_size", 16)), device,
+                                                time_left=time_left, stats=stats)
         else:
             prob = homographic_adaptation(prob_fn, img.astype(np.float32) / 255.0, rng, ha,
-                                          int(conf.get("batch_size", 16)))
+                                          int(conf.get("batch_size", 16)), time_left=time_left,
+                                          stats=stats)
+        views = int(stats.get("views", num_views))
+        if views < num_views:
+            fewer_views.append(views)
+        t_post = time.monotonic()
         rc, scores = detect_labels(prob, det, min_prob, threshold)
         cv2.imwrite(str(out / "images" / f"{name}.png"), img)
         tmp = out / "labels" / f".{name}.tmp.npz"
         np.savez_compressed(tmp, points=rc.astype(np.float32), prob=scores,
-                            teacher=np.array(record["name"]))
+                            teacher=np.array(record["name"]), views=np.array(views))
         tmp.replace(lab)
+        post_cost.add(time.monotonic() - t_post)
         n_done += 1
         total_pts += len(rc)
+        per_view.add((time.monotonic() - t_img) / max(views, 1))
         if n_done % 10 == 0:
             logger.info("exported %d/%d images (%.1fs/image, %.0f points/image)", n_done + n_skip,
                         len(samples), (time.time() - t0) / n_done, total_pts / n_done)
+    if fewer_views:
+        logger.warning("export: the time budget (%.0f s) left %d image(s) fewer than %d views "
+                       "(%d-%d); give the stage more time for full Homographic Adaptation",
+                       max_time, len(fewer_views), num_views, min(fewer_views), max(fewer_views))
     with open(out / "manifest.json", "w") as fh:
         json.dump(manifest, fh, indent=1)
+    if n_done + n_skip > 0 and total_pts == 0:
+        raise ExportCheckFailed(
+            f"export check failed: teacher {record['name']} ({record.get('weights') or 'built in'}) "
+            f"labels 0 keypoints in all {n_done + n_skip} images of {out / 'labels'} (min prob "
+            f"{min_prob:g}, threshold {threshold:g}), so a joint stage would learn to detect "
+            "nothing. Train the teacher longer (more steps or a larger time budget), lower "
+            "detection.min_prob / detection.detection_threshold, or check the images")
     return {"images": len(samples), "exported": n_done, "skipped": n_skip, "teacher": record,
-            "stopped_early": stopped_early,
-            "mean_points": total_pts / max(n_done, 1), "labels_dir": str(out / "labels"),
+            "stopped_early": stopped_early, "views_min": min(fewer_views, default=num_views),
+            "mean_points": total_pts / max(n_done + n_skip, 1), "labels_dir": str(out / "labels"),
             "images_dir": str(out / "images")}

@@ -21,7 +21,7 @@ from ..data.photometric import photometric_augmentation
 from ..config import thaw
 from ..engine import Task
 from .losses import descriptor_loss, detector_loss
-from .magicpoint import detection_metrics
+from .magicpoint import detection_metrics, held_out_images
 from .model import SuperPointModel, export_runtime_checkpoint, load_initial_weights
 
 
@@ -127,6 +127,13 @@ class JointTask(Task):
         thr = float(self.settings["model"]["detection_threshold"])
         return {"loss": float(total), **metrics,
                 **detection_metrics(out["logits"], batch["keypoint_map"], thr)}
+
+    def export_check_images(self, train_ds: Dataset, val_ds: Dataset | None
+                            ) -> list[tuple[str, np.ndarray]]:
+        """Held-out images (``data.val_size`` > 0), else none (a generated image is used)."""
+        if not isinstance(val_ds, WarpedPairs) or len(val_ds) == 0:
+            return []
+        return held_out_images(val_ds.base, val_ds.indices)
 
     def export(self, model: nn.Module, path: Path) -> Path | None:
         # post-processing the weights recommend (e.g. subpixel_radius), recorded in the checkpoint:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
 from ..data.synthetic_shapes import SyntheticShapes
 from ..engine import Task
+from ..export_check import MAX_IMAGES, to_uint8
 from .losses import detector_loss
 from .model import SuperPointModel, export_runtime_checkpoint, load_initial_weights
 
@@ -65,6 +67,13 @@ class DetectorTask(Task):
     def export(self, model: nn.Module, path: Path) -> Path | None:
         return Path(export_runtime_checkpoint(model, str(path), self.conf, stage=self.name))
 
+    def export_check_images(self, train_ds: Dataset, val_ds: Dataset | None
+                            ) -> list[tuple[str, np.ndarray]]:
+        """Held-out labelled images (``LabeledImages`` validation split), else none."""
+        if not isinstance(val_ds, LabeledImages) or len(val_ds) == 0:
+            return []
+        return held_out_images(val_ds.base, val_ds.indices)
+
 
 class MagicPointTask(DetectorTask):
     name = "magicpoint"
@@ -75,6 +84,27 @@ class MagicPointTask(DetectorTask):
         val = SyntheticShapes({**data, "augmentation": {"enable": False}}, "validation",
                               data.get("val_size"))
         return train, val
+
+    def export_check_images(self, train_ds: Dataset, val_ds: Dataset | None
+                            ) -> list[tuple[str, np.ndarray]]:
+        """The first validation shapes that have keypoints (a 'gaussian noise' or 'ellipses'
+        sample has none by design, so it cannot show whether the detector works)."""
+        if not isinstance(val_ds, SyntheticShapes):
+            return []
+        out = []
+        for i in range(min(len(val_ds), 32)):
+            s = val_ds.raw(i)
+            if len(s.points):
+                out.append((f"synthetic shapes validation #{i} ({s.primitive})", to_uint8(s.image)))
+            if len(out) == MAX_IMAGES:
+                break
+        return out
+
+
+def held_out_images(base: Any, indices: Sequence[int]) -> list[tuple[str, np.ndarray]]:
+    """``ImageFolder`` images of the held-out ``indices`` (as the training stage resized them),
+    named by file, for the export check."""
+    return [(str(base.files[int(i)]), base.load(int(i))[0]) for i in list(indices)[:MAX_IMAGES]]
 
 
 class LabeledImages(Dataset):

@@ -5,8 +5,10 @@ joint 600k steps x 2) is days of GPU time; what a robotics team (or this project
 short lease on one GPU. Run stage by stage, a short lease ends in a half-trained stage and
 nothing to deploy. This driver chains MagicPoint -> N x (Homographic Adaptation -> joint),
 hands each stage its share of the *remaining* budget (time a stage does not use goes to the
-next), fills in the paths between stages, and always ends with an exported runtime checkpoint
-(``OUT/superpoint.pth``) when the budget runs out.
+next), fills in the paths between stages, and ends with an exported runtime checkpoint
+(``OUT/superpoint.pth``) when the budget runs out. Every stage holds its own share (set-up,
+export and export check inside it), so the whole pipeline holds the total; a stage whose export
+fails the runtime check (``training/export_check.py``) ends the pipeline with that error.
 
 Layout of ``OUT``: ``magicpoint/``, ``ha1/``, ``joint1/``, ``ha2/``, ... (each an ordinary run
 directory of its stage), ``stage_done.json`` in each finished one, and ``pipeline.json``. With
@@ -24,6 +26,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..config import ConfigError, get, load_yaml, set_dotted
+from ..export_check import ExportCheckFailed
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +107,10 @@ def _plan(pipe: Mapping[str, Any], teacher: str = "magicpoint") -> list[tuple[st
     return plan
 
 
+#: what a stage gets when earlier ones used up the budget (0 would mean "no budget")
+MIN_STAGE_BUDGET_S = 0.1
+
+
 def _now() -> float:
     """Wall clock (a function so tests can drive the budget arithmetic)."""
     return time.time()
@@ -117,6 +124,7 @@ def run_pipeline(conf: Mapping[str, Any], out: Path, resume: bool = False) -> di
     """Run (or, with ``resume``, continue) the pipeline described by ``conf``; see module doc."""
     from ..commands.train import run_stage
 
+    t0 = _now()  # the budget counts from here: config checks and stage set-up are inside it
     pipe = {**DEFAULT_PIPELINE, **(conf.get("pipeline") or {})}
     unknown = set(pipe) - set(DEFAULT_PIPELINE)
     if unknown:
@@ -132,7 +140,6 @@ def run_pipeline(conf: Mapping[str, Any], out: Path, resume: bool = False) -> di
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     budget = float(pipe["time_budget_s"])
-    t0 = _now()
     weights = str(pipe["init_weights"]) if pipe.get("init_weights") else None  # detector to adapt
     joint_init = weights  # what the next joint stage starts from
     summary: list[dict[str, Any]] = []
@@ -150,7 +157,9 @@ def run_pipeline(conf: Mapping[str, Any], out: Path, resume: bool = False) -> di
             if budget > 0:
                 left = budget - (_now() - t0)
                 rest = sum(w for _, _, w in plan[i:]) or 1.0
-                stage_budget = max(left * weight / rest, 1.0)
+                # every stage holds its own budget (setup, export and its check included); one
+                # left with nothing still makes its minimum (one step / one batch of views)
+                stage_budget = max(left * weight / rest, MIN_STAGE_BUDGET_S)
             _wire(stage, kind, pipe, weights, joint_init, out, stage_budget)
             if kind == "export":  # round 1: the teacher; later rounds: the previous SuperPoint
                 stage["teacher"] = teacher if rnd == 0 else "magicpoint"
@@ -161,8 +170,13 @@ def run_pipeline(conf: Mapping[str, Any], out: Path, resume: bool = False) -> di
             logger.info("pipeline: %s (%s)%s", name, kind,
                         f", budget {stage_budget:.0f} s" if stage_budget else "")
             t_stage = _now()
-            result = run_stage("superpoint", kind, stage, run_dir,
-                               resume=resume and run_dir.exists())
+            try:
+                result = run_stage("superpoint", kind, stage, run_dir,
+                                   resume=resume and run_dir.exists())
+            except ExportCheckFailed:
+                # weights of an earlier run in OUT must not pass for this run's result
+                (out / "superpoint.pth").unlink(missing_ok=True)
+                raise
             result = {**result, "wall_s": round(_now() - t_stage, 1)}
             if kind != "export" and not result.get("export"):
                 raise RuntimeError(f"pipeline: stage {name} stopped before finishing (signal?); "

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Pack the real training frames for a GPU lease into .device/data (gitignored; the device tool
-# carries it: `carry: [".device"]`). Frames become grayscale JPEG (q 95): SuperPoint trains on
-# gray images and a lease carries at most 64 MiB. Evaluation sets (HPatches, Oxford, Strecha) are
+# Pack the real training frames for a short GPU run into .device/data (gitignored; copy it
+# with the checkout to the GPU machine). Frames become grayscale JPEG (q 95): SuperPoint trains on
+# gray images and the copy to the GPU machine stays small (64 MiB). Evaluation sets (HPatches, Oxford, Strecha) are
 # never packed: they are not training data, and evaluation runs on this machine afterwards.
 # Usage: experiments/pack_superpoint_data.sh [KITTI_STEP]   (env: DATA, PY)
 set -euo pipefail
@@ -36,5 +36,5 @@ for name, (src, every) in sets.items():
     print(f"pack: {name}: {len(files)} frames")
 print(f"pack: {total / 2**20:.1f} MiB in .device/data")
 if total > 48 * 2**20:
-    sys.exit("pack: over 48 MiB (a lease carries 64 MiB with the code): raise KITTI_STEP")
+    sys.exit("pack: over 48 MiB (keep the copy under 64 MiB with the code): raise KITTI_STEP")
 PYEOF

@@ -75,7 +75,7 @@ def test_history_patterns_catch_history_and_spare_product_text():
     for text in caught:
         assert history_lines(text), text
     spared = ["released weights (ALIKED release, BSD-3-Clause)", "please release the lock",
-              "`experiments/superpoint_lease.sh 480` runs it on a GPU machine",
+              "`experiments/superpoint_gpu_run.sh 480` runs it on a GPU machine",
               "measured on a 2-core AVX2 CPU without native bf16", "[link](#choosing-the-default)",
               "onnxruntime InferenceSession options"]
     for text in spared:

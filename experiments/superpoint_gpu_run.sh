@@ -1,21 +1,21 @@
 #!/usr/bin/env bash
-# Train SuperPoint end to end on a leased GPU machine within BUDGET seconds, then copy the
-# weights and logs to $OUT (the device tool brings $OUT back). Prepare here first:
+# Train SuperPoint end to end on a GPU machine within BUDGET seconds, then copy the weights and
+# logs to $OUT. Prepare the training frames first (on any machine with ../shared/data):
 #   bash experiments/pack_superpoint_data.sh
-# then one device call, from the repository root:
-#   run(command="bash experiments/superpoint_lease.sh 480", carry=[".device"], timeout_s=600)
-# and evaluate the returned superpoint.pth here (scripts/evaluate_all.sh with METHODS=superpoint
+# then, on the GPU machine with the checkout and its .device/ folder, from the repository root:
+#   bash experiments/superpoint_gpu_run.sh 480
+# and evaluate the resulting superpoint.pth (scripts/evaluate_all.sh with METHODS=superpoint
 # after copying it over local_features_ros/data/weights/superpoint_lfr.pth, or --weights).
 # Works on a CPU machine too (slowly): the pipeline picks cuda when there is one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUDGET=${1:-480}
-OUT=${OUT:-out/lease}
+OUT=${OUT:-out/gpu_run}
 PY=${PY:-python3}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [[ -d .device/data ]] || { echo "no .device/data: run experiments/pack_superpoint_data.sh" >&2; exit 2; }
-rm -rf runs/sp_lease   # a lease starts from scratch (a fresh machine has no runs/ anyway)
+rm -rf runs/sp_gpu_run   # a run starts from scratch (a fresh machine has no runs/ anyway)
 # DataLoader workers hand batches over in /dev/shm; containers often give it 64 MB, which 14
 # workers with 5 MB batches overrun ("bus error"). Try to grow it, then check that the workers
 # really deliver; with fewer, the stages run with WORKERS workers instead of failing.
@@ -47,14 +47,14 @@ print("torch", torch.__version__, "cuda", torch.cuda.is_available(),
 PYEOF
 set +e
 "$PY" -m training.commands.train superpoint --stage pipeline \
-  --config experiments/superpoint_pipeline_gpu_lease.yaml --out runs/sp_lease \
+  --config experiments/superpoint_pipeline_gpu.yaml --out runs/sp_gpu_run \
   --set pipeline.time_budget_s="$BUDGET" --set magicpoint.set.train.num_workers="$WORKERS" \
   --set joint.set.train.num_workers="$WORKERS" "${@:2}" 2>&1 | tee "$OUT/train.log"
 rc=${PIPESTATUS[0]}
 set -e
-cp runs/sp_lease/pipeline.json "$OUT/" 2>/dev/null || true
-cp runs/sp_lease/superpoint.pth "$OUT/" 2>/dev/null || true
+cp runs/sp_gpu_run/pipeline.json "$OUT/" 2>/dev/null || true
+cp runs/sp_gpu_run/superpoint.pth "$OUT/" 2>/dev/null || true
 for s in magicpoint joint1 joint2; do
-  cp "runs/sp_lease/$s/metrics.csv" "$OUT/metrics_$s.csv" 2>/dev/null || true
+  cp "runs/sp_gpu_run/$s/metrics.csv" "$OUT/metrics_$s.csv" 2>/dev/null || true
 done
 exit "$rc"

@@ -39,10 +39,10 @@ __all__ = [
     "normalize_points",
 ]
 
-MODELS = ("auto", "homography", "fundamental", "essential", "none")
+MODELS = ("auto", "homography", "fundamental", "essential", "affine", "none")
 _METHODS = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC, "accurate": cv2.USAC_ACCURATE}
 #: Minimal sample size of each model (fewer matches: nothing to verify).
-_MIN_SAMPLE = {"homography": 4, "fundamental": 8, "essential": 5}
+_MIN_SAMPLE = {"homography": 4, "fundamental": 8, "essential": 5, "affine": 3}
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def _rejected(result: MatchResult, model_type: str) -> MatchResult:
 def verify_matches(kpts0: np.ndarray, kpts1: np.ndarray, result: MatchResult, cfg: VerifyConfig,
                    K0: np.ndarray | None = None, K1: np.ndarray | None = None) -> MatchResult:
     """Robustly fit ``cfg.model`` to the matches; returns a new ``MatchResult`` with ``inliers``,
-    ``model`` (3x3 H / F / E, E in normalised coordinates) and ``model_type`` filled.
+    ``model`` (3x3 H / F / E / affine, E in normalised coordinates) and ``model_type`` filled.
 
     ``kpts0``/``kpts1`` are the *full* keypoint arrays (pixels) that ``result.matches`` indexes.
     ``K1`` defaults to ``K0`` (one camera). When there are too few matches for the model or it
@@ -131,6 +131,11 @@ def verify_matches(kpts0: np.ndarray, kpts1: np.ndarray, result: MatchResult, cf
             model, mask = cv2.findHomography(p0, p1, method, thr, maxIters=iters, confidence=conf)
         elif model_type == "fundamental":
             model, mask = cv2.findFundamentalMat(p0, p1, method, thr, conf, iters)
+        elif model_type == "affine":  # OpenCV's affine fit takes RANSAC/LMEDS only
+            model, mask = cv2.estimateAffine2D(p0, p1, method=cv2.RANSAC,
+                                               ransacReprojThreshold=thr, maxIters=iters,
+                                               confidence=conf)
+            model = None if model is None else np.vstack([model, [0.0, 0.0, 1.0]])
         else:
             K0a, K1a = np.asarray(K0, np.float64), np.asarray(K1, np.float64)
             n0, n1 = normalize_points(p0, K0a), normalize_points(p1, K1a)

@@ -32,6 +32,8 @@ import cv2
 import numpy as np
 import torch
 
+from .geometry import VerifyConfig, verify_matches
+from .matching import MatcherConfig, match_descriptors
 from .types import Features
 
 logger = logging.getLogger(__name__)
@@ -238,47 +240,20 @@ class KeyframeDatabase:
         return out[:top_k]
 
     def verify(self, features: Features, keyframe_id: KeyframeId) -> np.ndarray:
-        """Mutual-NN matches to a keyframe, RANSAC-verified: inlier ``(M, 2)`` [query, keyframe]."""
+        """Mutual-NN matches to a keyframe, RANSAC-verified: inlier ``(M, 2)`` [query, keyframe].
+
+        The same matcher and verification as the frame-to-frame front-end
+        (``matching.match_descriptors``, ``geometry.verify_matches``), with MAGSAC."""
         kf = self._frames[keyframe_id]
         f = features.float().to("cpu")
-        none = np.zeros((0, 2), np.int64)
-        if len(f) == 0 or kf.descriptors.shape[0] == 0:
-            return none
-        d = torch.cdist(f.descriptors, kf.descriptors)
-        d01, nn01 = d.min(dim=1)
-        nn10 = d.argmin(dim=0)
-        i0 = torch.arange(d.shape[0])
-        mutual = nn10[nn01] == i0
-        if self.config.max_distance > 0:
-            mutual &= d01 <= self.config.max_distance
-        m = torch.stack([i0[mutual], nn01[mutual]], dim=1).numpy().astype(np.int64)
-        p0 = f.keypoints.numpy()[m[:, 0]].astype(np.float64)
-        p1 = kf.keypoints[m[:, 1]].astype(np.float64)
-        inl = self._ransac(p0, p1)
-        return m[inl] if inl is not None else none
-
-    def _ransac(self, p0: np.ndarray, p1: np.ndarray) -> np.ndarray | None:
         c = self.config
-        need = {"fundamental": 8, "homography": 4, "affine": 3}[c.verify_model]
-        if p0.shape[0] < need:
-            return None
-        try:
-            if c.verify_model == "fundamental":
-                _, mask = cv2.findFundamentalMat(p0, p1, cv2.USAC_MAGSAC, c.ransac_threshold,
-                                                 c.ransac_confidence, 10000)
-            elif c.verify_model == "homography":
-                _, mask = cv2.findHomography(p0, p1, cv2.USAC_MAGSAC, c.ransac_threshold,
-                                             maxIters=10000, confidence=c.ransac_confidence)
-            else:
-                _, mask = cv2.estimateAffine2D(p0, p1, method=cv2.RANSAC,
-                                               ransacReprojThreshold=c.ransac_threshold,
-                                               maxIters=10000, confidence=c.ransac_confidence)
-        except cv2.error as exc:  # degenerate sets (e.g. keypoints on a regular grid, as DELF's)
-            logger.debug("RANSAC failed on %d matches: %s", p0.shape[0], exc)
-            return None
-        if mask is None:
-            return None
-        return mask.reshape(-1).astype(bool)
+        result = match_descriptors(f.descriptors, kf.descriptors,
+                                   MatcherConfig(mutual=True, max_distance=c.max_distance))
+        result = verify_matches(f.keypoints.numpy(), kf.keypoints, result, VerifyConfig(
+            model=c.verify_model, method="magsac", threshold_px=c.ransac_threshold,
+            confidence=c.ransac_confidence, max_iters=10000, min_inliers=0))
+        return result.matches[result.inliers] if result.model is not None else \
+            np.zeros((0, 2), np.int64)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:

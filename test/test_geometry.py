@@ -132,7 +132,7 @@ def test_rejections_and_model_none():
     with pytest.raises(ValueError):
         verify_matches(k, k, _identity_matches(6), VerifyConfig(model="essential"))
     with pytest.raises(ValueError):
-        VerifyConfig(model="affine")
+        VerifyConfig(model="similarity")
     assert relative_motion(k, k + 1, _identity_matches(6), np.eye(3)) is None
     empty = verify_matches(np.zeros((0, 2)), np.zeros((0, 2)), MatchResult.empty(), VerifyConfig())
     assert len(empty) == 0 and empty.model is None
@@ -170,3 +170,16 @@ def test_cheirality_agrees_with_opencv_recover_pose():
         np.testing.assert_allclose(t_ours, t_cv.ravel(), atol=1e-9)
         np.testing.assert_allclose(t_ours, t, atol=1e-6)  # and it is the true motion
         assert abs(n_ours - int(n_cv)) <= 3
+
+
+def test_affine_model_recovers_a_known_affine_map(rng):
+    """``affine`` (place recognition's verification of revisits) finds the map and its inliers."""
+    A = np.array([[0.9, -0.2, 12.0], [0.15, 1.1, -7.0]])
+    p0 = rng.uniform(0, 300, (60, 2))
+    p1 = p0 @ A[:, :2].T + A[:, 2]
+    p1[:10] += rng.uniform(30, 60, (10, 2))  # outliers
+    res = MatchResult(matches=np.stack([np.arange(60)] * 2, axis=1),
+                      distances=np.zeros(60, np.float32), inliers=np.ones(60, bool))
+    out = verify_matches(p0, p1, res, VerifyConfig(model="affine", min_inliers=0))
+    assert out.model_type == "affine" and np.allclose(out.model[:2], A, atol=1e-6)
+    assert out.inliers.tolist() == [False] * 10 + [True] * 50

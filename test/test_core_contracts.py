@@ -134,7 +134,7 @@ def _core_files() -> list[Path]:
 def test_import_scan_resolves_relative_imports():
     """The scanner itself: relative imports at any depth resolve to absolute names."""
     found = dict((m, n) for n, m in _imports(PACKAGE_DIR / "ros" / "commands" / "demo.py"))
-    assert "local_features_ros.registry" in found  # ``from ...registry import`` in a function
+    assert "local_features_ros.hardware" in found  # ``from ...hardware import`` in a function
     assert "local_features_ros.ros.diagnostics" in found and "rclpy" in found
     assert _is_ros("local_features_ros.ros") and _is_ros("sensor_msgs.msg")
     assert _is_ros("rcl_interfaces.msg") and _is_ros("rosidl_runtime_py")

@@ -26,8 +26,9 @@ def _declared_parameters(method: str) -> dict[str, object]:
 
     cls = get_extractor_class(method)
     specs = (P.node_specs() + P.place_recognition_specs()
-             + P.shared_extractor_specs(cls.full_default_conf(), cls.runtime_keys)
-             + P.method_specs(cls.default_conf, cls.runtime_keys)
+             + P.shared_extractor_specs(cls.node_default_conf(), cls.runtime_keys)
+             + P.method_specs({k: cls.node_default_conf()[k] for k in cls.default_conf},
+                              cls.runtime_keys)
              + P.matcher_specs(MatcherConfig()) + P.matcher_type_specs() + P.lightglue_specs()
              + P.verify_specs(VerifyConfig()))
     return {s.name: s.default for s in specs}
@@ -91,7 +92,7 @@ def _check_params(flat: dict, text: str) -> None:
         assert type(value) is type(declared[name]) or (
             isinstance(value, list) and isinstance(declared[name], list)), name
     # The extractor values are the method's own defaults.
-    conf = get_extractor_class(method).full_default_conf()
+    conf = get_extractor_class(method).node_default_conf()
     for key, value in conf.items():
         name = {"resize_max_edge": "resize.max_edge"}.get(key, key)
         if name not in flat:

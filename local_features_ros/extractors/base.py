@@ -111,6 +111,10 @@ class Extractor(nn.Module):
     #: File name under ``local_features_ros/data/weights`` used when ``weights`` is empty.
     shipped_weights: ClassVar[str | None] = None
     default_conf: ClassVar[dict[str, Any]] = {}
+    #: Node defaults that differ from ``default_conf``: a live camera needs the frame rate more
+    #: than an offline ``extract``/``match`` needs the last keypoint (e.g. XFeat's matching cost
+    #: grows with the square of the keypoint count). Empty = the same defaults everywhere.
+    node_conf: ClassVar[dict[str, Any]] = {}
     #: keys that may change while running (node runtime parameters); others need a rebuild.
     runtime_keys: ClassVar[frozenset[str]] = frozenset(SHARED_DEFAULTS)
     input_channels: ClassVar[int] = 1  # 1 = gray, 3 = RGB
@@ -148,6 +152,12 @@ class Extractor(nn.Module):
     @classmethod
     def full_default_conf(cls) -> dict[str, Any]:
         return {**SHARED_DEFAULTS, **BASE_DEFAULTS, **cls.default_conf}
+
+    @classmethod
+    def node_default_conf(cls) -> dict[str, Any]:
+        """The node's defaults: ``full_default_conf`` with ``node_conf`` on top (the parameter
+        table and ``config/<method>.yaml`` show these)."""
+        return {**cls.full_default_conf(), **cls.node_conf}
 
     @classmethod
     def checked_conf(cls, conf: Mapping[str, Any]) -> dict[str, Any]:

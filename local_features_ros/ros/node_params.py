@@ -66,8 +66,10 @@ class NodeParameters:
             cls = get_extractor_class(self.method, runtime=True)
         except (ConfigError, ImportError) as exc:
             raise StartupError(str(exc)) from exc
-        for spec in (P.shared_extractor_specs(cls.full_default_conf(), cls.runtime_keys)
-                     + P.method_specs(cls.default_conf, cls.runtime_keys)):
+        node_conf = cls.node_default_conf()  # the method's defaults for a live node
+        for spec in (P.shared_extractor_specs(node_conf, cls.runtime_keys)
+                     + P.method_specs({k: node_conf[k] for k in cls.default_conf},
+                                      cls.runtime_keys)):
             self.declare(spec)
         self.matcher_core_defaults = dataclasses.asdict(MatcherConfig())
         for spec in (P.matcher_specs(MatcherConfig()) + P.matcher_type_specs()

@@ -38,7 +38,7 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
         lic = "that of the chosen method (config/<method>.yaml, docs/methods.md)"
     else:
         cls = get_extractor_class(method, runtime=True)
-        d = cls.full_default_conf()
+        d = cls.node_default_conf()
         note, weights_note, lic = cls.summary or method, cls.weights_note, cls.licence
     lines: list[str] = []
 

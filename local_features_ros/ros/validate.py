@@ -33,8 +33,9 @@ def node_param_specs(method: str) -> dict[str, Any]:
 
     cls = get_extractor_class(method, runtime=True)
     specs = (P.node_specs() + P.place_recognition_specs()
-             + P.shared_extractor_specs(cls.full_default_conf(), cls.runtime_keys)
-             + P.method_specs(cls.default_conf, cls.runtime_keys)
+             + P.shared_extractor_specs(cls.node_default_conf(), cls.runtime_keys)
+             + P.method_specs({k: cls.node_default_conf()[k] for k in cls.default_conf},
+                              cls.runtime_keys)
              + P.matcher_specs(MatcherConfig()) + P.matcher_type_specs() + P.lightglue_specs()
              + P.verify_specs(VerifyConfig()))
     return {s.name: s for s in specs}

@@ -12,7 +12,7 @@ A method with several parts writes one file each: ``FILE`` with ``.<part>`` befo
 akaze) are refused with the list of those that can be exported.
 
 ``--matcher lightglue`` exports the matcher network instead, for the features of ``--method``
-(released weights for aliked/disk, else ``--matcher-weights PATH``; ``--matcher-set n_layers=N``):
+(released weights for aliked/disk/xfeat, else ``--matcher-weights PATH``; ``--matcher-set n_layers=N``):
 inputs ``keypoints0/1`` (B, M|N, 2) pixels, ``descriptors0/1`` (B, M|N, D), ``image_size0/1``
 (B, 2) [W, H]; outputs ``matches0`` (B, M) int64 (-1 = none) and ``scores0`` (B, M); keep the
 matches with ``scores0 > filter_threshold``. Batch and both keypoint counts are dynamic. Adaptive
@@ -55,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "every layer runs on every point)")
     parser.add_argument("--matcher-weights", default=None, metavar="PATH",
                         help="--matcher lightglue: local LightGlue weights file (default: the "
-                             "released file for --method aliked/disk)")
+                             "released file for --method aliked/disk/xfeat)")
     parser.add_argument("--matcher-set", dest="matcher_settings", action="append", default=[],
                         metavar="KEY=VALUE", help="--matcher lightglue: n_layers=N (the layers "
                         "exported; the other matcher keys do not change the graph)")

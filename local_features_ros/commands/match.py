@@ -43,7 +43,7 @@ def add_matcher_arguments(parser: argparse.ArgumentParser) -> None:
     """``--matcher``, ``--matcher-weights``, ``--matcher-set`` (shared with ``evaluate``)."""
     parser.add_argument("--matcher", default=None,
                         help="matcher: nn (mutual nearest neighbour on L2, default) | lightglue "
-                             "(released weights for --method aliked/disk, else --matcher-weights); "
+                             "(released weights for --method aliked/disk/xfeat, else --matcher-weights); "
                              "= --set matcher.type=...")
     parser.add_argument("--matcher-weights", default=None, metavar="PATH",
                         help="local LightGlue weights file (wins over the released ones)")

@@ -232,17 +232,21 @@ LIGHTGLUE_PREFIX = "matcher.lightglue."
 def matcher_type_specs() -> list[ParamSpec]:
     """``matcher.type`` (restart-only): which ``matchers`` registry entry the frontend uses."""
     from ..matchers.base import available_matchers
+    from ..matchers.lightglue import RELEASED_WEIGHTS
 
     return [ParamSpec("matcher.type", "nn", "frame-to-frame matcher: nn (mutual NN / ratio / "
                       "max distance on L2, the matcher.* keys) | lightglue (LightGlue with released "
-                      "weights for aliked/disk, else matcher.lightglue.weights; the "
-                      "matcher.lightglue.* keys)", False, "node:matcher.type",
+                      f"weights for {'/'.join(sorted(RELEASED_WEIGHTS))}, else "
+                      "matcher.lightglue.weights; the matcher.lightglue.* keys)", False,
+                      "node:matcher.type",
                       choices=tuple(available_matchers()))]
 
 
 def lightglue_specs(lightglue_conf: Any = None) -> list[ParamSpec]:
     """``matcher.lightglue.*`` from the core ``LightGlueConfig`` defaults (``features`` is not a
     parameter: the node passes its ``method``). Used only with ``matcher.type: lightglue``."""
+    from ..matchers.lightglue import RELEASED_WEIGHTS
+
     if lightglue_conf is None:
         from ..matchers.lightglue import LightGlueConfig
 
@@ -251,7 +255,8 @@ def lightglue_specs(lightglue_conf: Any = None) -> list[ParamSpec]:
     p = LIGHTGLUE_PREFIX
     return [
         ParamSpec(p + "weights", str(d["weights"]), "local LightGlue weights file; empty = the "
-                  "released file for the method (aliked, disk); superpoint needs one", False,
+                  f"released file for the method ({', '.join(sorted(RELEASED_WEIGHTS))}); "
+                  "superpoint needs one", False,
                   "lightglue:weights"),
         ParamSpec(p + "depth_confidence", float(d["depth_confidence"]), "adaptive depth: stop "
                   "early when this fraction of points is confident (<= 0 = off)", True,
@@ -262,7 +267,7 @@ def lightglue_specs(lightglue_conf: Any = None) -> list[ParamSpec]:
         ParamSpec(p + "filter_threshold", float(d["filter_threshold"]), "minimum match "
                   "confidence", True, "lightglue:filter_threshold", float_range=(0.0, 0.999)),
         ParamSpec(p + "n_layers", int(d["n_layers"]), "transformer layers to run (<= the weights' "
-                  "layers, 9 for the released files)", False, "lightglue:n_layers",
+                  "layers; 9 = all layers of a released file: LightGlue 9, LighterGlue 6)", False, "lightglue:n_layers",
                   int_range=(1, 64)),
         ParamSpec(p + "backend", str(d["backend"]), "what runs the LightGlue network: torch, or "
                   "its ONNX export (cached) in onnxruntime | openvino | tensorrt (full depth: "

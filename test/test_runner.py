@@ -19,7 +19,6 @@ CONFIGS = sorted((REPO / "config").glob("*.yaml"))
 
 def _declared_parameters(method: str) -> dict[str, object]:
     """Name -> default of every parameter the node declares for ``method``."""
-    from local_features_ros.geometry import VerifyConfig
     from local_features_ros.matching import MatcherConfig
     from local_features_ros.registry import get_extractor_class
     from local_features_ros.ros import params as P
@@ -30,7 +29,7 @@ def _declared_parameters(method: str) -> dict[str, object]:
              + P.method_specs({k: cls.node_default_conf()[k] for k in cls.default_conf},
                               cls.runtime_keys)
              + P.matcher_specs(MatcherConfig()) + P.matcher_type_specs() + P.lightglue_specs()
-             + P.verify_specs(VerifyConfig()))
+             + P.verify_specs(P.method_verify_conf(cls)))
     return {s.name: s.default for s in specs}
 
 
@@ -203,7 +202,7 @@ def test_validate_node_params_applies_the_nodes_rules(tmp_path):
                            ({"max_keypoints": "abc"}, "'max_keypoints' must be an integer"),
                            ({"max_keypoints": 0}, "max_keypoints must be -1"),
                            ({"matcher.ratio": 2.0}, "'matcher.ratio' must be in [0.0, 1.0]"),
-                           ({"verify.model": "affine"}, "'verify.model' must be one of"),
+                           ({"verify.model": "similarity"}, "'verify.model' must be one of"),
                            ({"publish_overlay": "yes"}, "must be a boolean"),
                            ({"extractor.n_levels": 0}, "n_levels")):
         with pytest.raises(ConfigError) as err:

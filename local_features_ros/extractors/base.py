@@ -6,8 +6,11 @@ method's internals. A method declares itself once, with the class attributes bel
 finds every such class, so adding a method is one module (see ``docs/ARCHITECTURE.md``).
 
 Construction path (one, for every method): ``__init__(**conf)`` builds the architecture with
-random weights; ``load_weights(path)`` loads a local checkpoint strictly. ``build_extractor`` in
-``registry.py`` does both from a method name.
+random weights; ``load_weights(path)`` loads a local checkpoint strictly; ``setup()`` moves it to
+its device. ``build_extractor`` in ``registry.py`` does all three from a method name and then
+attaches the ``backend`` runners (``attach_network_runners``): this module never imports
+``backends``, which export and therefore import extractors. Device and precision rules live in
+``local_features_ros/device.py``.
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..conventions import PRECISIONS, ConfigError  # noqa: F401 - PRECISIONS: ros/params.py reads it here
+from ..device import autocast_context, check_precision, precision_dtype, resolve_device
 from ..image.preprocess import ResizeInfo, prepare_image
-from ..conventions import PRECISIONS, ConfigError
 from ..types import Features
 from ..weights import PACKAGE_WEIGHTS_DIR, check_state_dict, load_checkpoint, unwrap_state_dict
 
 logger = logging.getLogger(__name__)
 
-#: Config keys shared by every method (design.md "Contracts"); same names as the node
-#: parameters and the CLI's ``--set key=value``.
+#: Config keys shared by every method (docs/ARCHITECTURE.md, "Contracts"); same names as the
+#: node parameters and the CLI's ``--set key=value``.
 SHARED_DEFAULTS: dict[str, Any] = {
     "max_keypoints": -1,  # -1 keeps all
     "detection_threshold": 0.0,
@@ -70,29 +74,6 @@ class NetworkDecl:
     dynamic: bool = True
 
 
-def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bf16 dot products (AVX512-BF16 / AMX), where autocast pays."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = f.read()
-        return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        return False
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> first CUDA device when present, else CPU; explicit names are validated."""
-    if device in ("", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError):  # torch lists 20 device types; ours are these
-        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got '{device}'") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device '{device}' requested but CUDA is not available")
-    return dev
-
-
 class Extractor(nn.Module):
     """Base class: subclasses set ``name``, ``default_conf``, ``input_channels`` and implement
     ``_extract`` on a prepared ``(1, C, H, W)`` float tensor in [0, 1]."""
@@ -104,8 +85,9 @@ class Extractor(nn.Module):
     summary: ClassVar[str] = ""
     #: What ``weights:`` takes for this method (generated parameter files).
     weights_note: ClassVar[str] = "local weights file (required)"
-    #: Licence of the code and weights a user would run (generated parameter files, README).
-    licence: ClassVar[str] = "see README"
+    #: Licence of the code and weights a user would run (generated parameter files,
+    #: ``local-features methods``); every licence is listed in docs/methods.md, "Licences".
+    licence: ClassVar[str] = "see docs/methods.md#licences"
     #: Evaluation-only peers (e.g. AKAZE): in ``extract``/``evaluate``/``bench``, not in the node.
     evaluation_only: ClassVar[bool] = False
     #: File name under ``local_features_ros/data/weights`` used when ``weights`` is empty.
@@ -115,6 +97,9 @@ class Extractor(nn.Module):
     #: than an offline ``extract``/``match`` needs the last keypoint (e.g. XFeat's matching cost
     #: grows with the square of the keypoint count). Empty = the same defaults everywhere.
     node_conf: ClassVar[dict[str, Any]] = {}
+    #: ``VerifyConfig`` fields the node's frame-to-frame verification uses for this method
+    #: (e.g. a RANSAC threshold that fits how precisely its keypoints are localised).
+    node_verify: ClassVar[dict[str, Any]] = {}
     #: keys that may change while running (node runtime parameters); others need a rebuild.
     runtime_keys: ClassVar[frozenset[str]] = frozenset(SHARED_DEFAULTS)
     input_channels: ClassVar[int] = 1  # 1 = gray, 3 = RGB
@@ -129,12 +114,10 @@ class Extractor(nn.Module):
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__()
         self.conf: dict[str, Any] = self._merge_conf(conf)
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got '{precision}'")
-        self.precision = precision
+        self.precision = check_precision(precision)
         self._device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         self.weights_source: str = "random"
-        #: network name -> backend runner (set by ``setup()`` when ``backend`` is not torch)
+        #: network name -> backend runner (``attach_network_runners``; empty = torch)
         self._network_runners: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ declaration
@@ -216,17 +199,23 @@ class Extractor(nn.Module):
         self.to(self._device).eval()
         if self._device.type == "cpu" or self.use_reduced_precision:
             self.to(memory_format=torch.channels_last)
-        self._network_runners = {}
-        if self.conf.get("backend", "torch") != "torch":
-            from ..backends import create_runners
-
-            self._network_runners = create_runners(self)
         return self
 
     # ------------------------------------------------------------------ network parts
+    def attach_network_runners(self, runners: Mapping[str, Any]) -> "Extractor":
+        """Run the named network parts in a backend from now on (``runners``: part name ->
+        callable returning fp32 tensors on this device; ``registry.build_extractor`` makes them
+        with ``backends.create_runners`` for a ``backend`` other than torch). Empty = torch."""
+        unknown = sorted(set(runners) - set(self.networks))
+        if unknown:
+            raise KeyError(f"method '{self.name}' declares no network '{unknown[0]}' "
+                           f"(declared: {', '.join(self.networks) or 'none'})")
+        self._network_runners = dict(runners)
+        return self
+
     @property
     def backend(self) -> str:
-        """What runs the network parts: ``torch`` or the backend of ``setup()``."""
+        """What runs the network parts: ``torch`` or the backend of the attached runners."""
         return str(self.conf.get("backend", "torch")) if self._network_runners else "torch"
 
     def network_callable(self, name: str) -> Any:
@@ -260,24 +249,17 @@ class Extractor(nn.Module):
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        p = self.precision
-        if p == "auto":
-            if self._device.type == "cuda":
-                return torch.float16
-            return torch.bfloat16 if cpu_supports_bf16() else None
-        return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[p]
+        """The dtype the network runs in under ``autocast()`` (``device.precision_dtype``; a
+        method whose maxima move in reduced precision overrides it, e.g. DISK)."""
+        return precision_dtype(self.precision, self._device)
 
     @property
     def use_reduced_precision(self) -> bool:
         return self.autocast_dtype is not None
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        dt = self.autocast_dtype
-        if dt is None:
-            return contextlib.nullcontext()
-        if self._device.type == "cpu" and dt == torch.float16:
-            dt = torch.bfloat16  # fp16 autocast on CPU is slow and lossy; bf16 is the CPU path
-        return torch.autocast(device_type=self._device.type, dtype=dt)
+        """Autocast to ``autocast_dtype`` (fp16 on a CPU runs as bf16: ``device.autocast_context``)."""
+        return autocast_context(self.autocast_dtype, self._device)
 
     # ------------------------------------------------------------------ weights
     def adapt_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

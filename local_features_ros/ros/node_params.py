@@ -44,7 +44,6 @@ class NodeParameters:
     def declare_all(self) -> P.ChangeSet:
         """Declare the whole table, check the restart-only choices, and return every start
         value sorted by target (restart-only ones included)."""
-        from ..geometry import VerifyConfig
         from ..hardware import AUTO_METHOD, choose_method
         from ..matching import MatcherConfig
         from ..registry import get_extractor_class
@@ -73,7 +72,7 @@ class NodeParameters:
             self.declare(spec)
         self.matcher_core_defaults = dataclasses.asdict(MatcherConfig())
         for spec in (P.matcher_specs(MatcherConfig()) + P.matcher_type_specs()
-                     + P.lightglue_specs() + P.verify_specs(VerifyConfig())):
+                     + P.lightglue_specs() + P.verify_specs(P.method_verify_conf(cls))):
             self.declare(spec)
         # A key the table does not have (a typo in the YAML, a -p of another method) is refused
         # with the known names -- the same check `run`/`demo`/the launch file make beforehand.

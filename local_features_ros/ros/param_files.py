@@ -92,7 +92,7 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
         a("    # load config/<method>.yaml for the chosen method when this file is the default.")
     else:
         _extractor_keys(a, method, cls, d)
-    _common_keys(a)
+    _common_keys(a, cls)
     return "\n".join(lines) + "\n"
 
 
@@ -132,9 +132,8 @@ def _extractor_keys(a: Any, method: str, cls: Any, d: dict[str, Any]) -> None:
               tag(k) + (f" {note}" if note else ""))
 
 
-def _common_keys(a: Any) -> None:
+def _common_keys(a: Any, cls: Any) -> None:
     """Place recognition, matching and verification: the same for every method."""
-    from ..geometry import VerifyConfig
     from ..matching import MatcherConfig
     from . import params as P
 
@@ -145,7 +144,7 @@ def _common_keys(a: Any) -> None:
         value = '""' if spec.default == "" else _yaml_scalar(spec.default)
         a(f"      {spec.name.removeprefix(P.PLACE_RECOGNITION_PREFIX)}: {value}",
           f"{'[runtime]' if spec.runtime else '[restart]'} {spec.description}")
-    m, vf = MatcherConfig(), VerifyConfig()
+    m, vf = MatcherConfig(), P.method_verify_conf(cls)
     a("")
     a("    # --- frame-to-frame matching (previous processed frame -> this one)")
     a("    matcher:")
@@ -164,7 +163,7 @@ def _common_keys(a: Any) -> None:
           f"{'[runtime]' if spec.runtime else '[restart]'} {spec.description}")
     a("    verify:")
     a(f"      model: {vf.model}", "[runtime] auto (essential with camera_info, else "
-      "fundamental) | essential | fundamental | homography | none")
+      "fundamental) | essential | fundamental | homography | affine | none")
     a(f"      method: {vf.method}", "[runtime] magsac | ransac | accurate")
     a(f"      ransac_threshold: {_yaml_scalar(float(vf.threshold_px))}", "[runtime] inlier "
       "threshold, pixels")

@@ -276,6 +276,14 @@ def lightglue_specs(lightglue_conf: Any = None) -> list[ParamSpec]:
     ]
 
 
+def method_verify_conf(cls: Any) -> Any:
+    """The node's ``VerifyConfig`` defaults for extractor class ``cls`` (``None``: the
+    method-independent defaults): ``VerifyConfig()`` with the method's ``node_verify``."""
+    from ..geometry import VerifyConfig
+
+    return VerifyConfig(**(getattr(cls, "node_verify", {}) if cls is not None else {}))
+
+
 def verify_specs(verify_conf: Any) -> list[ParamSpec]:
     from ..geometry import _METHODS, MODELS
 

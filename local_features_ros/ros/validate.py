@@ -26,7 +26,6 @@ EXTRA_PREFIXES = ("qos_overrides.",)
 def node_param_specs(method: str) -> dict[str, Any]:
     """Name -> ``ParamSpec`` of every parameter the node declares for ``method`` (the order of
     ``NodeParameters.declare_all``). Raises ``ConfigError`` for an unknown method."""
-    from ..geometry import VerifyConfig
     from ..matching import MatcherConfig
     from ..registry import get_extractor_class
     from . import params as P
@@ -37,7 +36,7 @@ def node_param_specs(method: str) -> dict[str, Any]:
              + P.method_specs({k: cls.node_default_conf()[k] for k in cls.default_conf},
                               cls.runtime_keys)
              + P.matcher_specs(MatcherConfig()) + P.matcher_type_specs() + P.lightglue_specs()
-             + P.verify_specs(VerifyConfig()))
+             + P.verify_specs(P.method_verify_conf(cls)))
     return {s.name: s for s in specs}
 
 

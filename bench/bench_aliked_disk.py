@@ -1,4 +1,4 @@
-"""ALIKED / DISK vs SuperPoint, ORB, SIFT on this machine, side by side in one process.
+"""ALIKED / DISK vs SuperPoint, ORB, SIFT on the machine that runs it, side by side in one process.
 
 Columns per method and image size (medians of ``--runs`` alternating rounds, ms):
 - ``whole``: ``Extractor.extract`` (prepare + network + keypoints + descriptors + top-k);
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from local_features_ros.evaluation.speed import benchmark_image, measure_alternating, parse_size
-from local_features_ros.extractors.base import cpu_supports_bf16
+from local_features_ros.device import cpu_supports_bf16
 from local_features_ros.matchers import build_matcher
 from local_features_ros.registry import build_extractor
 

@@ -1,6 +1,7 @@
 """Backends side by side: each method in torch fp32, torch bf16 (CPUs with native bf16),
 onnxruntime fp32, OpenVINO fp32 and OpenVINO bf16 (native bf16 only), at 640x480 and 320x240,
-in one run on the same generated image, and a markdown table (README "Deployment backends").
+in one run on the same generated image, and a markdown table
+(docs/deployment.md#backends-backend-key-local-features-export).
 SuperPoint also gets the official frontend (``official_superpoint_frontend.py``: fp32 network +
 numpy post-processing) with the same weights, interleaved with the others.
 
@@ -33,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from local_features_ros.evaluation.speed import benchmark_image  # noqa: E402
-from local_features_ros.extractors.base import cpu_supports_bf16  # noqa: E402
+from local_features_ros.device import cpu_supports_bf16  # noqa: E402
 from local_features_ros.commands._common import split_setting  # noqa: E402
 from local_features_ros.registry import build_extractor, get_extractor_class  # noqa: E402
 

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from official_superpoint_frontend import OfficialFrontend, random_official_state_dict  # noqa: E402
 
-from local_features_ros.extractors.base import cpu_supports_bf16  # noqa: E402
+from local_features_ros.device import cpu_supports_bf16  # noqa: E402
 from local_features_ros.evaluation.speed import measure  # noqa: E402
 from local_features_ros.registry import build_extractor  # noqa: E402
 

@@ -1,4 +1,5 @@
-"""A faithful re-statement of MagicLeap's ``SuperPointFrontend`` (methods.md §1.1-1.3) for timing.
+"""A faithful re-statement of MagicLeap's ``SuperPointFrontend`` (docs/method_facts/superpoint.md)
+for timing.
 
 Why a separate file: the benchmark compares the package's extractor against the official
 pipeline as the demo runs it (contiguous fp32 network, numpy post-processing with the greedy
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LAYERS = [  # (name, out, in, kernel), methods.md §1.2
+LAYERS = [  # (name, out, in, kernel), docs/method_facts/superpoint.md#network
     ("conv1a", 64, 1, 3), ("conv1b", 64, 64, 3), ("conv2a", 64, 64, 3), ("conv2b", 64, 64, 3),
     ("conv3a", 128, 64, 3), ("conv3b", 128, 128, 3), ("conv4a", 128, 128, 3),
     ("conv4b", 128, 128, 3), ("convPa", 256, 128, 3), ("convPb", 65, 256, 1),

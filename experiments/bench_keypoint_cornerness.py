@@ -5,7 +5,8 @@ keypoint gives the eigenvalue ratio ``l2 / l1``: near 0 on a straight edge (the 
 along it, so it is neither repeatable nor well localised), larger on corners and blobs. Prints
 the share of edge-like keypoints (``l2 / l1 < 0.1``) and the median ratio per method, side by
 side on the same images. A briefly trained SuperPoint fires along edges far more than ORB's
-Harris-ranked FAST corners; this measures it for any checkpoint (model card, issue #5).
+Harris-ranked FAST corners; this measures it for any checkpoint
+(local_features_ros/data/weights/MODEL_CARD.md, "Run D").
 
     OMP_NUM_THREADS=2 python experiments/bench_keypoint_cornerness.py \
         --weights local_features_ros/data/weights/superpoint_lfr.pth \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Pack the real training frames for a short GPU run into .device/data (gitignored; copy it
 # with the checkout to the GPU machine). Frames become grayscale JPEG (q 95): SuperPoint trains on
-# gray images and the copy to the GPU machine stays small (64 MiB). Evaluation sets (HPatches, Oxford, Strecha) are
-# never packed: they are not training data, and evaluation runs on this machine afterwards.
+# gray images and the copy to the GPU machine stays small. Evaluation sets (HPatches, Oxford, Strecha) are
+# never packed: they are not training data, and evaluation runs where ../shared/data is, afterwards.
 # Usage: experiments/pack_superpoint_data.sh [KITTI_STEP]   (env: DATA, PY)
 set -euo pipefail
 cd "$(dirname "$0")/.."

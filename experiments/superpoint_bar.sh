@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Does a SuperPoint checkpoint meet issue #5's bar? Beat ORB (1000 features, mutual NN) on
+# Does a SuperPoint checkpoint meet the bar for shipping it? Beat ORB (1000 features, mutual NN) on
 # matching accuracy at 3 px and homography correctness at 3 px (HPatches, Oxford) and on pose
 # AUC@10 (Strecha fountain, TUM fr2/desk pairs), all on ../shared/data, same protocol as the
-# README tables (scripts/evaluate_all.sh). Prints one table with a verdict per criterion.
+# docs/evaluation.md tables (scripts/evaluate_all.sh). Prints one table with a verdict per criterion.
 # Usage: experiments/superpoint_bar.sh [WEIGHTS] [OUT_DIR]   (default: the shipped weights; env DATA, PY)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -1,4 +1,7 @@
-"""local_features_ros: learned local features (SuperPoint, D2-Net, LF-Net, LIFT, DELF) for ROS 2.
+"""local_features_ros: learned local features for ROS 2, every method behind one extractor interface.
+
+The methods declare themselves and the registry finds them: ``local-features methods`` (or
+``registry.available_methods()``) lists what is installed.
 
 The core (this package minus ``ros/``) never imports rclpy; ``local_features_ros.ros`` is the
 only ROS layer. ``training/`` (a sibling package) reuses these models; the reverse never happens.

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._module.main(args) or 0)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
-        # One-line reason and a non-zero status on bad input (design.md contract).
+        # One-line reason and a non-zero status on bad input (docs/ARCHITECTURE.md#contracts).
         print(f"local-features {args.command}: error: {exc}", file=sys.stderr)
         return 1
 

@@ -1,7 +1,8 @@
 """Descriptor matching on L2 distance (kornia's matchers), with mutual / ratio / max-distance gates.
 
 Why one function: the node, ``local-features match`` and evaluation must match the same way.
-The protocol of design.md (mutual nearest neighbour on L2) is the default.
+The matching protocol of docs/ARCHITECTURE.md#contracts (mutual nearest neighbour on L2) is the
+default.
 
 Which kornia matcher runs:
 - ``mutual`` and no ratio test -> ``match_mnn``; neither -> ``match_nn``;

@@ -2,11 +2,12 @@
 
 Why discovery instead of a table: a method declares itself once, as class attributes of its
 ``Extractor`` subclass (``name``, ``summary``, ``weights_note``, ``licence``, ``evaluation_only``,
-``shipped_weights``). The registry imports every module of ``local_features_ros.extractors`` and
-every module named by an entry point of the group ``local_features_ros.methods`` (a plugin
-package adds a method without touching this one), and collects those classes. The node's
-parameter list, the runner's generated YAML, ``methods``, ``extract``, ``evaluate`` and ``bench``
-all read the result, so nothing else has to be edited when a method is added.
+``shipped_weights``). The registry imports every module or subpackage of
+``local_features_ros.extractors`` and every module named by an entry point of the group
+``local_features_ros.methods`` (a plugin package adds a method without touching this one), and
+collects those classes. The node's parameter list, the runner's generated YAML, ``methods``,
+``extract``, ``evaluate`` and ``bench`` all read the result, so nothing else has to be edited when
+a method is added.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from .weights import (PACKAGE_WEIGHTS_DIR, WeightsError, is_project_checkpoint, 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "ENTRY_POINT_GROUP", "PACKAGE_WEIGHTS_DIR", "RANDOM_WEIGHTS", "available_methods",
-    "build_extractor", "collect_declarations", "declared_classes", "default_weights", "get_extractor_class",
-    "method_classes", "refresh", "weights_method",
+    "ENTRY_POINT_GROUP", "PACKAGE_WEIGHTS_DIR", "RANDOM_WEIGHTS", "attach_backend",
+    "available_methods", "build_extractor", "collect_declarations", "declared_classes",
+    "default_weights", "exportable_methods", "get_extractor_class", "method_classes", "refresh",
+    "weights_method",
 ]
 
 #: Entry-point group of plugin methods: ``name = "package.module"`` (the module is scanned).
@@ -44,12 +46,20 @@ def declared_classes(module: ModuleType, base: type) -> list[type]:
     """Subclasses of ``base`` defined in ``module`` that set their own public ``name``.
 
     Shared by the method and matcher registries: helper base classes (``_OpenCVExtractor``) and
-    imported names are skipped, so a module may hold several declarations and private plumbing.
+    names imported from elsewhere are skipped, so a module may hold several declarations and
+    private plumbing. A package (``extractors/lift/``) declares what its ``__init__`` imports
+    from its own submodules: a method split into several modules stays one scanned name.
     """
+    subpackage = module.__name__ + "." if hasattr(module, "__path__") else None
+
+    def defined_here(cls: type) -> bool:
+        return cls.__module__ == module.__name__ or (
+            subpackage is not None and cls.__module__.startswith(subpackage))
+
     out = []
     for obj in vars(module).values():
         if (isinstance(obj, type) and issubclass(obj, base) and obj is not base
-                and obj.__module__ == module.__name__ and "name" in obj.__dict__
+                and defined_here(obj) and "name" in obj.__dict__
                 and not str(obj.__dict__["name"]).startswith("_")):
             out.append(obj)
     return out
@@ -104,6 +114,11 @@ def available_methods(include_evaluation_only: bool = True) -> list[str]:
             if include_evaluation_only or not c.evaluation_only]
 
 
+def exportable_methods() -> list[str]:
+    """Sorted names of the methods that declare network parts (``export``, ``backend:``)."""
+    return [n for n, c in method_classes().items() if c.networks]
+
+
 def get_extractor_class(method: str, runtime: bool = False) -> type[Extractor]:
     """The class of ``method``; ``runtime=True`` refuses evaluation-only peers (the node)."""
     classes = method_classes()
@@ -140,7 +155,7 @@ def build_extractor(method: str, weights: str | None = None, device: str = "cpu"
     if not cls.is_learned or weights == RANDOM_WEIGHTS:
         if cls.is_learned:
             logger.warning("method '%s' runs with RANDOM weights (testing only)", method)
-        return cls(device=device, precision=precision, **conf).setup()
+        return attach_backend(cls(device=device, precision=precision, **conf).setup())
     ckpt = load_checkpoint(weights)
     if is_project_checkpoint(ckpt) and ckpt.get("method") not in (None, method):
         raise WeightsError(f"{weights} is a '{ckpt.get('method')}' checkpoint, not '{method}'")
@@ -159,7 +174,21 @@ def build_extractor(method: str, weights: str | None = None, device: str = "cpu"
             raise
         raise WeightsError(f"weights file {weights} holds {owner} weights, not {method} weights: "
                            f"load it with method '{owner}', or pass {method} weights") from exc
-    return extractor.setup()
+    return attach_backend(extractor.setup())
+
+
+def attach_backend(extractor: Extractor) -> Extractor:
+    """Run ``extractor``'s network parts in its configured ``backend`` (exported to the cache on
+    first use); ``backend: torch`` leaves it as it is.
+
+    Why here and not in ``Extractor.setup``: the backends export the extractors' networks, so
+    the extractor package must not import them (an import cycle); the registry already sits
+    above both."""
+    if extractor.conf.get("backend", "torch") == "torch":
+        return extractor
+    from .backends import create_runners
+
+    return extractor.attach_network_runners(create_runners(extractor))
 
 
 def weights_file_problem(method: str, weights: str | os.PathLike,

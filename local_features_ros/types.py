@@ -89,7 +89,8 @@ class Features:
         )
 
     def numpy(self) -> dict[str, np.ndarray]:
-        """The ``extract`` file contract (design.md): float32 arrays + image_size [w, h]."""
+        """The ``extract`` file contract (docs/ARCHITECTURE.md#contracts): float32 arrays +
+        image_size [w, h]."""
         f = self.float().to("cpu")
         return {
             "keypoints": f.keypoints.numpy().astype(np.float32),

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Regenerate every evaluation number and figure of the README from ../shared/data.
+# Regenerate every evaluation number and figure of docs/evaluation.md from ../shared/data.
 #
 # The data (HPatches v_wormhole, Oxford affine, Strecha fountain-P11, TUM fr2/desk, KITTI 07) is
 # research-use only: it is read from DATA and never copied into the repository.
 # Usage: scripts/evaluate_all.sh [OUT_DIR]      (env: DATA, METHODS, LIGHTGLUE_METHODS, MAXKP,
 #                                                      PY, OMP_NUM_THREADS)
-# Every method runs with mutual NN; the LIGHTGLUE_METHODS (released LightGlue weights: aliked,
-# disk) run a second time with --matcher lightglue (files <dataset>_<method>+lightglue.json).
+# Every method runs with mutual NN; the LIGHTGLUE_METHODS (the methods with released LightGlue
+# weights: aliked, disk, xfeat with LighterGlue) run a second time with --matcher lightglue
+# (files <dataset>_<method>+lightglue.json).
 # MAXKP (default 1000, the robot budget) caps every method's keypoints alike; MAXKP=-1 = method
 # defaults.
 set -euo pipefail
@@ -17,11 +18,11 @@ OUT=${1:-out/eval}
 PY=${PY:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 if [[ -z "${METHODS:-}" ]]; then
-  METHODS="aliked disk orb sift akaze"
+  METHODS="aliked disk xfeat orb sift akaze"
   # SuperPoint only with the project's own shipped weights (nothing is downloaded).
   [[ -f local_features_ros/data/weights/superpoint_lfr.pth ]] && METHODS="superpoint $METHODS"
 fi
-LIGHTGLUE_METHODS=${LIGHTGLUE_METHODS-aliked disk}
+LIGHTGLUE_METHODS=${LIGHTGLUE_METHODS-aliked disk xfeat}
 MAXKP=${MAXKP:-1000}
 TUM_K="520.9,521.0,325.1,249.7"
 TUM_D="0.2312,-0.7849,-0.0033,-0.0001,0.9172"

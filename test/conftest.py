@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-# DDS must never leave loopback on these machines; each pytest session gets its own domain.
+# DDS must never leave loopback in tests; each pytest run gets its own domain.
 os.environ["ROS_LOCALHOST_ONLY"] = "1"
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random(os.getpid()).randint(100, 199)))

@@ -17,7 +17,8 @@ import torch
 
 from local_features_ros import pretrained
 from local_features_ros.extractors.aliked import ALIKED
-from local_features_ros.extractors.base import ConfigError, cpu_supports_bf16
+from local_features_ros.conventions import ConfigError
+from local_features_ros.device import cpu_supports_bf16
 from local_features_ros.extractors.disk import DISK
 from local_features_ros.matching import match_descriptors
 from local_features_ros.registry import build_extractor, default_weights

@@ -17,7 +17,8 @@ import torch
 
 from local_features_ros import cli
 from local_features_ros.evaluation.speed import benchmark_image
-from local_features_ros.extractors.base import ConfigError, cpu_supports_bf16
+from local_features_ros.conventions import ConfigError
+from local_features_ros.device import cpu_supports_bf16
 from local_features_ros.registry import build_extractor
 
 

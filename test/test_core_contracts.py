@@ -102,18 +102,20 @@ def _is_ros(module: str) -> bool:
             or module == "local_features_ros.ros" or module.startswith("local_features_ros.ros."))
 
 
-def _imports(path: Path) -> list[tuple[int, str]]:
-    """(line, absolute module) of every import in ``path``, at any depth (functions, classes,
-    ``if TYPE_CHECKING``, try blocks); ``from X import name`` also yields ``X.name`` (``name``
-    may be a submodule: ``from local_features_ros import ros``)."""
-    rel = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
+def _import_statements(path: Path, root: Path = PACKAGE_DIR.parent
+                       ) -> list[tuple[int, str, tuple[str, ...]]]:
+    """(line, absolute module, names) of every import statement in ``path``, at any depth
+    (functions, classes, ``if TYPE_CHECKING``, try blocks). ``names`` is empty for ``import X``
+    and holds what ``from X import a, b`` takes; relative modules are resolved against the
+    package of ``path`` below ``root`` (the directory that holds the top-level package)."""
+    rel = path.relative_to(root).with_suffix("")
     parts = list(rel.parts)
     package = parts if parts[-1] == "__init__" else parts[:-1]
     package = [p for p in package if p != "__init__"]
-    out: list[tuple[int, str]] = []
+    out: list[tuple[int, str, tuple[str, ...]]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
-            out += [(node.lineno, a.name) for a in node.names]
+            out += [(node.lineno, a.name, ()) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package[:len(package) - node.level + 1]
@@ -121,8 +123,18 @@ def _imports(path: Path) -> list[tuple[int, str]]:
                 module = ".".join(base + ([node.module] if node.module else []))
             else:
                 module = node.module or ""
-            out.append((node.lineno, module))
-            out += [(node.lineno, f"{module}.{a.name}") for a in node.names if a.name != "*"]
+            out.append((node.lineno, module, tuple(a.name for a in node.names if a.name != "*")))
+    return out
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, absolute module) of every import in ``path`` (``_import_statements``);
+    ``from X import name`` yields ``X`` and also ``X.name`` (``name`` may be a submodule:
+    ``from local_features_ros import ros``)."""
+    out: list[tuple[int, str]] = []
+    for line, module, names in _import_statements(path):
+        out.append((line, module))
+        out += [(line, f"{module}.{name}") for name in names]
     return out
 
 

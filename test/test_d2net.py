@@ -1,6 +1,6 @@
 """D2-Net: official checkpoint layouts load, and the output equals an independent re-statement of
-the official test pipeline (methods.md §2.1-2.4) written here in plain torch, dense, all channels at
-once, the way ``lib/model_test.py`` + ``lib/pyramid.py`` compute it."""
+the official test pipeline (docs/method_facts/d2net.md) written here in plain torch, dense, all
+channels at once, the way ``lib/model_test.py`` + ``lib/pyramid.py`` compute it."""
 
 from __future__ import annotations
 

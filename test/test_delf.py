@@ -87,7 +87,8 @@ def test_receptive_field_constants_match_hand_computation() -> None:
     rf, stride, centre0 = hand_receptive_field("torchvision")
     assert (rf, stride, (rf - 1) / 2 - centre0) == (RF_SIZE, RF_STRIDE, RF_PADDING) == (267, 16, 133)
     rf, stride, centre0 = hand_receptive_field("tf_slim")
-    assert (rf, stride) == RF_GEOMETRY["tf_slim"][:2] == (291, 32)  # methods.md: 291 / 32 / 145
+    # docs/method_facts/delf.md#extraction: 291 / 32 / 145
+    assert (rf, stride) == RF_GEOMETRY["tf_slim"][:2] == (291, 32)
     assert centre0 == 2.0  # SAME max-pool pads at the end: true centre is 2 px past 145's
 
 

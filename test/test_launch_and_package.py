@@ -2,7 +2,7 @@
 
 launch/launch_ros are not installable here, so the launch file runs against tiny stand-in modules
 (put in ``sys.modules``) that record the actions it constructs; the argument table must equal the
-one design.md fixes and the defaults must equal ``local-features run``'s.
+one docs/node.md#launch-and-runner lists and the defaults must equal ``local-features run``'s.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 LAUNCH_FILE = REPO / "launch" / "extractor.launch.py"
-#: design.md "Commands a user runs": the launch arguments, by name.
+#: docs/node.md#launch-and-runner: the launch arguments, by name.
 EXPECTED_ARGS = {"method", "params_file", "namespace", "image", "camera_info", "use_sim_time",
                  "rviz"}
 

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from local_features_ros import pretrained
-from local_features_ros.extractors.base import ConfigError, cpu_supports_bf16
+from local_features_ros.conventions import ConfigError
+from local_features_ros.device import cpu_supports_bf16
 from local_features_ros.frontend import FrameToFrameFrontend
 from local_features_ros.geometry import VerifyConfig
 from local_features_ros.matchers import available_matchers, build_matcher

@@ -135,3 +135,27 @@ def test_plugin_method_runs_in_the_node(plugin_path, ros_env, tmp_path):
         code = stop_node(proc)
         harness.close()
     assert code in (0, -15), log.read_text()[-2000:]
+
+
+def test_a_package_declares_the_classes_its_init_imports_from_its_submodules(tmp_path, monkeypatch):
+    """A method split into modules (``extractors/lift/``) is found through its package: the
+    registry takes what ``__init__`` imports from the package's own submodules and skips classes
+    imported from anywhere else."""
+    import importlib
+
+    from local_features_ros.extractors.base import Extractor
+    from local_features_ros.registry import declared_classes, method_classes
+
+    pkg = tmp_path / "lfr_split_method"
+    pkg.mkdir()
+    (pkg / "impl.py").write_text(PLUGIN)
+    (pkg / "__init__.py").write_text("from .impl import Throwaway\n"
+                                     "from local_features_ros.extractors.lift import LIFT\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("lfr_split_method")
+    assert [c.__name__ for c in declared_classes(module, Extractor)] == ["Throwaway"]
+    impl = importlib.import_module("lfr_split_method.impl")
+    assert [c.__name__ for c in declared_classes(impl, Extractor)] == ["Throwaway"]
+    classes = method_classes()
+    assert classes["lift"].__module__ == "local_features_ros.extractors.lift.extractor"
+    assert classes["lfnet"].__module__ == "local_features_ros.extractors.lfnet.extractor"

@@ -34,9 +34,25 @@ def _declared_parameters(method: str) -> dict[str, object]:
 
 
 def test_every_method_has_a_config():
+    """One ``config/<method>.yaml`` per node method of the registry (plus the ``auto`` default
+    file ``extractor.yaml``), and no file for a method the registry does not have."""
+    from local_features_ros.registry import available_methods
+
     names = {p.stem for p in CONFIGS}
-    assert {"extractor", "superpoint", "orb", "sift", "d2net", "delf", "lfnet", "lift", "aliked",
-            "disk"} <= names
+    assert names == {"extractor", *available_methods(include_evaluation_only=False)}
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_config_is_the_generated_file(path):
+    """Each config file is exactly what ``local-features run --print-config`` writes, so its
+    comments (method lists, LightGlue weights, verification models) follow the code."""
+    from local_features_ros.hardware import AUTO_METHOD
+
+    method = AUTO_METHOD if path.stem == "extractor" else path.stem
+    expected = param_files.default_params_yaml(method, default_file=path.stem == "extractor")
+    assert path.read_text() == expected, (
+        f"{path.relative_to(REPO)} is out of date: regenerate it with "
+        f"`local-features run --print-config {method} > config/{path.name}`")
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])

@@ -1,8 +1,9 @@
 """SuperPoint: parity with an independent re-statement of the official MagicLeap frontend
-(methods.md §1.1-1.3), NMS properties, top-k, checkpoint errors, resize bookkeeping, bf16.
+(docs/method_facts/superpoint.md), NMS properties, top-k, checkpoint errors, resize bookkeeping,
+bf16.
 
 The re-statement below (network in plain ``torch.nn.functional`` on the official state dict,
-post-processing in numpy with a literal greedy ``nms_fast``) is written from methods.md only and
+post-processing in numpy with a literal greedy ``nms_fast``) is written from that page only and
 never calls the extractor's helpers.
 """
 
@@ -19,7 +20,7 @@ from local_features_ros.extractors.nms import greedy_nms, maxpool_nms
 from local_features_ros.registry import build_extractor
 from local_features_ros.weights import WeightsError, save_checkpoint
 
-# (name, out_channels, in_channels, kernel) — methods.md §1.2 table.
+# (name, out_channels, in_channels, kernel) — docs/method_facts/superpoint.md#network.
 OFFICIAL_LAYERS = [
     ("conv1a", 64, 1, 3), ("conv1b", 64, 64, 3), ("conv2a", 64, 64, 3), ("conv2b", 64, 64, 3),
     ("conv3a", 128, 64, 3), ("conv3b", 128, 128, 3), ("conv4a", 128, 128, 3),

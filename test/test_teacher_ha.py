@@ -1,4 +1,4 @@
-"""Homographic Adaptation with a teacher (issue #14): the teacher's score maps go through
+"""Homographic Adaptation with a teacher: the teacher's score maps go through
 MagicPoint's aggregation, the labels sit at the teacher's keypoints and are more repeatable than
 one teacher pass, and every teacher runs through a tiny pipeline whose output loads in the
 runtime and records the teacher."""

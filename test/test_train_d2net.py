@@ -19,7 +19,8 @@ from local_features_ros_training.engine import Trainer, seed_everything
 
 
 def _naive_soft_detection(x: torch.Tensor) -> torch.Tensor:
-    """Loop re-statement of methods.md §2.5 (pad value exp(0) = 1 outside the map)."""
+    """Loop re-statement of docs/method_facts/training_d2net.md#soft-detection (pad value
+    exp(0) = 1 outside the map)."""
     b, c, h, w = x.shape
     out = torch.zeros(b, h, w, dtype=torch.float64)
     for n in range(b):

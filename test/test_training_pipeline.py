@@ -123,7 +123,7 @@ def test_bad_pipeline_configs_are_clear_errors(tmp_path):
         load_config(CONFIGS / "superpoint_pipeline_tiny.yaml", ["exportt.set.x=1"])
 
 
-#: what a leased GPU machine's stock image lacks: the pipeline must not import any of it
+#: what a bare torch image on a GPU machine lacks: the pipeline must not import any of it
 BARE_IMAGE_RUNNER = """
 import runpy, sys
 class Block:
@@ -137,8 +137,9 @@ runpy.run_module("training.commands.train", run_name="__main__")
 
 
 def test_tiny_pipeline_runs_resumes_and_loads_in_the_runtime(tmp_path):
-    """A real end-to-end run through `python -m training.commands.train` (how the lease script
-    calls it), with the packages a bare GPU image lacks made unimportable."""
+    """A real end-to-end run through `python -m training.commands.train` (how
+    experiments/superpoint_gpu_run.sh calls it), with the packages a bare GPU image lacks made
+    unimportable."""
     frames = _frames(tmp_path / "frames")
     cmd = [sys.executable, "-c", BARE_IMAGE_RUNNER, "superpoint", "--stage", "pipeline",
            "--config", "superpoint_pipeline_tiny.yaml", "--out", str(tmp_path / "run"),
@@ -227,6 +228,37 @@ def test_torch_homographic_adaptation_matches_the_opencv_one():
         assert (ref != g).mean() < 0.01
 
 
+def _former_torch_warp(images: torch.Tensor, H: torch.Tensor, mode: str) -> torch.Tensor:
+    """The batched warp as it was written by hand (float64 grid) before kornia's
+    ``warp_perspective`` replaced it."""
+    b, _, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=H.dtype), torch.arange(w, dtype=H.dtype), indexing="ij")
+    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])
+    src = torch.linalg.inv(H) @ pts
+    src = src[:, :2] / src[:, 2:3]
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=H.dtype)
+    grid = (src.transpose(1, 2) * scale - 1.0).reshape(b, h, w, 2).to(images.dtype)
+    return torch.nn.functional.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=True)
+
+
+def test_torch_warp_equals_the_former_grid_formula():
+    """Bilinear: equal to float noise. Nearest: the same pixel wherever the sampling position is
+    not within float error of a pixel boundary (a handful in 150k)."""
+    from local_features_ros_training.data.homographies import sample_homography
+    from local_features_ros_training.superpoint.homographic_adaptation import _torch_warp
+
+    Hs = torch.from_numpy(np.stack([sample_homography((96, 128), np.random.default_rng(s), patch_ratio=0.8,
+                                                      allow_artifacts=True).H for s in range(12)]))
+    img = torch.rand(12, 1, 96, 128, generator=torch.Generator().manual_seed(0))
+    for H in (Hs, torch.linalg.inv(Hs)):
+        torch.testing.assert_close(_torch_warp(img, H, "bilinear"), _former_torch_warp(img, H, "bilinear"),
+                                   rtol=0, atol=1e-4)
+        near = _torch_warp(img, H, "nearest") != _former_torch_warp(img, H, "nearest")
+        assert near.float().mean() < 1e-4
+        ones = torch.ones_like(img)
+        assert torch.equal(_torch_warp(ones, H, "nearest"), _former_torch_warp(ones, H, "nearest"))
+
+
 def test_export_backends_give_the_same_labels(tmp_path):
     from local_features_ros.weights import save_checkpoint
     from local_features_ros_training.superpoint.model import SuperPointModel
@@ -264,12 +296,12 @@ def test_stage_overrides_replace_free_form_sections():
 
 
 def test_training_precision_auto_uses_bf16_only_where_it_is_native(monkeypatch):
-    import local_features_ros.extractors.base as base
+    import local_features_ros.device as device
     from local_features_ros_training.engine import resolve_precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(base, "cpu_supports_bf16", lambda: False)
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: False)
     assert resolve_precision("auto", cpu) == "fp32"
-    monkeypatch.setattr(base, "cpu_supports_bf16", lambda: True)
+    monkeypatch.setattr(device, "cpu_supports_bf16", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16"
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 
 from local_features_ros import cli, pretrained
-from local_features_ros.extractors.base import ConfigError, cpu_supports_bf16
+from local_features_ros.conventions import ConfigError
+from local_features_ros.device import cpu_supports_bf16
 from local_features_ros.extractors.xfeat import XFeat
 from local_features_ros.matchers import build_matcher
 from local_features_ros.matchers import lightglue as lgmod

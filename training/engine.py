@@ -124,7 +124,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         return precision
     if device.type == "cuda":
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    from local_features_ros.extractors.base import cpu_supports_bf16
+    from local_features_ros.device import cpu_supports_bf16
 
     return "bf16" if device.type == "cpu" and cpu_supports_bf16() else "fp32"
 

@@ -6,11 +6,13 @@ bf16). Only the network part moves: each method declares its parts (``Extractor.
 ``NetworkDecl`` each) and calls them through ``Extractor.call_network``; detection, NMS and
 descriptor sampling stay in torch, so a backend changes only the network's rounding.
 
-One interface (``NetworkRunner``): ``runner(*tensors) -> tuple of fp32 tensors`` on the
-extractor's device. ``create_runners(extractor)`` (called by ``Extractor.setup()`` when the
-config key ``backend`` is not ``torch``) exports every declared part to the cache directory on
-first use (``onnx_export.export_network``) and opens it in the chosen backend. The LightGlue
-matcher's network has its own export (``lightglue_export.py``) and opens it with ``create_runner``.
+One interface (``NetworkRunner``, in ``interface.py`` with ``BackendUnavailable``):
+``runner(*tensors) -> tuple of fp32 tensors`` on the extractor's device.
+``create_runners(extractor)`` (called by ``registry.build_extractor`` when the config key
+``backend`` is not ``torch``; it hands them to ``Extractor.attach_network_runners``) exports every
+declared part to the cache directory on first use (``onnx_export.export_network``) and opens it in
+the chosen backend. The LightGlue matcher's network has its own export (``lightglue_export.py``)
+and opens it with ``create_runner``.
 
 Precision: ``precision`` maps to what the backend supports (``resolve_precision``): onnxruntime
 runs fp32 (its CPU provider has no bf16/fp16 convolution kernels); OpenVINO fp32 or bf16 (bf16 only
@@ -22,9 +24,12 @@ where this onnxruntime has none, the ``tensorrt`` package.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import torch
+
+from ..device import cpu_supports_bf16
+from .interface import BackendUnavailable, NetworkRunner, ShapeProfile
 
 logger = logging.getLogger(__name__)
 
@@ -32,24 +37,8 @@ __all__ = ["BackendUnavailable", "NetworkRunner", "ShapeProfile", "create_runner
            "create_runners", "resolve_precision"]
 
 
-class BackendUnavailable(RuntimeError):
-    """The requested backend's package (or provider / device) is missing; the message says what
-    to install."""
-
-
-class NetworkRunner(Protocol):
-    """What a backend gives the extractor for one network part."""
-
-    backend: str
-    precision: str  # what the backend actually runs: fp32 | bf16 | fp16
-
-    def __call__(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]: ...
-
-
 def resolve_precision(backend: str, precision: str, device: torch.device) -> str:
     """Extractor ``precision`` (fp32 | fp16 | bf16 | auto) -> what ``backend`` will run."""
-    from ..extractors.base import cpu_supports_bf16
-
     if backend == "onnxruntime":
         if precision in ("fp16", "bf16"):
             logger.warning("backend onnxruntime runs fp32 (precision '%s' is not supported by its "
@@ -70,10 +59,6 @@ def resolve_precision(backend: str, precision: str, device: torch.device) -> str
     if backend == "tensorrt":
         return "fp32" if precision == "fp32" else "fp16"
     raise ValueError(f"unknown backend '{backend}'")
-
-
-#: A TensorRT shape profile: input name -> (min, opt, max) shapes.
-ShapeProfile = dict[str, tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]]
 
 
 def create_runner(backend: str, onnx_path: str, device: torch.device, precision: str,

@@ -203,7 +203,7 @@ def export_lightglue(matcher: Any, opset: int = OPSET) -> Path:
     try:
         return write_lightglue_onnx(matcher, path, opset=opset)
     except ImportError as exc:
-        from . import BackendUnavailable
+        from .interface import BackendUnavailable
 
         raise BackendUnavailable("exporting LightGlue needs the 'onnx' package (pip install -r "
                                  f"requirements-deploy.txt): {exc}") from exc

@@ -26,7 +26,7 @@ import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -109,25 +109,24 @@ def _example_inputs(extractor: Any, name: str, shapes: tuple[tuple[int, ...], ..
     return tuple(torch.rand(s, generator=gen).to(extractor.device) for s in shapes)
 
 
-def check_exportable(extractor: Any, name: str | None = None) -> list[str]:
-    """The part names to export; a clear ``ValueError`` when the method has none / not ``name``."""
+def check_exportable(extractor: Any, name: str | None = None,
+                     exportable: Sequence[str] = ()) -> list[str]:
+    """The part names to export; a clear ``ValueError`` when the method has none / not ``name``.
+
+    ``exportable``: the methods that do declare network parts, named in the error. The caller
+    asks the registry (``registry.exportable_methods``): the registry imports the backends to
+    attach them to extractors, so this module must not import the registry."""
     if not extractor.networks:
-        raise ValueError(f"method '{extractor.name}' has no exportable network (it runs "
-                         f"{'OpenCV' if not extractor.is_learned else 'torch code that is not a single network'}"
-                         "); export supports the methods that declare network parts: "
-                         + ", ".join(exportable_methods()))
+        runs = "OpenCV" if not extractor.is_learned else "torch code that is not a single network"
+        supported = (": " + ", ".join(exportable)) if exportable else ""
+        raise ValueError(f"method '{extractor.name}' has no exportable network (it runs {runs}); "
+                         f"export supports the methods that declare network parts{supported}")
     if name is None:
         return list(extractor.networks)
     if name not in extractor.networks:
         raise ValueError(f"method '{extractor.name}' has no network part '{name}' "
                          f"(parts: {', '.join(extractor.networks)})")
     return [name]
-
-
-def exportable_methods() -> list[str]:
-    from ..registry import method_classes
-
-    return [n for n, c in method_classes().items() if c.networks]
 
 
 def write_onnx_module(module: nn.Module, example: tuple[torch.Tensor, ...], path: str | Path,
@@ -203,7 +202,7 @@ def export_network(extractor: Any, name: str, shapes: tuple[tuple[int, ...], ...
     try:
         return write_onnx(extractor, name, path, opset=opset, shapes=shapes)
     except ImportError as exc:
-        from . import BackendUnavailable
+        from .interface import BackendUnavailable
 
         raise BackendUnavailable(f"exporting '{extractor.name}' needs the 'onnx' package "
                                  f"(pip install -r requirements-deploy.txt): {exc}") from exc

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import BackendUnavailable
+from .interface import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 

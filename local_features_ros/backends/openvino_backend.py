@@ -14,7 +14,7 @@ import logging
 import numpy as np
 import torch
 
-from . import BackendUnavailable
+from .interface import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 

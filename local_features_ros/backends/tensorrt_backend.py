@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from ..atomic import atomic_path
-from . import BackendUnavailable
+from .interface import BackendUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=0,
                         help="torch.set_num_threads (0 = leave as is)")
     parser.add_argument("--json", metavar="OUT", help="write all records here")
-    parser.add_argument("--markdown", metavar="OUT", help="write a README table here")
+    parser.add_argument("--markdown", metavar="OUT", help="write a markdown table here (the layout of docs/benchmarks.md)")
 
 
 def prepare(args: argparse.Namespace) -> tuple[list[ExtractorOptions], list[tuple[int, int]]]:

@@ -82,10 +82,11 @@ def parse_shape(text: str, decl: Any, part: str) -> tuple[tuple[int, ...], ...]:
 def prepare(args: argparse.Namespace) -> tuple[Any, list[str], dict[str, Any], Path]:
     """Check method, part, shape, settings and output, then build (errors: status 2)."""
     from ..backends.onnx_export import check_exportable
-    from ..registry import get_extractor_class
+    from ..registry import exportable_methods, get_extractor_class
 
     cls = get_extractor_class(args.method)
-    parts = check_exportable(cls, args.part)  # no network / no such part, before building
+    # no network / no such part, before building
+    parts = check_exportable(cls, args.part, exportable=exportable_methods())
     options = extractor_options(args, args.method)
     if options.precision != "fp32":
         raise ConfigError(f"export traces the network in fp32 (precision={options.precision}: "

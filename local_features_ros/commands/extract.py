@@ -1,8 +1,8 @@
 """``local-features extract``: images or folders of images -> one ``<stem>.npz`` of features each.
 
-File contract (design.md "Contracts"): ``keypoints`` (N, 2) float32 [x, y] in original-image
-pixels, ``scores`` (N,), ``scales`` (N,), ``orientations`` (N,) radians, ``descriptors`` (N, D)
-float32, ``image_size`` [width, height] — exactly ``Features.numpy()``.
+File contract (docs/ARCHITECTURE.md#contracts): ``keypoints`` (N, 2) float32 [x, y] in
+original-image pixels, ``scores`` (N,), ``scales`` (N,), ``orientations`` (N,) radians,
+``descriptors`` (N, D) float32, ``image_size`` [width, height] — exactly ``Features.numpy()``.
 
 Every input is checked (exists, has an image header OpenCV can decode, no two outputs with the
 same stem) before the model is built, so a typo fails in a second with a one-line reason instead

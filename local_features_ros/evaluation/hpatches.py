@@ -2,7 +2,8 @@
 
 Why its own reader: the same code runs on the official HPatches sequences (``<seq>/1.ppm .. 6.ppm`` +
 ``H_1_k``), on a single sequence folder, and on Oxford-affine style flat folders
-(``graf1.ppm``, ``graf2.ppm``, ``graf_H_1_2``), so the README numbers and the CI fixtures share it.
+(``graf1.ppm``, ``graf2.ppm``, ``graf_H_1_2``), so the numbers of docs/evaluation.md and the CI
+fixtures share it.
 
 Features are used exactly as ``Extractor.extract`` returns them (no resizing or top-k here) and
 matched by mutual nearest neighbour on L2 distance (``local_features_ros.matching``), or by the

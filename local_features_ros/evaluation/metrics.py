@@ -1,7 +1,7 @@
 """Evaluation metrics, pure numpy + OpenCV (no torch), each one a re-statement of a published protocol.
 
 Why one module of plain functions: every protocol (HPatches, pose pairs, sequences) and the tests use
-the same definitions, so a number in the README means exactly one thing.
+the same definitions, so a number in docs/evaluation.md means exactly one thing.
 
 Protocols restated here:
 - MMA (D2-Net HPatches notebook): per pair, the fraction of mutual-NN matches whose keypoint in image 0,

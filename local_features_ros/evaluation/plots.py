@@ -1,4 +1,5 @@
-"""Small PNG figures for the README: MMA curves, pose AUC bars, VO trajectories vs ground truth.
+"""Small PNG figures for docs/evaluation.md: MMA curves, pose AUC bars, VO trajectories vs ground
+truth.
 
 Why Agg: evaluation runs headless (CI, robots over ssh); nothing here opens a window.
 """
@@ -94,7 +95,7 @@ def result_label(r: dict) -> str:
 
 def summarize(results_dir: str | Path, out_dir: str | Path | None = None) -> Path:
     """Combine every ``<dataset>_<method>.json`` written by ``local-features evaluate`` into one
-    figure per dataset and a markdown table (``summary.md``): what the README shows."""
+    figure per dataset and a markdown table (``summary.md``): what docs/evaluation.md shows."""
     import json
 
     results_dir = Path(results_dir)

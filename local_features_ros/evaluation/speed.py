@@ -199,7 +199,7 @@ def _cv2_threads() -> int:
 
 
 def markdown_table(records: list[dict[str, Any]]) -> str:
-    """README table: one row per (method, size)."""
+    """The markdown table of docs/benchmarks.md: one row per (method, size)."""
     def ms(stage: dict | None) -> str:
         return f"{stage['median_ms']:.1f}" if stage else "-"
 

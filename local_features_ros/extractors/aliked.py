@@ -136,6 +136,7 @@ class ALIKED(Extractor):
                                    "file in kornia's layout (e.g. a hub cache file)")
     licence: ClassVar[str] = ("code: kornia Apache-2.0 (ALIKED part BSD-3-Clause, Zhao Xiaoming); "
                               "weights: ALIKED release, BSD-3-Clause.")
+    lightglue_weights: ClassVar[str | None] = pretrained.ALIKED_LIGHTGLUE_WEIGHTS
     input_channels: ClassVar[int] = 3
     # Upstream defaults (ALIKED / LightGlue / kornia): threshold 0.2, radius 2, no top-k; the
     # border of 2 equals what the radius already implies.

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..conventions import PRECISIONS, ConfigError  # noqa: F401 - PRECISIONS: ros/params.py reads it here
+# PRECISIONS is not used here: ros/params.py and ros/node_params.py import it from this module.
+from ..conventions import PRECISIONS, ConfigError  # noqa: F401
 from ..device import autocast_context, check_precision, precision_dtype, resolve_device
 from ..image.preprocess import ResizeInfo, prepare_image
 from ..types import Features
@@ -33,7 +34,7 @@ from ..weights import PACKAGE_WEIGHTS_DIR, check_state_dict, load_checkpoint, un
 
 logger = logging.getLogger(__name__)
 
-#: Config keys shared by every method (docs/ARCHITECTURE.md, "Contracts"); same names as the
+#: Config keys shared by every method (docs/ARCHITECTURE.md#contracts); same names as the
 #: node parameters and the CLI's ``--set key=value``.
 SHARED_DEFAULTS: dict[str, Any] = {
     "max_keypoints": -1,  # -1 keeps all
@@ -90,6 +91,11 @@ class Extractor(nn.Module):
     licence: ClassVar[str] = "see docs/methods.md#licences"
     #: Evaluation-only peers (e.g. AKAZE): in ``extract``/``evaluate``/``bench``, not in the node.
     evaluation_only: ClassVar[bool] = False
+    #: Released LightGlue weights for this method's features: a file name that
+    #: ``pretrained.released_weights`` locates (``matcher.type: lightglue`` loads it when the
+    #: matcher's weights are empty); None = none released. ``matchers/lightglue.py``
+    #: ``RELEASED_WEIGHTS`` lists the same files (test/test_registry_lists.py).
+    lightglue_weights: ClassVar[str | None] = None
     #: File name under ``local_features_ros/data/weights`` used when ``weights`` is empty.
     shipped_weights: ClassVar[str | None] = None
     default_conf: ClassVar[dict[str, Any]] = {}

@@ -1,7 +1,8 @@
 """D2-Net (Dusmanu et al., CVPR 2019): the official test-time network and post-processing.
 
 Why a faithful re-statement: users bring the official ``d2_ots.pth`` / ``d2_tf.pth`` and expect the
-keypoints of the official ``process_multiscale`` for the same weights and image (methods.md §2).
+keypoints of the official ``process_multiscale`` for the same weights and image
+(docs/method_facts/d2net.md).
 Where this module differs in *how* it computes (row tiles for the backbone, channel chunks for the
 detector, so multi-scale on large images stays within a few GB), the arithmetic per element is the
 same as the dense official code; ``docs/d2net_delf.md`` lists the deliberate deviations.
@@ -25,7 +26,7 @@ from .base import SHARED_DEFAULTS, ConfigError, Extractor, NetworkDecl
 
 logger = logging.getLogger(__name__)
 
-#: Caffe VGG16 channel means in BGR order (0..255 scale), methods.md §2.3.
+#: Caffe VGG16 channel means in BGR order (0..255 scale), docs/method_facts/d2net.md#pre-processing.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 TORCH_MEAN_RGB = (0.485, 0.456, 0.406)
 TORCH_STD_RGB = (0.229, 0.224, 0.225)
@@ -37,7 +38,8 @@ TILE_HALO = 64
 
 
 def _vgg16_conv4_3_dilated() -> nn.Sequential:
-    """Official test-time layer list (methods.md §2.1); indices match the state dict."""
+    """Official test-time layer list (docs/method_facts/d2net.md#test-network); indices match the
+    state dict."""
     layers: list[nn.Module] = [
         nn.Conv2d(3, 64, 3, padding=1), nn.ReLU(inplace=True),  # 0, 1
         nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(inplace=True),  # 2, 3

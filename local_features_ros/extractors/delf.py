@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 RF_SIZE = 267
 RF_STRIDE = 16
 RF_PADDING = 133
-#: The official TF-slim ``resnet_v1_50/block3`` values (methods.md §5.2), used with
+#: The official TF-slim ``resnet_v1_50/block3`` values (docs/method_facts/delf.md#extraction),
+#: used with
 #: ``backbone: tf_slim`` so converted official weights give the official boxes.
 TF_SLIM_BLOCK3_RF = (291, 32, 145)
 RF_GEOMETRY = {"torchvision": (RF_SIZE, RF_STRIDE, RF_PADDING), "tf_slim": TF_SLIM_BLOCK3_RF}
@@ -251,7 +252,8 @@ class DELF(Extractor):
         self.pca_fitted.fill_(True)
 
     def postprocess_descriptors(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw ``(N, 1024)`` -> L2 -> PCA -> optional whitening -> L2 (methods.md §5.2 step 6)."""
+        """Raw ``(N, 1024)`` -> L2 -> PCA -> optional whitening -> L2
+        (docs/method_facts/delf.md#descriptor-post-processing)."""
         x = F.normalize(raw.float(), dim=1)
         if not self.uses_pca:
             return x

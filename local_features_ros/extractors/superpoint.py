@@ -2,9 +2,11 @@
 
 Why this layout: the module attributes are named exactly like the official ``SuperPointNet``
 (``conv1a`` ... ``convDb``, no BatchNorm, biases everywhere), so the official plain state dict
-loads strictly as it is (methods.md §1.1-1.2).
+loads strictly as it is (docs/method_facts/superpoint.md#network and
+docs/method_facts/superpoint.md#checkpoint-layout).
 
-Post-processing follows ``SuperPointFrontend.run`` (methods.md §1.3), vectorised:
+Post-processing follows ``SuperPointFrontend.run``
+(docs/method_facts/superpoint.md#post-processing), vectorised:
 
 1. ``dense = exp(semi) / (sum_c exp(semi) + 1e-5)`` over the 65 channels, dustbin dropped. It is
    evaluated in the shifted (overflow-free) but algebraically identical form
@@ -82,8 +84,9 @@ class SuperPoint(Extractor):
         "nms": "exact (batched, = the greedy result) | fast (fixed-cost approximation) | "
                "official (the greedy loop itself, slow)",
         "descriptor_sampling": "official | pixel_center",
-        "subpixel_radius": "-1 = the weights' own setting (shipped weights: see MODEL_CARD.md; "
-                           "official superpoint_v1.pth: 0 = official integer peaks) | 0..8",
+        "subpixel_radius": "-1 = the weights' own setting (shipped weights: see "
+                           "local_features_ros/data/weights/MODEL_CARD.md; official "
+                           "superpoint_v1.pth: 0 = official integer peaks) | 0..8",
     }
     runtime_keys: ClassVar[frozenset[str]] = (frozenset(SHARED_DEFAULTS)
                                               | {"nms", "descriptor_sampling", "subpixel_radius"})

@@ -114,6 +114,7 @@ class XFeat(Extractor):
                                    "kornia's XFeatModel layout")
     licence: ClassVar[str] = ("code: kornia Apache-2.0 (XFeat part Apache-2.0, Verlab/UFMG); "
                               "weights: XFeat release, Apache-2.0.")
+    lightglue_weights: ClassVar[str | None] = pretrained.XFEAT_LIGHTGLUE_WEIGHTS  # LighterGlue
     input_channels: ClassVar[int] = 3
     # kornia / upstream: heatmap threshold 0.05, 5x5 NMS (radius 2, which also keeps 2 px off
     # the border), top-4096 (the paper's and kornia's budget: XFeat's keypoints repeat to a few

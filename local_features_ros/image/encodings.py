@@ -5,7 +5,7 @@ fields (``encoding, height, width, step, is_bigendian, data``) and must turn the
 image contract the extractors accept (``(H, W)`` gray or ``(H, W, 3)`` RGB, uint8 or float32 in
 [0, 1]). cv_bridge is not available without a ROS install, its Python side breaks on big-endian
 data under NumPy 2, and it refuses to turn depth images into anything displayable, so the rules
-are re-stated here (ros.md §5):
+are re-stated here (docs/method_facts/ros_encodings.md):
 
 - Validation as cv_bridge: ``step < width * bytes_per_pixel`` or ``height * step != len(data)`` is
   an error; rows may be padded (``step`` is the row stride, padding is dropped).

@@ -23,12 +23,14 @@ import contextlib
 import dataclasses
 import functools
 import logging
-from types import SimpleNamespace
+import sys
 from typing import Any, ClassVar, Mapping
 
 import torch
 
-from ..extractors.base import PRECISIONS, ConfigError, Extractor, _coerce, resolve_device
+from ..conventions import ConfigError
+from ..device import autocast_context, check_precision, precision_dtype, resolve_device
+from ..extractors.base import coerce_value
 from ..types import Features, MatchResult
 
 logger = logging.getLogger(__name__)
@@ -58,9 +60,7 @@ class Matcher:
 
     def __init__(self, conf: Any = None, device: str | torch.device = "cpu",
                  precision: str = "fp32", **overrides: Any) -> None:
-        if precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {PRECISIONS}, got '{precision}'")
-        self.precision = precision
+        self.precision = check_precision(precision)
         self._device = device if isinstance(device, torch.device) else resolve_device(str(device))
         base = conf if conf is not None else self.config_class()
         if not isinstance(base, self.config_class):
@@ -84,7 +84,7 @@ class Matcher:
         if bad:
             raise ConfigError(f"unknown config key '{bad[0]}' for matcher '{cls.name}' "
                               f"(known: {', '.join(sorted(current))})")
-        cast = {k: _coerce(k, v, current[k]) for k, v in changes.items()}
+        cast = {k: coerce_value(k, v, current[k]) for k, v in changes.items()}
         try:
             return dataclasses.replace(conf, **cast)
         except (TypeError, ValueError) as exc:
@@ -109,14 +109,13 @@ class Matcher:
 
     @property
     def autocast_dtype(self) -> torch.dtype | None:
-        """The extractors' rule (``Extractor.autocast_dtype``): fp16 on CUDA / bf16 on CPUs with
+        """The extractors' rule (``device.precision_dtype``): fp16 on CUDA / bf16 on CPUs with
         native bf16 for ``auto``, the named dtype otherwise."""
-        return Extractor.autocast_dtype.fget(self)  # same attributes: precision, _device
+        return precision_dtype(self.precision, self._device)
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        """``Extractor.autocast`` (fp16 on CPU runs as bf16)."""
-        return Extractor.autocast(SimpleNamespace(autocast_dtype=self.autocast_dtype,
-                                                  _device=self._device))
+        """Autocast to ``autocast_dtype`` (fp16 on CPU runs as bf16, as for the extractors)."""
+        return autocast_context(self.autocast_dtype, self._device)
 
     # ------------------------------------------------------------------ matching
     def match(self, feats0: Features, feats1: Features) -> MatchResult:
@@ -136,10 +135,12 @@ class Matcher:
 @functools.cache
 def matcher_classes() -> dict[str, type[Matcher]]:
     """Every declared matcher, name -> class (cached; ``refresh()`` rescans)."""
-    from .. import matchers
     from ..registry import collect_declarations
 
-    return collect_declarations(matchers, ENTRY_POINT_GROUP, Matcher, "matcher")
+    # The package to scan is this module's parent, always imported before it; importing it here
+    # would be an import cycle (its ``__init__`` re-exports this module).
+    package = sys.modules[__name__.rpartition(".")[0]]
+    return collect_declarations(package, ENTRY_POINT_GROUP, Matcher, "matcher")
 
 
 def refresh() -> None:

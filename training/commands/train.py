@@ -96,7 +96,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":  # `python -m training.commands.train ...` where the package is not
-    import sys              # installed (no entry points), e.g. on a leased GPU machine
+    import sys              # installed (no entry points), e.g. a checkout copied to a GPU machine
 
     _parser = argparse.ArgumentParser(prog="python -m training.commands.train", description=HELP)
     add_arguments(_parser)

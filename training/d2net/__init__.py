@@ -1,5 +1,6 @@
-"""D2-Net training (methods.md §2.5): stride-8 training network sharing weights with the
-stride-4 runtime network, soft detection, margin ranking loss with hardest negatives."""
+"""D2-Net training (docs/method_facts/training_d2net.md): stride-8 training network sharing
+weights with the stride-4 runtime network, soft detection, margin ranking loss with hardest
+negatives."""
 
 from ..spec import TrainingSpec
 

@@ -1,4 +1,5 @@
-"""D2-Net soft detection and loss, re-stated from methods.md §2.5 (official ``lib/loss.py``)."""
+"""D2-Net soft detection and loss, re-stated from the official ``lib/loss.py`` (facts:
+docs/method_facts/training_d2net.md#soft-detection and docs/method_facts/training_d2net.md#loss)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from .model import D2NetTrainModel
 
 logger = logging.getLogger(__name__)
 
-#: official ``train.py`` / ``lib/loss.py`` values (methods.md §2.5)
+#: official ``train.py`` / ``lib/loss.py`` values (docs/method_facts/training_d2net.md#loss)
 LOSS_DEFAULTS: dict[str, Any] = {"margin": 1.0, "safe_radius": 4, "scaling_steps": 3,
                                  "min_correspondences": 128, "depth_tol": 0.05,
                                  "relative_depth_tol": False}  # True for SfM-scale scenes

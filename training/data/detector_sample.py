@@ -1,4 +1,5 @@
-"""One detector-training sample (image, keypoint map, valid mask) with the §1.4.2 augmentation.
+"""One detector-training sample (image, keypoint map, valid mask) with MagicPoint's augmentation
+(docs/method_facts/training_superpoint.md#stage-1-magicpoint-on-synthetic-shapes).
 
 Why shared: MagicPoint on Synthetic Shapes and its retraining on Homographic-Adaptation labels
 build the same sample (photometric ops, then a homography that moves the points and defines the

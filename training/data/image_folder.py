@@ -1,8 +1,9 @@
 """Any folder of images (e.g. frames exported from a bag) as a training dataset.
 
 Why ratio-preserving resize + centre crop: networks train on a fixed size (e.g. 240x320) and
-anisotropic resizing would distort the geometry the detector learns from (§1.4.4: scale by the
-larger of the two size ratios, then centre-crop).
+anisotropic resizing would distort the geometry the detector learns from: scale by the larger
+of the two size ratios, then centre-crop, as the reference Homographic Adaptation export does
+(docs/method_facts/training_superpoint.md#stage-2-homographic-adaptation).
 """
 
 from __future__ import annotations

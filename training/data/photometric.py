@@ -1,4 +1,5 @@
-"""Photometric augmentation (SuperPoint §1.4.2 ops) on float images in 0..255.
+"""Photometric augmentation (docs/method_facts/training_superpoint.md#photometric-augmentation)
+on float images in 0..255.
 
 Why numpy/OpenCV and per-sample RNG: augmentation runs inside data-loader workers, and drawing
 from the sample's own ``np.random.Generator`` keeps every run reproducible (resume bit-for-bit).

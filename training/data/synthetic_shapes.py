@@ -1,4 +1,5 @@
-"""Synthetic Shapes (SuperPoint §1.4.2): simple primitives whose corners are known exactly.
+"""Synthetic Shapes: simple primitives whose corners are known exactly
+(docs/method_facts/training_superpoint.md#stage-1-magicpoint-on-synthetic-shapes).
 
 Why: MagicPoint learns "what is a corner" from images where the ground truth is unambiguous (the
 corners/endpoints of drawn primitives), before any real image is used. Every sample is a pure

@@ -1,4 +1,5 @@
-"""DELF training (methods.md §5.4): landmark/place datasets, two-step training, PCA fit."""
+"""DELF training (docs/method_facts/training_delf.md): landmark/place datasets, two-step
+training, PCA fit."""
 
 from ..spec import TrainingSpec
 

@@ -1,4 +1,4 @@
-"""Landmark classification data for DELF training (methods.md §5.4).
+"""Landmark classification data for DELF training (docs/method_facts/training_delf.md).
 
 Why classification data: both DELF steps are trained with image-level landmark labels only
 (descriptor fine-tuning, then attention "given the fixed descriptors"). Three sources give the

@@ -1,4 +1,4 @@
-"""DELF two-step training + PCA (methods.md §5.4).
+"""DELF two-step training + PCA (docs/method_facts/training_delf.md).
 
 Step 1 (``finetune``): the ResNet-50 block3 backbone is fine-tuned with a landmark
 classification loss (global average pooled block3 -> linear classifier; the paper's descriptor

@@ -13,7 +13,8 @@ from .pairs import GeometricPairs
 from .render import render_scene
 from .scene_index import SceneError, SceneIndex, read_megadepth_scene
 
-#: official validation pair list is drawn once with numpy seed 42 (methods.md §2.5)
+#: official validation pair list is drawn once with numpy seed 42
+#: (docs/method_facts/sfm.md#pair-sampling-and-crops)
 VALIDATION_SEED = 42
 
 

@@ -2,7 +2,8 @@
 
 Why crops carry a bbox: the official D2-Net loader crops both images (and depths) around a
 co-visible point and keeps the crop's top-left offset, so the warp can go back to full-image
-pixels, apply K / pose and come back into the other crop (methods.md §2.5). We keep that exact
+pixels, apply K / pose and come back into the other crop (docs/method_facts/sfm.md#depth-warp).
+We keep that exact
 contract: every sample holds ``image``, ``depth``, ``K``, ``pose`` (world -> camera) and ``bbox``
 (top, left) for both views, and :func:`warp_depth` is the official ``warp`` with the
 project pixel convention (pixel centres at integers, so no +0.5 / -0.5 shifts).
@@ -76,7 +77,8 @@ def warp_depth(pos1: torch.Tensor, depth1: torch.Tensor, K1: torch.Tensor, pose1
                bbox1: torch.Tensor, depth2: torch.Tensor, K2: torch.Tensor, pose2: torch.Tensor,
                bbox2: torch.Tensor, depth_tol: float = DEPTH_TOL, relative_tol: bool = False
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Official ``warp`` (methods.md §2.5 step 2) on ``pos1 (2, N)`` = (i, j) crop pixels.
+    """Official ``warp`` (docs/method_facts/sfm.md#depth-warp) on ``pos1 (2, N)`` = (i, j) crop
+    pixels.
 
     Back-projects with the bilinear depth of image 1 (all 4 corners > 0), maps with
     ``pose2 @ inv(pose1)``, projects with K2 and keeps the point if image 2's bilinear depth there

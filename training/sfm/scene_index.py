@@ -2,7 +2,7 @@
 
 Why an index: pair sampling needs the co-visibility of every image pair (overlap, scale ratio)
 before any image is loaded; computing it from the SfM tracks once per scene keeps the training
-loader cheap. Definitions follow methods.md §2.5:
+loader cheap. Definitions follow docs/method_facts/sfm.md#megadepth-scenes:
 
 - ``overlap_matrix[i, j]`` = |3D points seen by i and j| / |3D points seen by i| (asymmetric,
   -1 on the diagonal and where i sees no point);
@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff")
 DEPTH_EXTS = (".h5", ".npy", ".png")
-#: MegaDepth quirk (methods.md §2.5): h5 files under 100 KB are foreground masks, not depth.
+#: MegaDepth quirk (docs/method_facts/sfm.md#megadepth-scenes): h5 files under 100 KB are
+#: foreground masks, not depth.
 MEGADEPTH_MASK_BYTES = 100_000
 
 

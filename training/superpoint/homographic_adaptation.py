@@ -1,4 +1,5 @@
-"""Stage 2: pseudo-ground-truth keypoints by Homographic Adaptation (methods.md §1.4.4).
+"""Stage 2: pseudo-ground-truth keypoints by Homographic Adaptation
+(docs/method_facts/training_superpoint.md#stage-2-homographic-adaptation).
 
 Why: MagicPoint trained on shapes misses many real-image interest points and is not repeatable
 under viewpoint change. Running it on N random warps of each real image and aggregating the
@@ -17,14 +18,12 @@ from typing import Any, Callable, Mapping
 import cv2
 import numpy as np
 import torch
-
-from local_features_ros.extractors.superpoint import SuperPoint
+from kornia.geometry.transform import warp_perspective
 
 from ..budget import Deadline, RecentMax
 from ..data.homographies import compute_valid_mask, homography_conf, sample_homography, warp_image
 from ..data.image_folder import list_images, read_gray, resize_crop, sample_name, scaled_tiles
 from ..export_check import ExportCheckFailed
-from .model import SuperPointModel
 from .teachers import DEFAULT_TEACHER, build_teacher
 
 logger = logging.getLogger(__name__)
@@ -163,17 +162,12 @@ def homographic_adaptation(prob_fn: Callable[[torch.Tensor], torch.Tensor], imag
 
 def _torch_warp(images: torch.Tensor, H: torch.Tensor, mode: str) -> torch.Tensor:
     """``cv2.warpPerspective`` of ``(B, 1, h, w)`` by ``(B, 3, 3)`` (source px -> warped px) with a
-    zero border: pixel centres at integer coordinates, as in ``warp_image``."""
-    b, _, h, w = images.shape
-    ys, xs = torch.meshgrid(torch.arange(h, device=images.device, dtype=H.dtype),
-                            torch.arange(w, device=images.device, dtype=H.dtype), indexing="ij")
-    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])
-    src = torch.linalg.inv(H) @ pts  # (B, 3, h*w): where each output pixel reads
-    src = src[:, :2] / src[:, 2:3]
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=H.device, dtype=H.dtype)
-    grid = (src.transpose(1, 2) * scale - 1.0).reshape(b, h, w, 2).to(images.dtype)
-    return torch.nn.functional.grid_sample(images, grid, mode=mode, padding_mode="zeros",
-                                           align_corners=True)
+    zero border: kornia's ``warp_perspective`` with ``align_corners=True`` puts pixel centres at
+    integer coordinates, as ``warp_image`` does. ``H`` is cast to the images' dtype (float32 grids,
+    fast on GPU)."""
+    h, w = images.shape[-2:]
+    return warp_perspective(images, H.to(images.dtype), (h, w), mode=mode, padding_mode="zeros",
+                            align_corners=True)
 
 
 def _torch_valid_mask(H: torch.Tensor, shape: tuple[int, int], erode_radius: int,
@@ -230,13 +224,6 @@ def homographic_adaptation_torch(prob_fn: Callable[[torch.Tensor], torch.Tensor]
     if c["aggregation"] == "sum":
         agg = torch.where(counts > 0, agg / counts.clamp_min(1e-9), torch.zeros_like(agg))
     return agg.cpu().numpy().astype(np.float32)
-
-
-def detector_prob_fn(model: SuperPointModel, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    @torch.no_grad()
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        return SuperPoint.heatmap(model(x.to(device))["logits"])
-    return fn
 
 
 def detect_labels(prob: np.ndarray, det: Mapping[str, Any], min_prob: float, threshold: float

@@ -1,4 +1,5 @@
-"""Stage 3: joint SuperPoint training on warped pairs (methods.md §1.4.1, §1.4.6).
+"""Stage 3: joint SuperPoint training on warped pairs
+(docs/method_facts/training_superpoint.md#stage-3-joint-training).
 
 Why pairs from one image: a homography gives exact cell-to-cell correspondences for the
 descriptor loss, and Homographic Adaptation labels give the detector targets in both views.

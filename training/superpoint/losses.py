@@ -1,4 +1,6 @@
-"""SuperPoint losses (methods.md §1.4.1 paper form and §1.4.6 rpautrat normalisation).
+"""SuperPoint losses: the paper form and rpautrat's normalisation (facts:
+docs/method_facts/training_superpoint.md#paper-recipe-and-losses and
+docs/method_facts/training_superpoint.md#stage-3-joint-training).
 
 Why both descriptor-loss variants: the paper constants (lambda_d 250, lambda 1e-4) and the
 reference re-implementation's normalised dot products (lambda_d 0.05, lambda_loss 10000) are not

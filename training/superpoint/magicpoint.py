@@ -1,4 +1,5 @@
-"""Stage 1: MagicPoint (backbone + detector head) on Synthetic Shapes (methods.md §1.4.2)."""
+"""Stage 1: MagicPoint (backbone + detector head) on Synthetic Shapes
+(docs/method_facts/training_superpoint.md#stage-1-magicpoint-on-synthetic-shapes)."""
 
 from __future__ import annotations
 
@@ -108,8 +109,9 @@ def held_out_images(base: Any, indices: Sequence[int]) -> list[tuple[str, np.nda
 
 
 class LabeledImages(Dataset):
-    """Image folder + Homographic Adaptation labels, with the §1.4.5 augmentation (photometric,
-    then a homography applied to image, keypoints and valid mask)."""
+    """Image folder + Homographic Adaptation labels, with the round-2 augmentation (photometric,
+    then a homography applied to image, keypoints and valid mask;
+    docs/method_facts/training_superpoint.md#optional-round-2-magicpoint-on-real-images)."""
 
     def __init__(self, conf: Mapping[str, Any], split: str = "training"):
         from ..data.image_folder import ImageFolder
@@ -141,7 +143,7 @@ class LabeledImages(Dataset):
 
 
 class MagicPointRetrainTask(DetectorTask):
-    """Optional round 2 (§1.4.5): MagicPoint retrained on Homographic Adaptation labels of real
+    """Optional round 2: MagicPoint retrained on Homographic Adaptation labels of real
     images; export again with the result to get round-2 labels."""
 
     name = "magicpoint"

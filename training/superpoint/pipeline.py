@@ -1,9 +1,9 @@
-"""The whole SuperPoint recipe as one resumable command under one wall-clock budget (methods.md §1.4).
+"""The whole SuperPoint recipe as one resumable command under one wall-clock budget
+(docs/method_facts/training_superpoint.md).
 
 Why: the reference budget (MagicPoint 200k steps x 32, Homographic Adaptation with 100 warps,
-joint 600k steps x 2) is days of GPU time; what a robotics team (or this project) often has is a
-short lease on one GPU. Run stage by stage, a short lease ends in a half-trained stage and
-nothing to deploy. This driver chains MagicPoint -> N x (Homographic Adaptation -> joint),
+joint 600k steps x 2) is days of GPU time; what a robotics team often has is a few hours on one
+GPU. Run stage by stage, a short time slot ends in a half-trained stage and nothing to deploy. This driver chains MagicPoint -> N x (Homographic Adaptation -> joint),
 hands each stage its share of the *remaining* budget (time a stage does not use goes to the
 next), fills in the paths between stages, and ends with an exported runtime checkpoint
 (``OUT/superpoint.pth``) when the budget runs out. Every stage holds its own share (set-up,

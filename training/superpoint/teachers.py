@@ -99,6 +99,18 @@ def _resolved_conf(kind: str, overrides: Mapping[str, Any] | None) -> dict[str, 
     return conf
 
 
+def detector_prob_fn(model: torch.nn.Module, device: torch.device
+                     ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The ``magicpoint`` teacher's label map: the detector's 65-way softmax without the dustbin,
+    per pixel (``SuperPoint.heatmap`` of the runtime, so labels and inference decode alike)."""
+    from local_features_ros.extractors.superpoint import SuperPoint
+
+    @torch.no_grad()
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return SuperPoint.heatmap(model(x.to(device))["logits"])
+    return fn
+
+
 def build_teacher(name: str | None, weights: str | None, device: torch.device | str,
                   overrides: Mapping[str, Any] | None = None) -> Teacher:
     """The teacher ``name`` on ``device``; ``weights`` is the detector of ``magicpoint``
@@ -108,7 +120,6 @@ def build_teacher(name: str | None, weights: str | None, device: torch.device | 
     device = torch.device(device)
     conf = _resolved_conf(kind, overrides)
     if kind == "superpoint":
-        from .homographic_adaptation import detector_prob_fn
         from .model import SuperPointModel, load_initial_weights
 
         path = weights if name == DEFAULT_TEACHER else name

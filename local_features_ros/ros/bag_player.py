@@ -1,4 +1,4 @@
-"""Replay camera topics from a rosbag2 bag without ``ros2 bag`` (this machine has no rosbag2).
+"""Replay camera topics from a rosbag2 bag without ``ros2 bag`` (works without a ROS 2 install).
 
 Why: the extractor node is exercised on recorded data the same way it runs live. The bag is read
 with ``rosbags`` (:func:`local_features_ros.bags.iter_raw`), each CDR payload becomes an rclpy

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from ..extractors.base import PRECISIONS, ConfigError
+from ..conventions import PRECISIONS, ConfigError
 from . import params as P
 
 

@@ -21,8 +21,8 @@ from typing import Any, Iterable, Mapping
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
 
-from ..conventions import DEFAULT_METHOD
-from ..extractors.base import BACKENDS, PRECISIONS, SHARED_DEFAULTS, ConfigError
+from ..conventions import DEFAULT_METHOD, PRECISIONS, ConfigError
+from ..extractors.base import BACKENDS, SHARED_DEFAULTS
 from ..pipeline import check_extractor_changes, replace_fields
 from ..registry import available_methods
 # The one vocabulary of node names <-> extractor config keys, shared with the command line:
@@ -169,7 +169,7 @@ def place_recognition_specs() -> list[ParamSpec]:
 
 def shared_extractor_specs(defaults: Mapping[str, Any], runtime_keys: Iterable[str]
                            ) -> list[ParamSpec]:
-    """Shared config keys (design.md contract); defaults are the method's own."""
+    """Shared config keys (docs/ARCHITECTURE.md, "Contracts"); defaults are the method's own."""
     rk = set(runtime_keys)
     return [
         ParamSpec("max_keypoints", int(defaults["max_keypoints"]),

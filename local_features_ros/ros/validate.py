@@ -170,7 +170,7 @@ def validate_node_params(flat: Mapping[str, Any], check_weights: bool = True) ->
             conf[key] = out[name]
     if str(out.get("precision", "auto")) not in P.PRECISIONS:
         raise ConfigError(f"parameter 'precision' must be one of {', '.join(P.PRECISIONS)}")
-    from ..extractors.base import resolve_device
+    from ..device import resolve_device
 
     resolve_device(str(out.get("device", "auto")))  # ConfigError: unknown name, or no CUDA
     check_extractor_conf(method, conf)

@@ -35,6 +35,7 @@ setup(
         "console_scripts": [
             "local-features = local_features_ros.cli:main",
             "feature_extractor = local_features_ros.ros.extractor_node:main",
+            "visual_odometry = local_features_ros.ros.odometry_node:main",
             "bag_player = local_features_ros.ros.bag_player:main",
             "synthetic_camera = local_features_ros.ros.synthetic_camera:main",
         ],

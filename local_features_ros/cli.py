@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "export": "local_features_ros.commands.export",
     "methods": "local_features_ros.commands.methods",
     "images-to-bag": "local_features_ros.commands.images_to_bag",
+    "odometry": "local_features_ros.ros.commands.odometry",  # ROS: by path, like run/demo
 }
 
 

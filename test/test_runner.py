@@ -14,7 +14,8 @@ import yaml
 from local_features_ros.ros import param_files, runner
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIGS = sorted((REPO / "config").glob("*.yaml"))
+#: feature_extractor parameter files (config/odometry.yaml belongs to visual_odometry).
+CONFIGS = sorted(p for p in (REPO / "config").glob("*.yaml") if p.stem != "odometry")
 
 
 def _declared_parameters(method: str) -> dict[str, object]:

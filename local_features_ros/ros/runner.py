@@ -1,7 +1,7 @@
 """Start the same nodes as ``launch/extractor.launch.py`` without ``ros2 launch``.
 
-Why: this machine (and many CI boxes) has rclpy from pip but no ROS 2 install, so there is no
-``ros2 launch``. ``local-features run`` reads the same parameter YAML, applies ``--set`` overrides,
+Why: a machine with rclpy from pip (many CI boxes, a developer laptop) has no ROS 2 install, so
+no ``ros2 launch``. ``local-features run`` reads the same parameter YAML, applies ``--set`` overrides,
 writes one resolved params file and starts each node as its own process with
 ``--ros-args --params-file ... -r <remaps>`` -- exactly what launch_ros does -- plus an image source
 (the bag player or the synthetic camera). No rclpy import here: nodes run in subprocesses (the
@@ -140,21 +140,21 @@ def resolve_params_file(path: str | os.PathLike | None) -> Path:
     return p
 
 
-def load_node_params(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``ros__parameters`` block of ``feature_extractor`` (any key form: ``/**/...``,
-    ``feature_extractor``, ``/ns/feature_extractor`` or ``/**``) as a nested dict."""
+def load_node_params(path: str | os.PathLike, node: str = NODE_NAME) -> dict[str, Any]:
+    """The ``ros__parameters`` block of ``node`` (any key form: ``/**/...``, ``node``,
+    ``/ns/node`` or ``/**``) as a nested dict."""
     data = yaml.safe_load(Path(path).read_text()) or {}
     if not isinstance(data, Mapping):
         raise ValueError(f"{path}: expected a mapping at the top level")
     merged: dict[str, Any] = {}
     for key, block in data.items():
         name = str(key).rstrip("/").split("/")[-1]
-        if name in (NODE_NAME, "**") and isinstance(block, Mapping):
+        if name in (node, "**") and isinstance(block, Mapping):
             params = block.get("ros__parameters")
             if isinstance(params, Mapping):
                 _deep_update(merged, params)
     if not merged:
-        raise ValueError(f"{path}: no '{NODE_NAME}: ros__parameters:' block")
+        raise ValueError(f"{path}: no '{node}: ros__parameters:' block")
     return merged
 
 
@@ -204,9 +204,11 @@ def apply_overrides(params: Mapping[str, Any], overrides: Mapping[str, Any]) -> 
     return flat
 
 
-def write_params_file(flat: Mapping[str, Any], path: str | os.PathLike) -> Path:
+def write_params_file(flat: Mapping[str, Any], path: str | os.PathLike,
+                      node: str = NODE_NAME) -> Path:
+    """One node's resolved parameters as a ROS params file (its key matches any namespace)."""
     p = Path(path)
-    p.write_text(yaml.safe_dump({PARAMS_NODE_KEY: {"ros__parameters": dict(flat)}},
+    p.write_text(yaml.safe_dump({f"/**/{node}": {"ros__parameters": dict(flat)}},
                                 sort_keys=True))
     return p
 

@@ -125,10 +125,11 @@ class XFeat(Extractor):
         "nms_radius": 2,
         "remove_borders": 2,
     }
-    # The node runs top-2048: extraction costs the same at any count, but frame-to-frame
-    # matching grows with its square (mutual NN on one core: 36 ms at 2048, 186 ms at 4096), and
-    # visual odometry needs about a thousand good matches per frame, not 4096 points.
-    node_conf: ClassVar[dict[str, Any]] = {"max_keypoints": 2048}
+    # The node runs top-1024: extraction costs the same at any count, but frame-to-frame
+    # matching, RANSAC and the pose refinement grow with it (640x480 with camera_info, two cores:
+    # match + verify + motion 50 ms at 1024, 84 ms at 2048; mutual NN alone on one core: 9 ms at
+    # 1024, 36 at 2048, 186 at 4096), and the node's rate is that of its slowest stage.
+    node_conf: ClassVar[dict[str, Any]] = {"max_keypoints": 1024}
     # XFeat's keypoints are peaks on a 1/8-resolution softmax: they repeat to a few pixels, not
     # one. With the 1 px RANSAC threshold half the correct matches look like outliers and RANSAC
     # runs to its iteration limit (640x480, 2048 points: 110-210 ms); at 2 px it keeps ~70 % of

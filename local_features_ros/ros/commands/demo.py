@@ -76,6 +76,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     src.add_argument("--bag", help="replay this rosbag2 directory instead of rendering")
     src.add_argument("--images", help="publish the images of this folder (sorted by name, each "
                      "once) instead of rendering")
+    src.add_argument("--stereo", metavar="DIR", help="visual odometry on a KITTI-layout stereo "
+                     "folder (local-features odometry; trajectory in --out)")
+    src.add_argument("--rgbd", metavar="DIR", help="visual odometry on a TUM-layout RGB-D "
+                     "folder (local-features odometry; trajectory in --out)")
     parser.add_argument("--loop", action="store_true", help="--images: start over after the last "
                         "image (until --frames)")
     parser.add_argument("--out", default="demo_out", help="overlay PNGs and summary.json go here "
@@ -147,8 +151,25 @@ def main(args: argparse.Namespace) -> int:
         return 2
 
 
+def _odometry_demo(args: argparse.Namespace) -> int:
+    """``--stereo`` / ``--rgbd``: the visual_odometry node on the folder, via ``images-to-bag``;
+    the trajectory (KITTI format) and the logs go to ``--out``."""
+    from . import odometry
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ns = argparse.Namespace(stereo=args.stereo, rgbd=args.rgbd, bag=None, mode=None,
+                            method=args.method, set=list(args.set),
+                            trajectory=str(out / "trajectory.txt"), intrinsics="", camera="",
+                            log_dir=str(out / "run"), domain_id=args.domain_id)
+    return odometry.main(ns)
+
+
 def _main(args: argparse.Namespace) -> int:
     from ...conventions import ConfigError
+
+    if getattr(args, "stereo", None) or getattr(args, "rgbd", None):
+        return _odometry_demo(args)
     from ..runner import build_plan, repo_or_share_dir, ros_env
     from ..validate import node_param_specs, weights_to_load
 

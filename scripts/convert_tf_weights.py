@@ -12,8 +12,9 @@ Two ways in:
        r = tf.train.load_checkpoint("release/models/outdoor/model.ckpt-XXXX")
        np.savez("lfnet_vars.npz", **{k: r.get_tensor(k) for k in r.get_variable_to_shape_map()})
 
-The name mapping tables live next to the networks (``lfnet.tf_name_table``,
-``lift.tf_name_table``) and are documented in docs/lfnet_lift.md. Optimiser slots
+The name tables live in each method's package (``extractors/lfnet/tf_convert.py``,
+``extractors/lift/tf_convert.py``); reading the variables and re-laying them out is shared
+(``extractors/tf_weights.py``); both are documented in docs/lfnet_lift.md. Optimiser slots
 (``.../Adam``), ``global_step`` and outer scopes are ignored; conv kernels go from
 ``[k, k, in, out]`` to ``[out, in, k, k]``, dense kernels are transposed and the first dense layer
 after a conv stack has its rows permuted from TF's (h, w, c) flatten order to torch's (c, h, w).
@@ -25,7 +26,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
@@ -33,29 +33,13 @@ import numpy as np
 logger = logging.getLogger("convert_tf_weights")
 
 
-def read_variables(path: str) -> dict[str, np.ndarray]:
-    """``.npz`` dump or TF checkpoint prefix -> ``{name: array}``."""
-    p = Path(path)
-    if p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in z.files}
-    try:
-        import tensorflow as tf  # noqa: PLC0415 (optional, only for raw TF checkpoints)
-    except ImportError as exc:
-        raise RuntimeError(
-            f"{path} is not an .npz dump and TensorFlow is not installed; dump the variables "
-            "to .npz where TF runs (see --help)") from exc
-    reader = tf.train.load_checkpoint(str(path))
-    return {k: reader.get_tensor(k) for k in reader.get_variable_to_shape_map()}
-
-
-def convert(method: str, arrays: Mapping[str, np.ndarray], conf: Mapping[str, Any] | None = None
-            ) -> dict:
-    """-> our state dict for ``method`` (``lfnet`` or ``lift``)."""
+def convert(method: str, arrays: Mapping[str, np.ndarray], conf: Mapping[str, Any]) -> dict:
+    """-> our state dict for ``method`` (``lfnet`` or ``lift``); ``conf`` is the extractor's full
+    config (``model.conf``), whose architecture keys decide the name table."""
     if method == "lfnet":
-        from local_features_ros.extractors.lfnet import convert_tf_state
+        from local_features_ros.extractors.lfnet.tf_convert import convert_tf_state
     elif method == "lift":
-        from local_features_ros.extractors.lift import convert_tf_state
+        from local_features_ros.extractors.lift.tf_convert import convert_tf_state
     else:
         raise ValueError(f"method must be lfnet or lift, got '{method}'")
     return convert_tf_state(arrays, conf)
@@ -83,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
+    from local_features_ros.extractors.tf_weights import read_variables
     from local_features_ros.registry import get_extractor_class
     from local_features_ros.weights import save_checkpoint
 

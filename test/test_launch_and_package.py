@@ -306,7 +306,7 @@ def test_package_xml_declares_what_the_code_imports():
                      else [node.module] if isinstance(node, ast.ImportFrom) and node.module
                      and node.level == 0 else [])
             imported |= {n.split(".")[0] for n in names}
-    ros_imports = {n for n in imported if n in {"rclpy", "launch", "launch_ros"}
+    ros_imports = {n for n in imported if n in {"rclpy", "launch", "launch_ros", "tf2_ros"}
                    or n.endswith("_msgs") or n.endswith("_interfaces")}
     assert ros_deps == ros_imports, (ros_deps ^ ros_imports)
     assert "cv_bridge" not in deps

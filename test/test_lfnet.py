@@ -1,6 +1,7 @@
 """LF-Net: scale-space machinery with hand-made maps/weights, refinement, crop/rotate path,
 end-to-end shapes, checkpoints and the TF-name conversion; the fast inference path against the
-reference ops."""
+reference ops; torch's BN fusion against the former hand-written folding and the written-out
+instance norm against the library's."""
 
 from __future__ import annotations
 
@@ -15,20 +16,20 @@ import torch
 import torch.nn.functional as F
 from scipy.ndimage import correlate, gaussian_laplace
 
-from local_features_ros.extractors.lfnet import (
-    LFNet,
+from local_features_ros.extractors.lfnet import LFNet
+from local_features_ros.extractors.lfnet.networks import fused_bn
+from local_features_ros.extractors.lfnet.ops import (
     border_mask,
-    convert_tf_state,
     few_channel_conv,
-    fold_bn,
     hard_nms,
+    instance_norm,
     scale_factors,
     soft_argmax_refine,
     soft_nms_3d,
     soft_scale_selection,
-    tf_name_table,
     unit_vectors,
 )
+from local_features_ros.extractors.lfnet.tf_convert import convert_tf_state, tf_name_table
 from local_features_ros.extractors.nms import dense_window_max
 from local_features_ros.extractors.patches import extract_patches
 from local_features_ros.registry import build_extractor
@@ -252,7 +253,7 @@ def fake_tf_variables(seed: int = 0) -> dict[str, np.ndarray]:
     r = np.random.default_rng(seed)
     own = LFNet().state_dict()
     out: dict[str, np.ndarray] = {"global_step": np.array(1000)}
-    for tf, key, kind in tf_name_table():
+    for tf, key, kind in tf_name_table(LFNet().conf):
         shape = tuple(own[key].shape)
         if kind == "conv":
             shape = (shape[2], shape[3], shape[1], shape[0])
@@ -268,7 +269,7 @@ def fake_tf_variables(seed: int = 0) -> dict[str, np.ndarray]:
 
 def test_tf_conversion_loads_strictly_and_matches_tf_layout() -> None:
     tf = fake_tf_variables()
-    state = convert_tf_state(tf)
+    state = convert_tf_state(tf, LFNet().conf)
     net = LFNet()
     net.load_state_dict(state, strict=True)
     # conv: TF kernel [k,k,in,out] cross-correlation == our conv (checked with scipy on init_conv)
@@ -288,7 +289,7 @@ def test_tf_conversion_loads_strictly_and_matches_tf_layout() -> None:
     # a missing variable is named
     del tf["MSDet/ConvOnlyResNet/ori_conv/biases"]
     with pytest.raises(KeyError, match="ori_conv/biases"):
-        convert_tf_state(tf)
+        convert_tf_state(tf, LFNet().conf)
 
 
 def test_convert_script_and_tf_named_checkpoint_load(tmp_path: Path) -> None:
@@ -461,13 +462,51 @@ def test_inference_rewrites_equal_reference_ops() -> None:
         _randomise(net, 2)
         blk = net.det.blocks[0]
         a = torch.randn(2, 16, 20, 24)
-        torch.testing.assert_close(F.conv2d(a, *fold_bn(blk.conv1, blk.mid_bn), padding=2),
+        torch.testing.assert_close(F.conv2d(a, *fused_bn(blk.conv1, blk.mid_bn), padding=2),
                                    blk.mid_bn(blk.conv1(a)), rtol=1e-5, atol=1e-5)
         z = torch.randn(7, 4096)
-        torch.testing.assert_close(F.linear(z, *fold_bn(net.desc.fc1, net.desc.fc_bn1)),
+        torch.testing.assert_close(F.linear(z, *fused_bn(net.desc.fc1, net.desc.fc_bn1)),
                                    net.desc.fc_bn1(net.desc.fc1(z)), rtol=1e-4, atol=1e-4)
         v = torch.randn(2, 2, 9, 11)
         torch.testing.assert_close(unit_vectors(v), F.normalize(v, dim=1, eps=1e-12))
         lg = torch.randn(1, 5, 40, 50)
         ref = soft_nms_3d(lg.clone().requires_grad_(True), 15, 3.0).detach()  # autograd: reference ops
         torch.testing.assert_close(soft_nms_3d(lg, 15, 3.0), ref, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------ library calls == former formulas
+def _former_fold_bn(layer: torch.nn.Module, bn: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """BN folding as it was written by hand before torch's fusion utilities replaced it."""
+    scale = torch.rsqrt(bn.running_var + bn.eps) * bn.weight
+    shift = (layer.bias - bn.running_mean) * scale + bn.bias
+    return layer.weight * scale.view(-1, *([1] * (layer.weight.ndim - 1))), shift
+
+
+def test_instance_norm_equals_the_library_call() -> None:
+    """The written-out instance norm (kept: faster than ``F.instance_norm`` on single-channel
+    CPU maps) has the library's numbers, and is defined on the 1x1 maps torch refuses."""
+    torch.manual_seed(0)
+    for shape in ((2, 5, 13, 17), (1, 1, 2, 1), (3, 2, 57, 79), (1, 1, 96, 128)):
+        x = torch.randn(*shape) * 3 + 1
+        for eps in (1e-6, 1e-3):
+            torch.testing.assert_close(instance_norm(x, eps), F.instance_norm(x, eps=eps),
+                                       rtol=1e-5, atol=1e-5)
+    one = torch.randn(2, 3, 1, 1)
+    with pytest.raises(ValueError):
+        F.instance_norm(one)
+    assert torch.equal(instance_norm(one, 1e-6), torch.zeros_like(one))
+    ex = build_extractor("lfnet", weights="random", input_inst_norm=True)
+    for h, w in ((1, 1), (2, 2), (3, 5)):  # tiny images reach 1x1 maps at the coarse scales
+        assert len(ex.extract(np.zeros((h, w), np.uint8))) == 0
+
+
+def test_fused_bn_equals_the_former_folding() -> None:
+    net = LFNet().eval()
+    _randomise(net, 5)
+    pairs = [(net.det.blocks[1].conv1, net.det.blocks[1].mid_bn), (net.desc.convs[2], net.desc.bns[2]),
+             (net.desc.fc1, net.desc.fc_bn1)]
+    with torch.no_grad():
+        for layer, bn in pairs:
+            for got, ref in zip(fused_bn(layer, bn), _former_fold_bn(layer, bn)):
+                assert got.shape == ref.shape
+                torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-7)

@@ -1,7 +1,8 @@
 """LIFT: pyramid geometry, GHH, 3-D NMS / edge test / interpolation, hand-weighted detector on
 blobs (position, scale, 2x scaling, 90 deg rotation), network shapes for both variants,
 end-to-end, checkpoints and the TF-name conversion; the fast (packed, sparse) detection against
-a straightforward per-level dense reference."""
+a straightforward per-level dense reference; kornia's kernel against the former hand-written one
+and the written-out L2 pooling against ``F.lp_pool2d``."""
 
 from __future__ import annotations
 
@@ -14,31 +15,32 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from local_features_ros.extractors.patches import crop_patches_fast
-from local_features_ros.extractors.lift import (
-    LIFT,
+from local_features_ros.extractors.base import ConfigError
+from local_features_ros.extractors.lift import LIFT
+from local_features_ros.extractors.lift.networks import (
     LIFTDescriptor,
     LIFTOrientation,
-    ScorePyramid,
     SubtractiveNorm,
-    _parabola_offset,
-    convert_tf_state,
+    ghh,
+    orientation_from_output,
+    subnorm_kernel,
+)
+from local_features_ros.extractors.lift.ops import (
     derivative_maps,
     edge_ok,
-    ghh,
     ghh_maps,
     l2_pool,
     max_pool_2x2,
     newton_offset,
     nms_3d,
-    orientation_from_output,
-    pack_levels,
+    parabola_offset,
     patch_soft_argmax,
-    pyramid_levels,
     sample_level_derivatives,
     scale_space_max,
-    tf_name_table,
 )
+from local_features_ros.extractors.lift.pyramid import ScorePyramid, pack_levels, pyramid_levels
+from local_features_ros.extractors.lift.tf_convert import convert_tf_state, tf_name_table
+from local_features_ros.extractors.patches import crop_patches_fast
 from local_features_ros.extractors.patches import extract_patches, sample_image
 from local_features_ros.registry import build_extractor
 from local_features_ros.weights import save_checkpoint
@@ -80,14 +82,68 @@ def test_ghh_hand_computation() -> None:
     np.testing.assert_allclose(out[0, :, 1, 2].numpy(), [9.0, -12.0])
 
 
+def _former_gaussian_kernel(ksize: int, sigma: float) -> torch.Tensor:
+    """The subtractive-normalisation kernel as it was written by hand before kornia's replaced it."""
+    r = torch.arange(ksize, dtype=torch.float32) - (ksize - 1) / 2.0
+    g = torch.exp(-(r ** 2) / (2 * sigma ** 2))
+    k = g[:, None] * g[None, :]
+    return k / k.sum()
+
+
 def test_l2_pool_and_subtractive_norm() -> None:
     x = torch.tensor([[[[1.0, 2.0], [2.0, 4.0]]]])
+    # the root of the *sum* of squares (lp_pool2d's convention), not of their mean (2.5)
     assert float(l2_pool(x, 2)) == pytest.approx(5.0)  # sqrt(1 + 4 + 4 + 16)
     sn = SubtractiveNorm(5, 1.25)
     const = torch.full((1, 3, 9, 9), 2.5)
     np.testing.assert_allclose(sn(const).numpy(), 0.0, atol=1e-6)  # borders renormalised too
     ramp = torch.arange(9.0).view(1, 1, 1, 9).expand(1, 1, 9, 9)
     np.testing.assert_allclose(sn(ramp)[0, 0, 4, 2:7].numpy(), 0.0, atol=1e-5)  # linear: mean = value
+
+
+def test_subnorm_kernel_is_the_former_gaussian_for_odd_sizes_and_refuses_even_ones() -> None:
+    """kornia's kernel equals the former formula at odd sizes, the only ones the layer can use:
+    it pads ``ksize // 2``, so an even kernel made the output one pixel larger and the
+    subtraction fail. Even sizes are now refused up front."""
+    for ksize, sigma in ((3, 0.75), (5, 1.25), (7, 1.75), (9, 3.0), (11, 0.6)):
+        torch.testing.assert_close(subnorm_kernel(ksize, sigma), _former_gaussian_kernel(ksize, sigma),
+                                   rtol=0, atol=1e-7)
+    torch.testing.assert_close(SubtractiveNorm(5, 1.25).kernel, _former_gaussian_kernel(5, 1.25),
+                               rtol=0, atol=1e-7)
+    with pytest.raises(ValueError, match="odd"):
+        subnorm_kernel(4, 1.0)
+    with pytest.raises(ConfigError, match="subnorm_ksize"):
+        LIFT(desc_variant="original", subnorm_ksize=6)
+    LIFT(subnorm_ksize=6)  # the tflift descriptor has no subtractive normalisation: accepted
+
+
+def test_l2_pool_equals_the_library_call() -> None:
+    """The written-out L2 pooling (kept: faster on CPU) is ``F.lp_pool2d`` with norm 2, except on
+    an all-zero block (the clamp under the root gives 1e-6 instead of 0)."""
+    torch.manual_seed(0)
+    for shape, k in (((3, 32, 58, 58), 2), ((3, 64, 24, 24), 3), ((3, 128, 4, 4), 4)):
+        x = torch.tanh(torch.randn(*shape))
+        torch.testing.assert_close(l2_pool(x, k), F.lp_pool2d(x, 2, k), rtol=1e-6, atol=1e-6)
+    z = torch.zeros(1, 1, 4, 4)
+    assert float(F.lp_pool2d(z, 2, 2).max()) == 0.0
+    assert float(l2_pool(z, 2).max()) == pytest.approx(1e-6)
+
+
+def test_original_descriptor_equals_the_former_kernel() -> None:
+    """The ``original`` descriptor with kornia's Gaussian, layer by layer against the same layers
+    with the former hand-written kernel."""
+    torch.manual_seed(0)
+    net = LIFTDescriptor("original").eval()
+    p = torch.rand(5, 1, 64, 64) * 2 - 1
+    k = _former_gaussian_kernel(5, 1.25)[None, None]
+    with torch.no_grad():
+        x = p
+        for i, conv in enumerate(net.convs):
+            x = l2_pool(torch.tanh(conv(x)), net.pools[i])
+            if i < 2:
+                mean_c = x.mean(dim=1, keepdim=True)
+                x = x - F.conv2d(mean_c, k, padding=2) / F.conv2d(torch.ones_like(mean_c[:1]), k, padding=2)
+        torch.testing.assert_close(net(p), x.flatten(1), rtol=0, atol=1e-6)
 
 
 def test_orientation_normalisation_hand_values() -> None:
@@ -265,10 +321,11 @@ def test_checkpoint_roundtrip_and_tf_conversion(tmp_path: Path) -> None:
 
     for desc_variant, ori_variant in (("tflift", "tflift"), ("original", "theano")):
         conf = {"desc_variant": desc_variant, "ori_variant": ori_variant}
+        full = LIFT(**conf).conf
         own = LIFT(**conf).state_dict()
         r = np.random.default_rng(0)
         tf = {"global_step": np.array(5)}
-        for name, key, kind in tf_name_table(conf):
+        for name, key, kind in tf_name_table(full):
             shape = tuple(own[key].shape)
             if kind == "conv":
                 shape = (shape[2], shape[3], shape[1], shape[0])
@@ -277,7 +334,7 @@ def test_checkpoint_roundtrip_and_tf_conversion(tmp_path: Path) -> None:
             tf[name] = r.standard_normal(shape).astype(np.float32)
             tf[name + "/Adam_1"] = np.zeros(shape, np.float32)
         net = LIFT(**conf)
-        net.load_state_dict(convert_tf_state(tf, conf), strict=True)
+        net.load_state_dict(convert_tf_state(tf, full), strict=True)
         # kp conv kernel [25, 25, 1, 16] -> [16, 1, 25, 25]
         np.testing.assert_array_equal(net.det.conv.weight[5, 0].detach().numpy(),
                                       tf["network/lift/kp/conv-ghh-1/weights"][:, :, 0, 5])
@@ -374,7 +431,7 @@ def _reference_detect(net: LIFT, pyr: ScorePyramid, k: int) -> dict[str, torch.T
 
     step = torch.log2(pyr.sigmas[1:] / pyr.sigmas[:-1]).mean()
     f0 = torch.where(valid, top, torch.zeros_like(top))
-    log_s = torch.log2(pyr.sigmas)[lev] + _parabola_offset(at(-1), f0, at(1)) * step
+    log_s = torch.log2(pyr.sigmas)[lev] + parabola_offset(at(-1), f0, at(1)) * step
     return {"keypoints": xy, "scores": top, "scales": torch.pow(2.0, log_s), "valid": valid}
 
 

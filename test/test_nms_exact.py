@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from local_features_ros.extractors.lfnet import hard_nms
-from local_features_ros.extractors.lift import nms_3d
+from local_features_ros.extractors.lfnet.ops import hard_nms
+from local_features_ros.extractors.lift.ops import nms_3d
 from local_features_ros.extractors.nms import greedy_nms, reference_greedy_nms
 
 

@@ -13,8 +13,8 @@ from local_features_ros.extractors.lfnet import LFNet
 from local_features_ros.registry import build_extractor
 from local_features_ros_training.config import load_config
 from local_features_ros_training.engine import Trainer, seed_everything
-from local_features_ros_training.lfnet.losses import (LOSS_DEFAULTS, dense_warp, gaussian_kernel, lfnet_loss_terms,
-                                   num_mine, score_target)
+from local_features_ros_training.lfnet.losses import (LOSS_DEFAULTS, dense_warp, lfnet_loss_terms, num_mine,
+                                                      score_target)
 from local_features_ros_training.lfnet.task import LFNetTask, load_lfnet_export
 from local_features_ros_training.sfm.pairs import GeometricPairs
 from local_features_ros_training.sfm.render import render_scene
@@ -36,6 +36,14 @@ def test_hard_mining_schedule():
     assert num_mine(30_000, LOSS_DEFAULTS) == 5  # 2.7 -> floor 5
 
 
+def _former_gaussian_kernel(ksize: int, sigma: float) -> torch.Tensor:
+    """The PSF as it was written by hand before kornia's kernel replaced it (centred on tap
+    ``ksize // 2``, which is the middle for the odd sizes the blur can use)."""
+    r = torch.arange(ksize, dtype=torch.float32) - ksize // 2
+    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma * sigma))
+    return g / g.sum()
+
+
 def test_score_target_is_blurred_topk_peaks():
     s = torch.zeros(1, 1, 32, 32)
     s[0, 0, 10, 12] = 0.9
@@ -44,13 +52,29 @@ def test_score_target_is_blurred_topk_peaks():
     vis = torch.ones_like(s)
     lc = {**LOSS_DEFAULTS, "top_k": 1}
     t = score_target(s, vis, lc)
-    ker = gaussian_kernel(15, 0.5, s.device, s.dtype)[0, 0]
+    ker = _former_gaussian_kernel(15, 0.5)
     assert float(t[0, 0, 10, 12]) == pytest.approx(float(ker[7, 7]))
     assert float(t[0, 0, 10, 13]) == pytest.approx(float(ker[7, 8]))  # blur of the peak only
     assert float(t[0, 0, 25, 5]) == 0.0  # not in the top-1
     t2 = score_target(s, vis, {**LOSS_DEFAULTS, "top_k": 5})
     assert float(t2[0, 0, 25, 5]) == pytest.approx(float(ker[7, 7]))
     assert float(t2[0, 0, 10, 14]) == pytest.approx(float(ker[7, 9]))  # 10,13 stays suppressed
+
+
+def test_score_target_blur_equals_the_former_kernel_and_needs_an_odd_size():
+    """A single peak blurs into the whole kernel: kornia's equals the former formula at the odd
+    sizes used (an even size padded ``k // 2`` grew the map by a pixel and broke the loss)."""
+    s = torch.zeros(1, 1, 41, 41)
+    s[0, 0, 20, 20] = 1.0
+    vis = torch.ones_like(s)
+    for ksize, sigma in ((15, 0.5), (15, 2.0), (7, 1.0), (3, 0.8)):
+        t = score_target(s, vis, {**LOSS_DEFAULTS, "top_k": 1, "hm_ksize": ksize, "hm_sigma": sigma})
+        r = ksize // 2
+        ker = _former_gaussian_kernel(ksize, sigma)
+        torch.testing.assert_close(t[0, 0, 20 - r:21 + r, 20 - r:21 + r], ker.clamp(max=1.0), rtol=0, atol=1e-7)
+        assert float(t.sum()) == pytest.approx(float(ker.sum()), abs=1e-5)  # nothing outside the window
+    with pytest.raises(ValueError, match="hm_ksize"):
+        score_target(s, vis, {**LOSS_DEFAULTS, "hm_ksize": 14})
 
 
 def _pairs(tmp_path, aug=None):

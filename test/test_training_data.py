@@ -1,6 +1,7 @@
 """Training data: Synthetic Shapes geometry, homography sampler bounds/masks, photometric ops,
 image-folder resize. Expectations come from geometry (Harris corners, warped dots, corner
-bounds), not from the code under test."""
+bounds), not from the code under test; the library homography solve and point warp are compared
+with the former hand-written formulas."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from local_features_ros_training.data.homographies import compute_valid_mask, erosion_kernel, sample_homography, \
-    warp_image, warp_points
+from local_features_ros_training.data.homographies import compute_valid_mask, erosion_kernel, \
+    homography_from_corners, sample_homography, warp_image, warp_points
 from local_features_ros_training.data.image_folder import ImageFolder, resize_crop
 from local_features_ros_training.data.photometric import additive_speckle_noise, motion_blur, \
     photometric_augmentation, random_contrast
@@ -168,6 +169,44 @@ def test_homography_perspective_amplitude_bound():
                                allow_artifacts=False)
         d = np.abs(_corners_source(hs, shape) - hs.corners_warped)
         assert d.max() <= 0.25 + 1e-5  # clamped to the margin (1 - 0.5) / 2 when no artifacts
+
+
+def _former_homography_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The corner solve as it was written by hand (float64 least squares, h33 = 1) before
+    kornia's ``get_perspective_transform`` replaced it."""
+    a, b = [], []
+    for (x, y), (u, v) in zip(src, dst):
+        a.append([x, y, 1, 0, 0, 0, -x * u, -y * u])
+        a.append([0, 0, 0, x, y, 1, -x * v, -y * v])
+        b.extend([u, v])
+    h, *_ = np.linalg.lstsq(np.asarray(a), np.asarray(b), rcond=None)
+    return np.append(h, 1.0).reshape(3, 3)
+
+
+def _former_warp_points(points: np.ndarray, H: np.ndarray) -> np.ndarray:
+    """The point warp as it was written by hand before ``cv2.perspectiveTransform`` replaced it."""
+    pts = np.asarray(points, np.float64).reshape(-1, 2)
+    hom = np.concatenate([pts, np.ones((len(pts), 1))], 1) @ np.asarray(H, np.float64).T
+    return (hom[:, :2] / hom[:, 2:3]).astype(np.float32)
+
+
+@pytest.mark.parametrize("artifacts", [False, True])
+def test_corner_solve_and_point_warp_equal_the_former_formulas(artifacts):
+    rng = np.random.default_rng(7)
+    for seed in range(20):
+        hs = sample_homography((120, 160), np.random.default_rng(seed), patch_ratio=0.7,
+                               allow_artifacts=artifacts)
+        src, dst = hs.corners_warped * [160, 120], hs.corners_source * [160, 120]
+        ref = _former_homography_from_points(src, dst)
+        np.testing.assert_allclose(homography_from_corners(src, dst), ref, rtol=1e-8, atol=1e-9)
+        pts = rng.uniform(-20, 180, (50, 2))
+        np.testing.assert_array_equal(warp_points(pts, hs.H), _former_warp_points(pts, hs.H))
+    assert warp_points(np.zeros((0, 2)), np.eye(3)).shape == (0, 2)
+    # the one difference: a point H sends to infinity (w = 0) is (0, 0) now, was inf
+    H = np.array([[1.0, 0, 0], [0, 1, 0], [0.01, 0, -1]])
+    np.testing.assert_array_equal(warp_points(np.array([[100.0, 5.0]]), H), [[0.0, 0.0]])
+    with np.errstate(divide="ignore"):
+        assert np.isinf(_former_warp_points(np.array([[100.0, 5.0]]), H)).all()
 
 
 def test_homography_maps_points_like_cv2_warp():

@@ -1,4 +1,5 @@
-"""Random homographies (SuperPoint §1.4.3), point/image warping and valid masks.
+"""Random homographies (docs/method_facts/training_superpoint.md#homography-sampler),
+point/image warping and valid masks.
 
 Why one module: Synthetic Shapes augmentation, Homographic Adaptation and the joint-training pairs
 all draw from the same sampler with different bounds, and every consumer needs the same
@@ -18,8 +19,11 @@ from typing import Any, Mapping
 
 import cv2
 import numpy as np
+import torch
+from kornia.geometry.transform import get_perspective_transform
 
-#: §1.4.3 sampler options and their reference defaults.
+#: The reference sampler's options and defaults
+#: (docs/method_facts/training_superpoint.md#homography-sampler).
 DEFAULT_HOMOGRAPHY: dict[str, Any] = {
     "translation": True,
     "rotation": True,
@@ -68,23 +72,19 @@ def _inside(pts: np.ndarray) -> np.ndarray:
     return np.all((pts >= 0.0) & (pts <= 1.0), axis=(-2, -1))
 
 
-def homography_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """8-DoF least-squares homography with ``dst ~ H src`` (4+ correspondences, h33 = 1)."""
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    a = []
-    b = []
-    for (x, y), (u, v) in zip(src, dst):
-        a.append([x, y, 1, 0, 0, 0, -x * u, -y * u])
-        a.append([0, 0, 0, x, y, 1, -x * v, -y * v])
-        b.extend([u, v])
-    h, *_ = np.linalg.lstsq(np.asarray(a), np.asarray(b), rcond=None)
-    return np.append(h, 1.0).reshape(3, 3)
+def homography_from_corners(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """The homography ``dst ~ H src`` of four point pairs (h33 = 1), solved in float64 by kornia.
+
+    Why not ``cv2.getPerspectiveTransform``: it takes float32 points, and that rounding leaves a
+    projective part of ~4e-9 in homographies that must be pure rotations."""
+    h = get_perspective_transform(torch.from_numpy(np.asarray(src, np.float64))[None],
+                                  torch.from_numpy(np.asarray(dst, np.float64))[None])[0]
+    return h.numpy()
 
 
 def sample_homography(shape: tuple[int, int], rng: np.random.Generator,
                       **params: Any) -> HomographySample:
-    """Draw one homography for an image of ``shape = (H, W)`` with the §1.4.3 procedure.
+    """Draw one homography for an image of ``shape = (H, W)`` with the reference procedure.
 
     Why corners: the bounds (patch ratio, perspective, scaling, translation, rotation) are stated on
     the patch corners, so the sampler perturbs the corners and solves for the homography.
@@ -143,16 +143,20 @@ def sample_homography(shape: tuple[int, int], rng: np.random.Generator,
     h, w = shape
     scale = np.array([w, h], np.float64)
     # warped-image patch corners (pts1) read source-image points (pts2)
-    H_w2s = homography_from_points(pts1 * scale, pts2 * scale)
+    H_w2s = homography_from_corners(pts1 * scale, pts2 * scale)
     H = np.linalg.inv(H_w2s)
     return HomographySample(H=H / H[2, 2], corners_warped=pts1, corners_source=pts2, angle=angle)
 
 
 def warp_points(points: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """Apply ``H`` to ``(N, 2)`` [x, y] points."""
-    pts = np.asarray(points, np.float64).reshape(-1, 2)
-    hom = np.concatenate([pts, np.ones((len(pts), 1))], 1) @ np.asarray(H, np.float64).T
-    return (hom[:, :2] / hom[:, 2:3]).astype(np.float32)
+    """Apply ``H`` to ``(N, 2)`` [x, y] points (``cv2.perspectiveTransform`` in float64), as
+    float32. A point whose homogeneous ``w`` is within 1.2e-7 of 0 (on the line ``H`` sends to
+    infinity) comes back as (0, 0), not inf; the sampler's homographies keep ``w`` near 1 on
+    image points."""
+    pts = np.asarray(points, np.float64).reshape(-1, 1, 2)
+    if len(pts) == 0:
+        return np.zeros((0, 2), np.float32)
+    return cv2.perspectiveTransform(pts, np.asarray(H, np.float64)).reshape(-1, 2).astype(np.float32)
 
 
 def warp_image(image: np.ndarray, H: np.ndarray, size_wh: tuple[int, int] | None = None,

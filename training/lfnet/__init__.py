@@ -1,4 +1,5 @@
-"""LF-Net training (methods.md §3.2): two-branch scheme with depth/pose-warped targets."""
+"""LF-Net training (docs/lfnet_lift.md#lf-net-training): two-branch scheme with depth/pose-warped
+targets."""
 
 from ..spec import TrainingSpec
 

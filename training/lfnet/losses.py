@@ -1,4 +1,4 @@
-"""LF-Net training losses, re-stated from methods.md §3.2.
+"""LF-Net training losses (docs/lfnet_lift.md#lf-net-training).
 
 Two branches, one network: branch *i* is differentiable; branch *j* is the same network with its
 current weights but *no gradient* (a non-differentiable copy updated every iteration). Each
@@ -21,13 +21,15 @@ from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
+from kornia.filters import get_gaussian_kernel2d
 from torch.func import functional_call
 
-from local_features_ros.extractors.lfnet import LFNet, hard_nms
+from local_features_ros.extractors.lfnet import LFNet
+from local_features_ros.extractors.lfnet.ops import hard_nms
 
 from ..sfm.pairs import _bilinear_depth, warp_depth
 
-#: train_lfnet.py argparse defaults (methods.md §3.2)
+#: ``train_lfnet.py`` argparse defaults (docs/lfnet_lift.md#lf-net-training)
 LOSS_DEFAULTS: dict[str, Any] = {
     "top_k": 512,
     "nms_ksize": 5,
@@ -96,15 +98,16 @@ def sample_at(maps: torch.Tensor, xy: torch.Tensor) -> torch.Tensor:
     return out.reshape(maps.shape[0], maps.shape[1], *shape[1:-1])
 
 
-def gaussian_kernel(ksize: int, sigma: float, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    r = torch.arange(ksize, device=device, dtype=dtype) - ksize // 2
-    g = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma * sigma))
-    return (g / g.sum()).view(1, 1, ksize, ksize)
-
-
 def score_target(score_other_warped: torch.Tensor, visible: torch.Tensor, lc: Mapping[str, Any]
                  ) -> torch.Tensor:
-    """NMS + top-k of the warped other-view heatmap, blurred by the Gaussian PSF, clipped to 1."""
+    """NMS + top-k of the warped other-view heatmap, blurred by the Gaussian PSF (kornia's
+    normalised ``hm_ksize``^2 kernel, sigma ``hm_sigma``), clipped to 1.
+
+    ``hm_ksize`` must be odd: the blur pads ``hm_ksize // 2`` to keep the map's size, which an even
+    kernel would grow by one pixel."""
+    ks = int(lc["hm_ksize"])
+    if ks < 1 or ks % 2 == 0:
+        raise ValueError(f"loss.hm_ksize must be a positive odd number, got {ks}")
     s = score_other_warped * visible
     keep = hard_nms(s, int(lc["nms_ksize"]), 0.0)
     b = s.shape[0]
@@ -112,8 +115,9 @@ def score_target(score_other_warped: torch.Tensor, visible: torch.Tensor, lc: Ma
     k = min(int(lc["top_k"]), flat.shape[1])
     top, idx = torch.topk(flat, k, dim=1)
     peaks = torch.zeros_like(flat).scatter_(1, idx, (top > 0).to(flat.dtype)).view_as(s)
-    ker = gaussian_kernel(int(lc["hm_ksize"]), float(lc["hm_sigma"]), s.device, s.dtype)
-    return F.conv2d(peaks, ker, padding=int(lc["hm_ksize"]) // 2).clamp(max=1.0)
+    sigma = float(lc["hm_sigma"])
+    ker = get_gaussian_kernel2d((ks, ks), (sigma, sigma), device=s.device, dtype=s.dtype)
+    return F.conv2d(peaks, ker[None], padding=ks // 2).clamp(max=1.0)
 
 
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

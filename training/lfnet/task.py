@@ -34,7 +34,7 @@ class LFNetTask(Task):
     def _model_conf(self) -> dict[str, Any]:
         m = dict(self.conf.get("model", {}))
         m.pop("init_weights", None)
-        # official training feeds the instance-normalised photo (methods.md §3.1)
+        # official training feeds the instance-normalised photo (docs/lfnet_lift.md#lf-net)
         m.setdefault("input_inst_norm", True)
         return m
 

@@ -1,4 +1,5 @@
-"""LIFT training (methods.md §4.4): quadruplet patches from COLMAP SfM and the staged schedule."""
+"""LIFT training (docs/lfnet_lift.md#lift-training): quadruplet patches from COLMAP SfM and the
+staged schedule."""
 
 from ..spec import TrainingSpec
 

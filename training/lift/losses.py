@@ -1,4 +1,5 @@
-"""LIFT losses (tf-lift ``losses.py`` with the ``config.py`` constants, methods.md §4.4).
+"""LIFT losses: tf-lift ``losses.py`` with the ``config.py`` constants
+(docs/lfnet_lift.md#lift-training).
 
 Why unsquared L2 distances and big margins (M = 5, C = 4): the training descriptors are the raw
 network outputs (no L2 normalisation, as in tf-lift); the runtime extractor L2-normalises at

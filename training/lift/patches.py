@@ -1,4 +1,4 @@
-"""LIFT quadruplet patches from a COLMAP reconstruction (methods.md §4.4).
+"""LIFT quadruplet patches from a COLMAP reconstruction (docs/lfnet_lift.md#lift-training).
 
 Why from COLMAP's *database* and not only the model: LIFT crops each keypoint patch at the SIFT
 scale and orientation of that observation, and only the database keeps them (COLMAP stores every
@@ -13,10 +13,11 @@ sigma) whose region overlaps no SIFT keypoint by more than ``neg_overlap_th`` (0
 blocking" over x, y and scale). Positives are shifted by up to +-20 % of the patch half-width in
 x and y (``fPerturbInfo`` [0.2, 0.2, 0]), so the detector has something to localise.
 
-Patch geometry (methods.md §4.1): 128x128, upright, half width 12 sigma (24 sigma in total);
-the descriptor/orientation input is the central 64/128 (half width 6 sigma). Normalised patch
-coordinates use the pixel-area convention of ``extract_patches(corners=False)``: patch pixel u
-sits at ``(2u + 1)/P - 1``; the keypoint's coordinate is stored as ``xy`` (``-offset/half``).
+Patch geometry (docs/lfnet_lift.md#lift-training): 128x128, upright, half width 12 sigma (24
+sigma in total); the descriptor/orientation input is the central 64/128 (half width 6 sigma).
+Normalised patch coordinates use the pixel-area convention of ``extract_patches(corners=False)``:
+patch pixel u sits at ``(2u + 1)/P - 1``; the keypoint's coordinate is stored as ``xy``
+(``-offset/half``).
 Randomness is drawn from generators keyed by (seed, epoch) and (seed, epoch, item): quadruplets
 are regenerated every epoch (``pair_interval`` = 1) and a resumed run sees the same ones.
 """

@@ -1,4 +1,5 @@
-"""LIFT staged training (methods.md §4.4): desc -> ori (desc fixed) -> kp (ori bypassed) -> joint.
+"""LIFT staged training (docs/lfnet_lift.md#lift-training): desc -> ori (desc fixed) -> kp (ori
+bypassed) -> joint.
 
 Why one ``Task`` per stage on the shared engine: each stage is an ordinary resumable engine run
 (checkpoints, metrics, ``--resume``) whose export is the runtime LIFT checkpoint; the next stage
@@ -21,7 +22,9 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from local_features_ros.extractors.lift import KP_INPUT_SIZE, LIFT, orientation_from_output
+from local_features_ros.extractors.lift import LIFT
+from local_features_ros.extractors.lift.networks import orientation_from_output
+from local_features_ros.extractors.lift.pyramid import KP_INPUT_SIZE
 from local_features_ros.weights import load_checkpoint, save_checkpoint, unwrap_state_dict
 
 from ..config import merge, thaw

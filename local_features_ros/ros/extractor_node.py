@@ -37,7 +37,6 @@ fatal), and ``/diagnostics``.
 from __future__ import annotations
 
 import queue
-import signal
 import sys
 import threading
 import time
@@ -47,14 +46,11 @@ from typing import Any
 import cv2
 import numpy as np
 
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -73,11 +69,10 @@ from .inbox import FrameInbox
 from .loop_closure import NodeLoops
 from .messages import stamp_to_sec
 from .names import NODE_NAME
+from .node_main import run_node
 from .node_params import NodeParameters, StartupError
 from .qos import diagnostics_qos, input_qos, overridable, qos_text
 
-#: Exit status for startup configuration errors (see module docstring).
-EXIT_CONFIG_ERROR = 2
 #: Seconds between two log lines for the same bad-input reason.
 BAD_INPUT_LOG_PERIOD_S = 2.0
 
@@ -392,39 +387,17 @@ class FeatureExtractorNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Own SIGINT/SIGTERM handling: the context stays valid while the worker finishes its frame
-    and the node logs its totals, then everything is destroyed in order."""
+    """The worker finishes its frame and the node logs its totals before shutdown
+    (``ros/node_main.py``)."""
     # The two stages share the cores with the network: OpenCV's calls (RANSAC, drawing, JPEG
     # decoding) are short, and its own thread pool would only compete with torch's.
     cv2.setNumThreads(1)
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        node = FeatureExtractorNode()
-    except StartupError as exc:
-        rclpy.logging.get_logger(NODE_NAME).error(f"configuration error: {exc}")
-        rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        return EXIT_CONFIG_ERROR
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
+
+    def finish(node: FeatureExtractorNode) -> None:
         node.stop_worker()
         node.log_totals()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+
+    return run_node(FeatureExtractorNode, NODE_NAME, finish, args)
 
 
 if __name__ == "__main__":

@@ -27,20 +27,16 @@ with a continuous trajectory (the core's recovery). Startup configuration errors
 from __future__ import annotations
 
 import queue
-import signal
 import sys
 import threading
 import time
 from typing import Any
 
 import numpy as np
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import ReliabilityPolicy
-from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
@@ -48,18 +44,15 @@ from ..image.encodings import DecodeLimits, ImageDecodeError, image_to_numpy
 from .flow_control import (BAD_INPUT_PREFIX, DONE_TOPIC, DROPPED, PROCESSED, done_message,
                            done_qos)
 from .messages import image_msg_to_numpy, stamp_to_sec
+from .node_main import run_node
+from .node_params import StartupError
 from .odometry_output import OdometryPublisher
 from .pairing import PairQueue
 from .qos import diagnostics_qos, input_qos, output_qos
 
 NODE = "visual_odometry"
 MODES = ("stereo", "rgbd")
-EXIT_CONFIG_ERROR = 2
 BAD_INPUT_LOG_PERIOD_S = 2.0
-
-
-class StartupError(RuntimeError):
-    """A parameter that cannot work (the node exits with status 2)."""
 
 
 class VisualOdometryNode(Node):
@@ -293,31 +286,7 @@ class VisualOdometryNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        node = VisualOdometryNode()
-    except StartupError as exc:
-        rclpy.logging.get_logger(NODE).error(f"configuration error: {exc}")
-        rclpy.try_shutdown()
-        return EXIT_CONFIG_ERROR
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
-        while not stop.is_set() and rclpy.ok():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.stop()
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return run_node(VisualOdometryNode, NODE, VisualOdometryNode.stop, args)
 
 
 if __name__ == "__main__":

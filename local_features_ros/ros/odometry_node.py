@@ -100,7 +100,7 @@ class VisualOdometryNode(Node):
     # ------------------------------------------------------------------ set-up
     def _declare(self) -> dict[str, Any]:
         defaults = {"mode": "stereo", "method": "auto", "weights": "", "device": "auto",
-                    "precision": "auto", "max_keypoints": 0, "sync_slop": 0.02,
+                    "precision": "auto", "max_keypoints": 2000, "sync_slop": 0.02,
                     "queue_size": 4, "process_every_frame": False, "odom_frame": "odom",
                     "child_frame": "", "publish_tf": True, "depth_factor": 1000.0,
                     "input_depth": 5, "output_depth": 100, "reliable_input": False,

@@ -550,6 +550,20 @@ class SyntheticScene:
             raise ValueError(f"unknown trajectory kind '{kind}' (orbit | forward | revisit)")
         return poses
 
+    def render_stereo(self, T_world_cam: np.ndarray, baseline: float, index: int = 0,
+                      stamp: float = 0.0, camera: PinholeCamera | None = None
+                      ) -> tuple[RenderedFrame, RenderedFrame]:
+        """A rectified stereo pair: the left view at ``T_world_cam`` and the right view with
+        the same intrinsics and orientation, ``baseline`` metres along the left camera's +x
+        (a point's right-image column is its left one minus ``fx * baseline / depth``)."""
+        if not baseline > 0:
+            raise ValueError(f"baseline must be > 0 m, got {baseline}")
+        T_left = np.asarray(T_world_cam, np.float64)
+        T_left_right = np.eye(4)
+        T_left_right[0, 3] = float(baseline)
+        return (self.render(T_left, index=index, stamp=stamp, camera=camera),
+                self.render(T_left @ T_left_right, index=index, stamp=stamp, camera=camera))
+
     def frames(self, n: int, kind: str = "orbit", fps: float = 10.0, **kw) -> Iterator[RenderedFrame]:
         """Render a trajectory lazily; ``stamp = index / fps``."""
         if fps <= 0:

@@ -1,0 +1,86 @@
+"""Run an odometry front-end over a whole sequence and keep what evaluation needs.
+
+Why separate from the metrics: the CLI, the benchmark and the tests all feed frames the same
+way (one ``process`` call per frame, as a node would) and time the same thing: wall time of
+``process``, image decoding excluded.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+
+from .types import OdometryResult, TrackingState
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["SequenceRun", "run_frames"]
+
+
+@dataclass
+class SequenceRun:
+    """Per-frame results and poses of one run; ``seconds`` = wall time inside ``process``,
+    ``cpu_seconds`` = CPU time of this process meanwhile (all its threads): on a shared machine
+    the wall time includes waiting for other processes, the CPU time does not."""
+
+    results: list[OdometryResult] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+    cpu_seconds: list[float] = field(default_factory=list)
+
+    @property
+    def poses(self) -> list[np.ndarray]:
+        return [r.T_world_cam for r in self.results]
+
+    @property
+    def frames_per_second(self) -> float:
+        total = float(np.sum(self.seconds))
+        return len(self.seconds) / total if total > 0 else float("nan")
+
+    @property
+    def frames_per_cpu_second(self) -> float:
+        total = float(np.sum(self.cpu_seconds))
+        return len(self.cpu_seconds) / total if total > 0 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        """Counts and timings for the JSON report."""
+        states = [r.state for r in self.results]
+        ms = {k: float(np.median([r.timings_ms.get(k, 0.0) for r in self.results]))
+              for k in ("extract", "depth", "track", "map", "bundle")}
+        kf_ba = [r.ba_ms for r in self.results if r.is_keyframe and r.ba_ms > 0]
+        return {
+            "frames": len(self.results),
+            "keyframes": int(sum(r.is_keyframe for r in self.results)),
+            "losses": int(self.results[-1].losses) if self.results else 0,
+            "lost_frames": int(sum(s is TrackingState.LOST for s in states)),
+            "relocalised": int(sum(s is TrackingState.RELOCALISED for s in states)),
+            "reinitialised": int(sum(s is TrackingState.REINITIALISED for s in states)),
+            "frames_per_second": self.frames_per_second,
+            "frames_per_cpu_second": self.frames_per_cpu_second,
+            "median_frame_ms": 1000.0 * float(np.median(self.seconds)) if self.seconds else None,
+            "median_stage_ms": ms,
+            "median_bundle_ms_per_keyframe": float(np.median(kf_ba)) if kf_ba else None,
+            "median_inliers": float(np.median([r.num_inliers for r in self.results])),
+            "median_depth_points": float(np.median([r.num_depth for r in self.results])),
+            "median_map_points": float(np.median([r.num_map_points for r in self.results])),
+        }
+
+
+def run_frames(odometry: Any, frames: Iterable[tuple[np.ndarray, np.ndarray, float]],
+               log_every: int = 0) -> SequenceRun:
+    """Feed ``(image, second image or depth, stamp)`` tuples to ``odometry.process``."""
+    run = SequenceRun()
+    for i, (a, b, stamp) in enumerate(frames):
+        t0, c0 = time.perf_counter(), time.process_time()
+        res = odometry.process(a, b, stamp)
+        run.seconds.append(time.perf_counter() - t0)
+        run.cpu_seconds.append(time.process_time() - c0)
+        run.results.append(res)
+        if log_every and i % log_every == 0:
+            logger.info("frame %d: %s, %d inliers, %d keyframes, %d map points, %.0f ms", i,
+                        res.state.value, res.num_inliers, res.num_keyframes,
+                        res.num_map_points, 1000.0 * run.seconds[-1])
+    return run

@@ -1,0 +1,260 @@
+"""Metric visual odometry: stereo pairs or RGB-D frames in, camera poses out, one call per frame.
+
+Why a sensor-agnostic core (``VisualOdometry``) under thin sensor front-ends (``StereoOdometry``,
+``RGBDOdometry``): after the left/right matching or the depth lookup, a frame is a
+``FrameMeasurement`` and everything that follows - tracking against the local map, keyframe
+selection, gtsam bundle adjustment, recovery - is the same. A ROS node holds one front-end and
+calls ``process`` per frame on its worker thread; nothing here imports rclpy.
+
+Per frame (``VisualOdometry.process_measurement``):
+
+1. No map yet: a frame with at least ``recovery.min_init_points`` 3D points becomes the first
+   keyframe at the anchor pose (identity: world = first camera).
+2. Otherwise track against the map (``tracking.track_frame``) from the constant-velocity
+   prediction. A tracked frame may become a keyframe (``keyframes.decide_keyframe``): it joins
+   the map, adds landmarks for its unmatched 3D points, and the window is bundle-adjusted; its
+   reported pose is the optimised one.
+3. Tracking failed: if the frame itself has enough 3D points, a new map starts on it, anchored
+   at the last good pose (``reinitialised``); otherwise the frame is ``lost`` and reports the
+   last good pose. Each run of failures counts as one loss. While lost, every frame is first
+   tracked against the old map with a wide search from the last good pose (``relocalised`` on
+   success, keeping the map and the metric trajectory), when ``recovery.relocalise``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from ..matchers.base import Matcher
+from ..types import Features
+from .bundle_adjustment import LocalBundleAdjuster
+from .camera import RectifiedCamera
+from .config import OdometryConfig
+from .keyframes import decide_keyframe
+from .local_map import LocalMap
+from .motion import ConstantVelocity
+from .rgbd import depth_in_metres, rgbd_measurement
+from .stereo import stereo_measurement, to_gray_float
+from .tracking import track_frame
+from .types import FrameMeasurement, OdometryResult, TrackingState
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["VisualOdometry", "StereoOdometry", "RGBDOdometry"]
+
+
+class VisualOdometry:
+    """The sensor-agnostic core (module docstring). ``max_landmark_depth`` (m, 0 = no limit):
+    3D points farther than this do not become landmarks."""
+
+    def __init__(self, camera: RectifiedCamera, config: OdometryConfig | None = None,
+                 max_landmark_depth: float = 0.0) -> None:
+        self.camera = camera
+        self.config = config or OdometryConfig()
+        self.max_landmark_depth = float(max_landmark_depth)
+        self.bundle = (LocalBundleAdjuster(camera, self.config.bundle)
+                       if self.config.bundle.enabled else None)
+        self.map = LocalMap(retain=self.config.bundle.window)
+        self.motion = ConstantVelocity()
+        self.frame_index = 0
+        self.losses = 0
+        self.lost = False
+        self.last_good_pose = np.eye(4)
+        self.last_bundle: Any = None
+        self.maps_started = 0
+
+    def reset(self) -> None:
+        """Forget everything: the next frame starts a new trajectory at the identity."""
+        self.__init__(self.camera, self.config, self.max_landmark_depth)
+
+    # ------------------------------------------------------------------ per frame
+    def process_measurement(self, meas: FrameMeasurement) -> OdometryResult:
+        """One frame's measurement -> its pose and state (module docstring). A stamp older
+        than the previous frame's (a replayed bag looping) starts a new trajectory."""
+        if self.motion.stamp is not None and meas.stamp < self.motion.stamp:
+            logger.warning("stamp went backwards (%.6f -> %.6f): starting a new trajectory",
+                           self.motion.stamp, meas.stamp)
+            self.reset()
+        idx = self.frame_index
+        self.frame_index += 1
+        timings: dict[str, float] = {}
+        if not self.map.keyframes:
+            if meas.num_depth >= self.config.recovery.min_init_points:
+                return self._start_map(meas, idx, timings)
+            return self._lost_frame(meas, idx, timings)
+        t0 = time.perf_counter()
+        track = None
+        if not self.lost:
+            track = track_frame(meas, self.map, self.camera, self.motion.predict(meas.stamp),
+                                self.config.tracking, narrow=self.motion.has_velocity)
+        elif self.config.recovery.relocalise:
+            track = track_frame(meas, self.map, self.camera, self.last_good_pose,
+                                self.config.tracking, narrow=False)
+        timings["track"] = 1000.0 * (time.perf_counter() - t0)
+        if track is None:
+            if meas.num_depth >= self.config.recovery.min_init_points:
+                if not self.lost:
+                    self.losses += 1
+                logger.info("frame %d: tracking failed, new map anchored at the last good pose",
+                            idx)
+                self.map = LocalMap(retain=self.config.bundle.window)
+                return self._start_map(meas, idx, timings)
+            return self._lost_frame(meas, idx, timings)
+        relocalised = self.lost
+        if relocalised:
+            logger.info("frame %d: relocalised against the map (%d inliers)", idx,
+                        track.num_inliers)
+            self.motion.reset()
+        self.lost = False
+        pose = track.T_world_cam
+        last = self.map.last_keyframe
+        decision = decide_keyframe(self.config.keyframes, last, idx, track.num_inliers, pose) \
+            if last is not None else None
+        is_kf = decision is None or decision.insert or relocalised
+        covariance = None
+        if is_kf:
+            t1 = time.perf_counter()
+            kf = self.map.add_keyframe(meas, pose, idx, track.associations, track.num_inliers,
+                                       self.max_landmark_depth)
+            timings["map"] = 1000.0 * (time.perf_counter() - t1)
+            report = self._adjust()
+            if report is not None:
+                timings["bundle"] = report.milliseconds
+                covariance = report.covariance
+            pose = kf.T_world_cam
+            self.map.cull()
+        self._good(pose, meas.stamp)
+        state = TrackingState.RELOCALISED if relocalised else TrackingState.TRACKING
+        return self._result(meas, idx, pose, state, is_kf, timings, covariance,
+                            track.num_matches, track.num_inliers)
+
+    def _adjust(self) -> Any:
+        if self.bundle is None:
+            return None
+        self.last_bundle = self.bundle.optimise(self.map)
+        return self.last_bundle
+
+    def _start_map(self, meas: FrameMeasurement, idx: int, timings: dict[str, float]
+                   ) -> OdometryResult:
+        state = TrackingState.INITIALISED if self.maps_started == 0 \
+            else TrackingState.REINITIALISED
+        self.maps_started += 1
+        pose = self.last_good_pose.copy()
+        t1 = time.perf_counter()
+        kf = self.map.add_keyframe(meas, pose, idx, np.zeros((0, 2), np.int64), 0,
+                                   self.max_landmark_depth)
+        kf.tracked = len(self.map.landmarks)
+        timings["map"] = 1000.0 * (time.perf_counter() - t1)
+        self.lost = False
+        self.motion.reset()
+        self._good(pose, meas.stamp)
+        return self._result(meas, idx, pose, state, True, timings, None, 0, 0)
+
+    def _lost_frame(self, meas: FrameMeasurement, idx: int, timings: dict[str, float]
+                    ) -> OdometryResult:
+        """No pose from this frame: report the last good one. Frames before the first map
+        are not losses (there was nothing to lose)."""
+        if self.maps_started and not self.lost:
+            self.losses += 1
+            self.lost = True
+        return self._result(meas, idx, self.last_good_pose.copy(), TrackingState.LOST, False,
+                            timings, None, 0, 0)
+
+    def _good(self, pose: np.ndarray, stamp: float) -> None:
+        self.last_good_pose = np.array(pose, float)
+        self.motion.update(pose, stamp)
+
+    def _result(self, meas: FrameMeasurement, idx: int, pose: np.ndarray,
+                state: TrackingState, is_kf: bool, timings: dict[str, float],
+                covariance: np.ndarray | None, matches: int, inliers: int) -> OdometryResult:
+        return OdometryResult(
+            frame_index=idx, stamp=meas.stamp, T_world_cam=np.array(pose, float), state=state,
+            is_keyframe=is_kf, covariance=covariance, num_features=len(meas),
+            num_depth=meas.num_depth, num_matches=int(matches), num_inliers=int(inliers),
+            num_keyframes=len(self.map.keyframes), num_map_points=len(self.map.landmarks),
+            losses=self.losses, timings_ms=timings)
+
+
+def _extract(extractor: Any, image: np.ndarray) -> Features:
+    return extractor.extract(image).float().to("cpu")
+
+
+class StereoOdometry:
+    """Rectified stereo front-end: ``process(left, right, stamp) -> OdometryResult``.
+
+    ``extractor`` is any registry extractor (``registry.build_extractor`` or a
+    ``FeaturePipeline``'s); ``matcher`` the method's matcher (None or ``nn``: gated mutual
+    nearest neighbour on the row band; e.g. LightGlue: its matches held to the row rules).
+    ``camera.baseline`` is the stereo baseline (m)."""
+
+    def __init__(self, extractor: Any, camera: RectifiedCamera,
+                 config: OdometryConfig | None = None, matcher: Matcher | None = None) -> None:
+        self.extractor = extractor
+        self.matcher = matcher
+        self.camera = camera
+        self.config = config or OdometryConfig()
+        max_depth = self.config.tracking.max_depth_baselines * camera.baseline
+        self.core = VisualOdometry(camera, self.config, max_landmark_depth=max_depth)
+
+    def process(self, left: np.ndarray, right: np.ndarray, stamp: float) -> OdometryResult:
+        """One rectified pair (gray or RGB, uint8/uint16/float) taken at ``stamp`` seconds."""
+        t0 = time.perf_counter()
+        fl = _extract(self.extractor, left)
+        fr = _extract(self.extractor, right)
+        t1 = time.perf_counter()
+        meas, _ = stereo_measurement(fl, fr, to_gray_float(left), to_gray_float(right),
+                                     self.camera, self.config.stereo, stamp, self.matcher)
+        t2 = time.perf_counter()
+        res = self.core.process_measurement(meas)
+        res.timings_ms = {"extract": 1000.0 * (t1 - t0), "depth": 1000.0 * (t2 - t1),
+                          **res.timings_ms}
+        return res
+
+    def reset(self) -> None:
+        self.core.reset()
+
+
+class RGBDOdometry:
+    """RGB-D front-end: ``process(rgb, depth, stamp) -> OdometryResult``.
+
+    ``depth`` is aligned to the colour image: integer images are divided by ``depth_factor``
+    (TUM 5000, ROS 16UC1 millimetres 1000), float images are metres. ``camera`` is the colour
+    camera; its ``baseline`` is ignored in favour of ``config.depth.virtual_baseline``.
+    ``distortion`` (k1, k2, p1, p2[, k3]): keypoints are undistorted before the geometry."""
+
+    def __init__(self, extractor: Any, camera: RectifiedCamera,
+                 config: OdometryConfig | None = None, depth_factor: float = 5000.0,
+                 distortion: np.ndarray | None = None) -> None:
+        self.extractor = extractor
+        self.config = config or OdometryConfig()
+        self.camera = RectifiedCamera(camera.fx, camera.fy, camera.cx, camera.cy,
+                                      self.config.depth.virtual_baseline, camera.width,
+                                      camera.height)
+        if not depth_factor > 0:
+            raise ValueError(f"depth_factor must be > 0, got {depth_factor}")
+        self.depth_factor = float(depth_factor)
+        self.distortion = None if distortion is None else np.asarray(distortion, float)
+        self.core = VisualOdometry(self.camera, self.config)
+
+    def process(self, rgb: np.ndarray, depth: np.ndarray, stamp: float) -> OdometryResult:
+        """One colour image and its aligned depth image taken at ``stamp`` seconds."""
+        if depth.shape[:2] != rgb.shape[:2]:
+            raise ValueError(f"depth {depth.shape[:2]} and colour {rgb.shape[:2]} images must "
+                             "have the same size (depth aligned to colour)")
+        t0 = time.perf_counter()
+        feats = _extract(self.extractor, rgb)
+        t1 = time.perf_counter()
+        meas = rgbd_measurement(feats, depth_in_metres(depth, self.depth_factor), self.camera,
+                                self.config.depth, stamp, distortion=self.distortion)
+        t2 = time.perf_counter()
+        res = self.core.process_measurement(meas)
+        res.timings_ms = {"extract": 1000.0 * (t1 - t0), "depth": 1000.0 * (t2 - t1),
+                          **res.timings_ms}
+        return res
+
+    def reset(self) -> None:
+        self.core.reset()

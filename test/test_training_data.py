@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from kornia.geometry.transform import get_perspective_transform
 
 from local_features_ros_training.data.homographies import compute_valid_mask, erosion_kernel, \
     homography_from_corners, sample_homography, warp_image, warp_points
@@ -172,8 +173,7 @@ def test_homography_perspective_amplitude_bound():
 
 
 def _former_homography_from_points(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The corner solve as it was written by hand (float64 least squares, h33 = 1) before
-    kornia's ``get_perspective_transform`` replaced it."""
+    """The corner solve as a least-squares DLT (float64, h33 = 1): an independent statement."""
     a, b = [], []
     for (x, y), (u, v) in zip(src, dst):
         a.append([x, y, 1, 0, 0, 0, -x * u, -y * u])
@@ -199,6 +199,10 @@ def test_corner_solve_and_point_warp_equal_the_former_formulas(artifacts):
         src, dst = hs.corners_warped * [160, 120], hs.corners_source * [160, 120]
         ref = _former_homography_from_points(src, dst)
         np.testing.assert_allclose(homography_from_corners(src, dst), ref, rtol=1e-8, atol=1e-9)
+        kornia_h = get_perspective_transform(torch.from_numpy(src)[None],
+                                             torch.from_numpy(dst)[None])[0].numpy()
+        np.testing.assert_allclose(homography_from_corners(src, dst), kornia_h, rtol=1e-8,
+                                   atol=1e-9)
         pts = rng.uniform(-20, 180, (50, 2))
         np.testing.assert_array_equal(warp_points(pts, hs.H), _former_warp_points(pts, hs.H))
     assert warp_points(np.zeros((0, 2)), np.eye(3)).shape == (0, 2)

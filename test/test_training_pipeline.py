@@ -228,20 +228,16 @@ def test_torch_homographic_adaptation_matches_the_opencv_one():
         assert (ref != g).mean() < 0.01
 
 
-def _former_torch_warp(images: torch.Tensor, H: torch.Tensor, mode: str) -> torch.Tensor:
-    """The batched warp as it was written by hand (float64 grid) before kornia's
-    ``warp_perspective`` replaced it."""
-    b, _, h, w = images.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=H.dtype), torch.arange(w, dtype=H.dtype), indexing="ij")
-    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])
-    src = torch.linalg.inv(H) @ pts
-    src = src[:, :2] / src[:, 2:3]
-    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], dtype=H.dtype)
-    grid = (src.transpose(1, 2) * scale - 1.0).reshape(b, h, w, 2).to(images.dtype)
-    return torch.nn.functional.grid_sample(images, grid, mode=mode, padding_mode="zeros", align_corners=True)
+def _kornia_warp(images: torch.Tensor, H: torch.Tensor, mode: str) -> torch.Tensor:
+    """The same warp by kornia's ``warp_perspective`` (pixel centres at integers)."""
+    from kornia.geometry.transform import warp_perspective
+
+    h, w = images.shape[-2:]
+    return warp_perspective(images, H.to(images.dtype), (h, w), mode=mode, padding_mode="zeros",
+                            align_corners=True)
 
 
-def test_torch_warp_equals_the_former_grid_formula():
+def test_torch_warp_equals_kornias_warp_perspective():
     """Bilinear: equal to float noise. Nearest: the same pixel wherever the sampling position is
     not within float error of a pixel boundary (a handful in 150k)."""
     from local_features_ros_training.data.homographies import sample_homography
@@ -251,12 +247,12 @@ def test_torch_warp_equals_the_former_grid_formula():
                                                       allow_artifacts=True).H for s in range(12)]))
     img = torch.rand(12, 1, 96, 128, generator=torch.Generator().manual_seed(0))
     for H in (Hs, torch.linalg.inv(Hs)):
-        torch.testing.assert_close(_torch_warp(img, H, "bilinear"), _former_torch_warp(img, H, "bilinear"),
+        torch.testing.assert_close(_torch_warp(img, H, "bilinear"), _kornia_warp(img, H, "bilinear"),
                                    rtol=0, atol=1e-4)
-        near = _torch_warp(img, H, "nearest") != _former_torch_warp(img, H, "nearest")
+        near = _torch_warp(img, H, "nearest") != _kornia_warp(img, H, "nearest")
         assert near.float().mean() < 1e-4
         ones = torch.ones_like(img)
-        assert torch.equal(_torch_warp(ones, H, "nearest"), _former_torch_warp(ones, H, "nearest"))
+        assert torch.equal(_torch_warp(ones, H, "nearest"), _kornia_warp(ones, H, "nearest"))
 
 
 def test_export_backends_give_the_same_labels(tmp_path):

@@ -20,7 +20,6 @@ from typing import Any, Mapping
 import cv2
 import numpy as np
 import torch
-from kornia.geometry.transform import get_perspective_transform
 
 #: The reference sampler's options and defaults
 #: (docs/method_facts/training_superpoint.md#homography-sampler).
@@ -73,13 +72,20 @@ def _inside(pts: np.ndarray) -> np.ndarray:
 
 
 def homography_from_corners(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """The homography ``dst ~ H src`` of four point pairs (h33 = 1), solved in float64 by kornia.
+    """The homography ``dst ~ H src`` of four point pairs (h33 = 1), solved in float64.
 
-    Why not ``cv2.getPerspectiveTransform``: it takes float32 points, and that rounding leaves a
-    projective part of ~4e-9 in homographies that must be pure rotations."""
-    h = get_perspective_transform(torch.from_numpy(np.asarray(src, np.float64))[None],
-                                  torch.from_numpy(np.asarray(dst, np.float64))[None])[0]
-    return h.numpy()
+    Why not a library call: ``cv2.getPerspectiveTransform`` takes float32 points, and that rounding
+    leaves a projective part of ~4e-9 in homographies that must be pure rotations; kornia's
+    ``get_perspective_transform`` gives the same result as this solve (tested) but is not on the
+    bare torch image the GPU training recipe runs on."""
+    a = np.zeros((8, 8))
+    b = np.zeros(8)
+    for i, ((x, y), (u, v)) in enumerate(zip(np.asarray(src, np.float64).reshape(4, 2),
+                                             np.asarray(dst, np.float64).reshape(4, 2))):
+        a[2 * i] = [x, y, 1.0, 0.0, 0.0, 0.0, -x * u, -y * u]
+        a[2 * i + 1] = [0.0, 0.0, 0.0, x, y, 1.0, -x * v, -y * v]
+        b[2 * i:2 * i + 2] = (u, v)
+    return np.append(np.linalg.solve(a, b), 1.0).reshape(3, 3)
 
 
 def sample_homography(shape: tuple[int, int], rng: np.random.Generator,

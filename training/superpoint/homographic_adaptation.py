@@ -18,7 +18,6 @@ from typing import Any, Callable, Mapping
 import cv2
 import numpy as np
 import torch
-from kornia.geometry.transform import warp_perspective
 
 from ..budget import Deadline, RecentMax
 from ..data.homographies import compute_valid_mask, homography_conf, sample_homography, warp_image
@@ -162,12 +161,21 @@ def homographic_adaptation(prob_fn: Callable[[torch.Tensor], torch.Tensor], imag
 
 def _torch_warp(images: torch.Tensor, H: torch.Tensor, mode: str) -> torch.Tensor:
     """``cv2.warpPerspective`` of ``(B, 1, h, w)`` by ``(B, 3, 3)`` (source px -> warped px) with a
-    zero border: kornia's ``warp_perspective`` with ``align_corners=True`` puts pixel centres at
-    integer coordinates, as ``warp_image`` does. ``H`` is cast to the images' dtype (float32 grids,
-    fast on GPU)."""
-    h, w = images.shape[-2:]
-    return warp_perspective(images, H.to(images.dtype), (h, w), mode=mode, padding_mode="zeros",
-                            align_corners=True)
+    zero border: pixel centres at integer coordinates, as in ``warp_image``.
+
+    Why not kornia's ``warp_perspective`` (equal within float noise, tested): this runs on the
+    bare torch image of the GPU training recipe, which has no kornia."""
+    b, _, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.arange(h, device=images.device, dtype=H.dtype),
+                            torch.arange(w, device=images.device, dtype=H.dtype), indexing="ij")
+    pts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.ones_like(xs).reshape(-1)])
+    src = torch.linalg.inv(H) @ pts  # (B, 3, h*w): where each output pixel reads
+    src = src[:, :2] / src[:, 2:3]
+    scale = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=H.device,
+                         dtype=H.dtype)
+    grid = (src.transpose(1, 2) * scale - 1.0).reshape(b, h, w, 2).to(images.dtype)
+    return torch.nn.functional.grid_sample(images, grid, mode=mode, padding_mode="zeros",
+                                           align_corners=True)
 
 
 def _torch_valid_mask(H: torch.Tensor, shape: tuple[int, int], erode_radius: int,

@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from test_readme import anchors, history_lines
+from test_readme import anchors
 
 #: The suffix, kept out of this file's own text so its examples are not citations.
 MD = ".md"
@@ -170,11 +170,3 @@ def test_planted_citations_are_judged(tmp_path, monkeypatch):
     link.write_text(f"See [page{MD}](page{MD}#page) and page{MD} §1.\n", encoding="utf-8")
     judged = {str(c).split(": ", 1)[1]: problem(c) for c in citations(link, outputs)}
     assert judged == {f"page{MD}#page": None, f"page{MD} §1": "no section numbered 1"}
-
-
-def test_fact_pages_state_facts_not_history():
-    """The pages the code cites are user documents too (test_readme covers docs/*.md)."""
-    pages = sorted((REPO / "docs" / "method_facts").glob("*.md"))
-    assert len(pages) >= 8
-    found = {str(p.relative_to(REPO)): history_lines(p.read_text(encoding="utf-8")) for p in pages}
-    assert not any(found.values()), found

@@ -22,6 +22,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -344,18 +345,24 @@ def _kitti_calib(src: Path, user: CameraCalib | None, calib_file: Path | None, p
     return {"left": left, "right": right}
 
 
-def _tum_list(path: Path, src: Path) -> ImageStream:
-    """``rgb.txt`` / ``depth.txt``: ``timestamp filename`` lines, ``#`` comments."""
-    files: list[Path] = []
-    stamps: list[float] = []
+def data_lines(path: Path) -> Iterator[tuple[int, list[str], str]]:
+    """(line number, fields, line) of a whitespace-separated text file (TUM lists and
+    trajectories), skipping blank lines and ``#`` comments; ``LayoutError`` when unreadable."""
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise LayoutError(f"cannot read {path}: {exc}") from None
     for n, line in enumerate(text.splitlines(), 1):
         parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
+        if parts and not parts[0].startswith("#"):
+            yield n, parts, line
+
+
+def _tum_list(path: Path, src: Path) -> ImageStream:
+    """``rgb.txt`` / ``depth.txt``: ``timestamp filename`` lines, ``#`` comments."""
+    files: list[Path] = []
+    stamps: list[float] = []
+    for n, parts, line in data_lines(path):
         t = _float_or_none(parts[0])
         if len(parts) < 2 or t is None:
             raise LayoutError(f"{path} line {n}: expected 'timestamp filename', got {line!r}")

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..atomic import atomic_path
 from ..evaluation.pairs import quat_to_R
-from ..image_folders import Intrinsics, LayoutError, load_sequence
+from ..image_folders import Intrinsics, LayoutError, data_lines, load_sequence
 from .camera import RectifiedCamera, invert_pose
 
 __all__ = ["StereoSequence", "RGBDSequence", "load_stereo_folder", "load_rgbd_folder",
@@ -116,14 +116,7 @@ def write_kitti_trajectory(path: Path, poses: list[np.ndarray]) -> None:
 def read_tum_trajectory(path: Path) -> tuple[np.ndarray, list[np.ndarray]]:
     """TUM ``stamp tx ty tz qx qy qz qw`` lines -> stamps and 4x4 poses."""
     stamps, poses = [], []
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LayoutError(f"cannot read {path}: {exc}") from None
-    for n, line in enumerate(text.splitlines(), 1):
-        parts = line.split()
-        if not parts or parts[0].startswith("#"):
-            continue
+    for n, parts, _ in data_lines(path):
         if len(parts) != 8:
             raise LayoutError(f"{path} line {n}: expected 'stamp tx ty tz qx qy qz qw'")
         v = [float(p) for p in parts]

@@ -108,10 +108,10 @@ class OdometryPublisher:
         header = type(image_header)()
         header.stamp = image_header.stamp
         header.frame_id = self.odom_frame
-        self.pub_odom.publish(odometry_msg(header, child, T, self._cov, twist))
+        msg = odometry_msg(header, child, T, self._cov, twist)
+        self.pub_odom.publish(msg)
         pose = PoseStamped()
         pose.header = header
-        msg = odometry_msg(header, child, T, None, None)
         pose.pose = msg.pose.pose
         self.path.header.stamp = image_header.stamp
         self.path.poses.append(pose)

@@ -95,6 +95,7 @@ def _main(args: argparse.Namespace) -> int:
 
     from ...bags import list_topics
     from ...conventions import ConfigError
+    from ...odometry.datasets import write_kitti_trajectory
     from ..flow_control import ReplayReport
     from ..runner import (apply_overrides, load_node_params, module_argv, parse_set,
                           repo_or_share_dir, ros_args, ros_env, run_plan, write_params_file,
@@ -143,7 +144,7 @@ def _main(args: argparse.Namespace) -> int:
               f": {why}", file=sys.stderr)
         return int(result.returncodes.get("visual_odometry") or 1)
     if args.trajectory:
-        _write_trajectory(Path(args.trajectory), [p for _, p in sorted(poses.items())])
+        write_kitti_trajectory(Path(args.trajectory), [p for _, p in sorted(poses.items())])
     if rep is None:
         print("local-features odometry: failed: the player wrote no report", file=sys.stderr)
         return 1
@@ -208,9 +209,3 @@ def _record(plan, env, domain: int, work: Path):
     return poses, result
 
 
-def _write_trajectory(path: Path, poses: list) -> None:
-    from ...atomic import atomic_path
-
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text("".join(" ".join(f"{v:.9e}" for v in T[:3].reshape(-1)) + "\n"
-                                     for T in poses))

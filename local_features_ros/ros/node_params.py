@@ -72,7 +72,7 @@ class NodeParameters:
             self.declare(spec)
         self.matcher_core_defaults = dataclasses.asdict(MatcherConfig())
         for spec in (P.matcher_specs(MatcherConfig()) + P.matcher_type_specs()
-                     + P.lightglue_specs() + P.verify_specs(P.method_verify_conf(cls))):
+                     + P.lightglue_specs(P.method_lightglue_conf(cls)) + P.verify_specs(P.method_verify_conf(cls))):
             self.declare(spec)
         # A key the table does not have (a typo in the YAML, a -p of another method) is refused
         # with the known names -- the same check `run`/`demo`/the launch file make beforehand.

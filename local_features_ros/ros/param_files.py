@@ -157,7 +157,7 @@ def _common_keys(a: Any, cls: Any) -> None:
     a(f"      max_distance: {_yaml_scalar(float(m.max_distance))}", "[runtime] max descriptor "
       "L2 distance; 0.0 = off")
     a("      lightglue:", "used only with matcher.type: lightglue")
-    for spec in P.lightglue_specs():
+    for spec in P.lightglue_specs(P.method_lightglue_conf(cls)):
         value = '""' if spec.default == "" else _yaml_scalar(spec.default)
         a(f"        {spec.name.removeprefix(P.LIGHTGLUE_PREFIX)}: {value}",
           f"{'[runtime]' if spec.runtime else '[restart]'} {spec.description}")

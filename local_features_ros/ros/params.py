@@ -276,6 +276,14 @@ def lightglue_specs(lightglue_conf: Any = None) -> list[ParamSpec]:
     ]
 
 
+def method_lightglue_conf(cls: Any) -> Any:
+    """The node's ``LightGlueConfig`` defaults for extractor class ``cls`` (``None``: LightGlue's
+    own): the settings that belong to the method's released LightGlue file."""
+    from ..matchers.lightglue import lightglue_defaults
+
+    return lightglue_defaults(cls.name if cls is not None else "")
+
+
 def method_verify_conf(cls: Any) -> Any:
     """The node's ``VerifyConfig`` defaults for extractor class ``cls`` (``None``: the
     method-independent defaults): ``VerifyConfig()`` with the method's ``node_verify``."""

@@ -35,7 +35,8 @@ def node_param_specs(method: str) -> dict[str, Any]:
              + P.shared_extractor_specs(cls.node_default_conf(), cls.runtime_keys)
              + P.method_specs({k: cls.node_default_conf()[k] for k in cls.default_conf},
                               cls.runtime_keys)
-             + P.matcher_specs(MatcherConfig()) + P.matcher_type_specs() + P.lightglue_specs()
+             + P.matcher_specs(MatcherConfig()) + P.matcher_type_specs()
+             + P.lightglue_specs(P.method_lightglue_conf(cls))
              + P.verify_specs(P.method_verify_conf(cls)))
     return {s.name: s for s in specs}
 

@@ -23,7 +23,6 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
@@ -33,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from local_features_ros.evaluation.speed import benchmark_image  # noqa: E402
+from local_features_ros.evaluation.speed import benchmark_image, measure_alternating  # noqa: E402
 from local_features_ros.device import cpu_supports_bf16  # noqa: E402
 from local_features_ros.commands._common import split_setting  # noqa: E402
 from local_features_ros.registry import build_extractor, get_extractor_class  # noqa: E402
@@ -127,28 +126,24 @@ def main() -> int:
             exs[("official frontend", "fp32")] = OfficialRow(weights)
         for w, h in sizes:
             img = benchmark_image(w, h)
-            whole = {k: [] for k in exs}
-            net = {k: [] for k in exs}
             kp = {}
             with torch.inference_mode():
                 calls = {}
                 for k, ex in exs.items():
                     tensor, _ = ex.prepare(img)
                     calls[k] = network_call(ex, tensor)
-                    for _ in range(args.warmup):
-                        ex.extract(img)
-                        if calls[k]:
-                            calls[k]()
                     kp[k] = len(ex.extract(img))
-                for _ in range(args.runs):
-                    for k, ex in exs.items():
-                        t0 = time.perf_counter()
-                        ex.extract(img)
-                        whole[k].append((time.perf_counter() - t0) * 1e3)
-                        if calls[k]:
-                            t0 = time.perf_counter()
-                            calls[k]()
-                            net[k].append((time.perf_counter() - t0) * 1e3)
+                # one round = every configuration's whole extraction and network call, in order
+                fns, slots = [], []
+                for k, ex in exs.items():
+                    fns.append(lambda ex=ex: ex.extract(img))
+                    slots.append((k, "whole"))
+                    if calls[k]:
+                        fns.append(calls[k])
+                        slots.append((k, "net"))
+                timed = dict(zip(slots, measure_alternating(fns, args.runs, args.warmup)))
+            whole = {k: timed[(k, "whole")].wall_ms for k in exs}
+            net = {k: timed[(k, "net")].wall_ms if (k, "net") in timed else [] for k in exs}
             for k in exs:
                 wm = float(np.median(whole[k]))
                 nm = float(np.median(net[k])) if net[k] else None

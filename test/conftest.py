@@ -22,6 +22,32 @@ os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+#: CUDA present: tests marked ``gpu`` (and the ``cuda`` case of the ``device`` fixture) run;
+#: without it they are skipped, so the same suite serves a CPU machine and a GPU one.
+HAVE_CUDA = torch.cuda.is_available()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if HAVE_CUDA:
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def device(request: pytest.FixtureRequest) -> torch.device:
+    """Every device a tensor path runs on: the CPU always, CUDA where there is one."""
+    return torch.device(request.param)
+
+
+@pytest.fixture(params=[torch.float32, torch.float16, torch.bfloat16], ids=["fp32", "fp16", "bf16"])
+def dtype(request: pytest.FixtureRequest) -> torch.dtype:
+    """Floating-point types a tensor path accepts (descriptors, keypoints)."""
+    return request.param
+
+
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)

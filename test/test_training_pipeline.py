@@ -137,8 +137,8 @@ runpy.run_module("training.commands.train", run_name="__main__")
 
 
 def test_tiny_pipeline_runs_resumes_and_loads_in_the_runtime(tmp_path):
-    """A real end-to-end run through `python -m training.commands.train` (how
-    experiments/superpoint_gpu_run.sh calls it), with the packages a bare GPU image lacks made
+    """A real end-to-end run through `python -m training.commands.train` (how a GPU machine
+    with a bare torch image runs the recipe), with the packages such an image lacks made
     unimportable."""
     frames = _frames(tmp_path / "frames")
     cmd = [sys.executable, "-c", BARE_IMAGE_RUNNER, "superpoint", "--stage", "pipeline",
@@ -301,3 +301,23 @@ def test_training_precision_auto_uses_bf16_only_where_it_is_native(monkeypatch):
     monkeypatch.setattr(device, "cpu_supports_bf16", lambda: True)
     assert resolve_precision("auto", cpu) == "bf16"
     assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+
+
+def test_gpu_recipe_resolves_every_stage():
+    """The one-command GPU recipe (`--config superpoint_pipeline_gpu.yaml`): its base and every
+    stage's own config resolve with its overrides, one frame step per frame folder, the stages
+    plan inside the time budget, and the frame folders are those of ../shared/data's layout."""
+    from training.config import load_config
+    from training.superpoint.pipeline import _plan, _stage_conf, _teacher
+
+    conf = load_config("superpoint_pipeline_gpu.yaml")
+    pipe = conf["pipeline"]
+    plan = _plan(pipe, _teacher(conf))
+    assert [p[0] for p in plan] == ["magicpoint", "ha1", "joint1", "ha2", "joint2"]
+    assert abs(sum(p[2] for p in plan) - 1.0) < 1e-9 and pipe["time_budget_s"] == 480
+    stages = {kind: _stage_conf(conf[kind], kind) for kind in ("magicpoint", "export", "joint")}
+    data = stages["export"]["data"]
+    assert len(data["image_dirs"]) == len(data["frame_step"]) == 3
+    assert all(d.startswith("../shared/data/") for d in data["image_dirs"])
+    assert stages["magicpoint"]["train"]["batch_size"] == 64
+    assert stages["joint"]["train"]["batch_size"] == 16

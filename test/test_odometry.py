@@ -117,6 +117,19 @@ def test_stereo_trajectory_matches_ground_truth(kind, stereo, orb):
     assert np.all(np.linalg.eigvalsh(cov) > 0)
 
 
+def test_fast_sustained_turn_is_tracked_through(orb):
+    """98 degrees of yaw in 13 steps (7.5 degrees a frame, 75 deg/s at 10 Hz: faster than a car
+    turns): most landmarks leave the view within a few frames, the keyframes follow the turn
+    (rotation budget) and every frame is tracked, pipelined with the right image on demand."""
+    seq = stereo_sequence(14, baseline=0.12, width=640, height=480, seed=6, kind="turn",
+                          turn_deg=98.0, noise_std=2.0)
+    run = run_frames(StereoOdometry(orb, seq.camera), seq.frames())
+    assert [r.state for r in run.results[1:]] == [TrackingState.TRACKING] * 13
+    m = trajectory_metrics(run.poses, seq.poses)
+    assert m.ate_rmse_m < 0.05 and m.end_drift_percent < 3.0, m
+    assert sum(r.is_keyframe for r in run.results) >= 5
+
+
 def test_tracking_loss_is_relocalised_and_counted(stereo, orb):
     """Blank frames replace frames 10-12: they are lost (reporting the last good pose), the
     next frame is tracked again against the same map, and the trajectory stays metric."""
@@ -167,6 +180,143 @@ def test_stamp_going_backwards_starts_a_new_trajectory(stereo, orb):
     assert again.state is TrackingState.INITIALISED and again.frame_index == 0
     np.testing.assert_allclose(again.T_world_cam, np.eye(4), atol=1e-12)
     assert again.losses == 0
+
+
+def test_pipelined_run_gives_the_serial_poses(stereo, orb):
+    """Measuring frame N+1 on a worker thread while frame N is tracked (and the right image
+    on demand, or on a thread of its own) changes when the work is done, not what it
+    computes."""
+    frames = list(stereo.frames())[:12]
+    piped = run_frames(StereoOdometry(orb, stereo.camera), frames, pipelined=True)
+    vo = StereoOdometry(orb, stereo.camera, right_on_demand=False, parallel_images=True)
+    both = run_frames(vo, frames, pipelined=True)
+    vo.close()
+    serial = run_frames(StereoOdometry(orb, stereo.camera, right_on_demand=False,
+                                       parallel_images=False), frames, pipelined=False)
+    for a, b in zip(both.poses, serial.poses):
+        np.testing.assert_array_equal(a, b)
+    assert len(piped.results) == len(serial.results) == len(piped.seconds) == 12
+    assert [r.frame_index for r in piped.results] == list(range(12))
+    assert [r.state for r in piped.results] == [r.state for r in serial.results]
+    for a, b in zip(piped.poses, serial.poses):
+        np.testing.assert_array_equal(a, b)
+    assert {"extract", "track"} <= set(piped.results[5].timings_ms)
+    assert all(s > 0 for s in piped.seconds) and piped.frames_per_cpu_second > 0
+
+
+class _Counting:
+    """An extractor that counts its calls."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, 0
+
+    def extract(self, image):
+        self.calls += 1
+        return self.inner.extract(image)
+
+
+def test_right_image_only_when_the_frame_needs_its_depths(stereo, orb):
+    """With ``right_on_demand`` a frame tracked against the map costs one extraction: the right
+    image is extracted for keyframes (and the first frame) only, the poses are unchanged."""
+    frames = list(stereo.frames())[:14]
+    lazy_x, eager_x = _Counting(orb), _Counting(orb)
+    lazy = run_frames(StereoOdometry(lazy_x, stereo.camera), frames)
+    eager = run_frames(StereoOdometry(eager_x, stereo.camera, right_on_demand=False,
+                                      parallel_images=False), frames)
+    for a, b in zip(lazy.poses, eager.poses):
+        np.testing.assert_array_equal(a, b)
+    keyframes = sum(r.is_keyframe for r in lazy.results)
+    assert keyframes < len(frames) and eager_x.calls == 2 * len(frames)
+    assert lazy_x.calls == len(frames) + keyframes
+    for r, e in zip(lazy.results, eager.results):
+        assert r.num_depth == (e.num_depth if r.is_keyframe else -1)
+        assert r.is_keyframe == ("depth" in r.timings_ms)
+    assert lazy.summary()["median_depth_points"] > 50
+
+
+def test_pipelined_run_with_no_frames_and_a_failing_frame(stereo, orb):
+    assert run_frames(StereoOdometry(orb, stereo.camera), iter(())).results == []
+    frames = list(stereo.frames())[:3]
+    bad = (frames[1][0], None, frames[1][2])  # no right image: the measurement fails
+    vo = StereoOdometry(orb, stereo.camera)
+    with pytest.raises(Exception):  # raised to the caller, not lost on the worker thread
+        run_frames(vo, [frames[0], bad, frames[2]])
+    vo.close()
+
+
+def test_landmark_ids_name_the_same_point_and_are_never_reused(stereo, orb):
+    """``update`` fills ``landmark_ids``: per keypoint the landmark it observes; ids of one
+    frame are distinct, a new map (after a loss) and a new trajectory (stamps going back) never
+    reuse an old id, so equal ids in two frames always mean the same map point."""
+    cfg = OdometryConfig().replace(**{"recovery.relocalise": False})
+    vo = StereoOdometry(orb, stereo.camera, cfg)
+    blank = np.zeros_like(stereo.first[0])
+    frames = [(blank, blank, t) if k == 8 else (a, b, t)
+              for k, (a, b, t) in enumerate(stereo.frames())][:14]
+    frames.append(list(stereo.frames())[0])  # back in time: a new trajectory
+    seen: list[np.ndarray] = []
+    states = []
+    for a, b, t in frames:
+        frame = vo.measure(a, b, t)
+        res = vo.update(frame)
+        ids = frame.landmark_ids
+        assert ids is not None and ids.shape == (len(frame.measurement),)
+        valid = ids[ids >= 0]
+        assert len(np.unique(valid)) == len(valid)
+        if res.state is TrackingState.TRACKING and not res.is_keyframe:
+            assert len(valid) == res.num_inliers
+            assert set(valid.tolist()) <= set(vo.core.map.landmarks)
+        states.append(res.state)
+        seen.append(valid)
+    assert states[8] is TrackingState.LOST and len(seen[8]) == 0
+    assert states[9] is TrackingState.REINITIALISED and states[-1] is TrackingState.INITIALISED
+    before = np.concatenate(seen[:8])
+    assert seen[9].min() > before.max()  # the new map's ids
+    assert seen[-1].min() > np.concatenate(seen[9:-1]).max()  # the new trajectory's ids
+    consecutive = [len(np.intersect1d(seen[k], seen[k + 1])) for k in range(7)]
+    assert min(consecutive) >= 20, consecutive  # frames share the landmarks they track
+    vo.close()
+
+
+def _mutual_nn_reference(d0: np.ndarray, d1: np.ndarray, pairs: np.ndarray,
+                         ratio: float) -> list[tuple[int, int]]:
+    """The rule of ``mutual_nn_pairs`` written with loops: candidates in the order given,
+    grouped by i0 (stable); nearest first-listed on ties, on both sides."""
+    pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+    dist = [float(np.linalg.norm(d0[i] - d1[j])) for i, j in pairs]
+    row_best: dict[int, int] = {}
+    col_best: dict[int, int] = {}
+    for k, (i, j) in enumerate(pairs):
+        if i not in row_best or dist[k] < dist[row_best[i]]:
+            row_best[i] = k
+        if j not in col_best or dist[k] < dist[col_best[j]]:
+            col_best[j] = k
+    out = []
+    for i, k in sorted(row_best.items()):
+        others = [dist[c] for c, (a, _) in enumerate(pairs) if a == i and c != k]
+        if ratio < 1.0 and others and dist[k] > ratio * min(others):
+            continue
+        if col_best[pairs[k, 1]] == k:
+            out.append((int(i), int(pairs[k, 1])))
+    return out
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_gated_mutual_nn_follows_its_rule(ties):
+    from local_features_ros.odometry.association import mutual_nn_pairs
+
+    rng = np.random.default_rng(3)
+    d0 = rng.normal(size=(40, 8)).astype(np.float32)
+    d1 = rng.normal(size=(50, 8)).astype(np.float32)
+    if ties:  # few distinct values: equal distances everywhere (as with binary descriptors)
+        d0, d1 = np.round(d0).clip(-1, 1), np.round(d1).clip(-1, 1)
+    pairs = np.unique(np.stack([rng.integers(0, 40, 600), rng.integers(0, 50, 600)], 1), axis=0)
+    pairs = pairs[rng.permutation(len(pairs))]  # not grouped
+    for ratio in (1.0, 0.8):
+        got, dist = mutual_nn_pairs(torch.from_numpy(d0), torch.from_numpy(d1), pairs, ratio)
+        assert [tuple(m) for m in got.tolist()] == _mutual_nn_reference(d0, d1, pairs, ratio)
+        np.testing.assert_allclose(dist, np.linalg.norm(d0[got[:, 0]] - d1[got[:, 1]], axis=1),
+                                   rtol=1e-5, atol=1e-6)
 
 
 # ------------------------------------------------------------------------------------ RGB-D

@@ -85,7 +85,7 @@ def test_bad_pairs_are_counted_and_survived(tmp_path, ros_env):
     node = subprocess.Popen(
         [sys.executable, "-m", "local_features_ros.ros.odometry_node", "--ros-args", "-p",
          "mode:=rgbd", "-p", "method:=orb", "-p", "process_every_frame:=true", "-p",
-         "reliable_input:=true"],
+         "reliable_input:=true", "-p", "input_depth:=50"],  # no QoS loss on a busy CPU
         env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     ctx = rclpy.Context()
     rclpy.init(context=ctx, domain_id=domain)
@@ -161,3 +161,177 @@ def test_bad_pairs_are_counted_and_survived(tmp_path, ros_env):
     assert len(odom) == 4 and "bad input (no_depth)" in out and "totals:" in out
     assert odom[0].pose.pose.orientation.w == pytest.approx(1.0)
     assert odom[-1].header.frame_id == "odom" and odom[-1].child_frame_id == "camera"
+
+
+@pytest.mark.ros
+def test_stereo_replay_publishes_features_matches_and_overlay(tmp_path, ros_env):
+    """Synthetic stereo bag -> bag player -> visual_odometry, with a subscriber on
+    ``~/features``, ``~/matches`` and ``~/overlay`` beside ``~/odometry``: one features and one
+    matches cloud per pair with the left image's header, matches that point at the right rows
+    of the previous and current clouds (same coordinates, same track ids on both sides, the
+    previous stamp named), and bgr8 overlays of the image's size."""
+    import rclpy
+    from nav_msgs.msg import Odometry
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image, PointCloud2
+
+    from local_features_ros.cli import main as cli
+    from local_features_ros.odometry.synthetic import stereo_sequence, write_kitti_stereo
+    from local_features_ros.ros.messages import (pointcloud2_to_features, pointcloud2_to_matches,
+                                                 stamp_to_sec)
+
+    n = 10
+    seq = stereo_sequence(n=n, width=320, height=240)
+    bag = tmp_path / "bag"
+    assert cli(["images-to-bag", str(write_kitti_stereo(seq, tmp_path / "seq")), str(bag),
+                "--overwrite", "--layout", "kitti"]) == 0
+    inputs = {"left/image_rect": "/stereo/left/image_raw",
+              "right/image_rect": "/stereo/right/image_raw",
+              "left/camera_info": "/stereo/left/camera_info",
+              "right/camera_info": "/stereo/right/camera_info"}
+    remaps = [a for name, topic in inputs.items() for a in ("-r", f"{name}:={topic}")]
+    node = subprocess.Popen(
+        [sys.executable, "-m", "local_features_ros.ros.odometry_node", "--ros-args", "-p",
+         "mode:=stereo", "-p", "method:=orb", "-p", "process_every_frame:=true", "-p",
+         "reliable_input:=true", *remaps],
+        env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=int(ros_env["ROS_DOMAIN_ID"]))
+    me = rclpy.create_node("vo_listener", context=ctx)
+    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    got: dict[str, list] = {"odometry": [], "features": [], "matches": [], "overlay": []}
+    for topic, kind in (("odometry", Odometry), ("features", PointCloud2),
+                        ("matches", PointCloud2), ("overlay", Image)):
+        me.create_subscription(kind, f"/visual_odometry/{topic}", got[topic].append, qos)
+    ex = SingleThreadedExecutor(context=ctx)
+    ex.add_node(me)
+
+    def spin_until(pred, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end and not pred():
+            ex.spin_once(timeout_sec=0.05)
+        return pred()
+
+    player = None
+    try:
+        assert spin_until(lambda: all(me.count_publishers(f"/visual_odometry/{t}")
+                                      for t in got), 120)
+        spin_until(lambda: False, 1.0)  # the node sees our subscriptions
+        player = subprocess.Popen(
+            [sys.executable, "-m", "local_features_ros.ros.bag_player", str(bag), "--rate", "0",
+             "--topics", *inputs.values(), "--wait-subscribers", "1", "--wait-timeout", "60",
+             "--start-delay", "1", "--done-topic", "/visual_odometry/frame_done", "--window",
+             "4"], env=ros_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert spin_until(lambda: len(got["matches"]) >= n and len(got["odometry"]) >= n, 180), \
+            {k: len(v) for k, v in got.items()}
+        spin_until(lambda: False, 0.5)
+    finally:
+        for proc in (player, node):
+            if proc is None:
+                continue
+            proc.send_signal(2)
+            try:
+                proc.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+        ex.shutdown()
+        me.destroy_node()
+        rclpy.try_shutdown(context=ctx)
+    assert node.returncode == 0
+    odom, feats, matches = got["odometry"], got["features"], got["matches"]
+    assert len(odom) == len(feats) == len(matches) == n
+    stamps = [stamp_to_sec(m.header.stamp) for m in odom]
+    assert stamps == sorted(stamps) and len(set(stamps)) == n
+    assert [stamp_to_sec(m.header.stamp) for m in feats] == stamps
+    assert [stamp_to_sec(m.header.stamp) for m in matches] == stamps
+    camera = odom[0].child_frame_id  # the left image's frame_id
+    assert camera and all(m.header.frame_id == camera for m in feats + matches)
+    clouds = [pointcloud2_to_features(m) for m in feats]
+    assert all(len(f) > 50 and f.descriptors.shape[1] > 0 for f, _ in clouds)
+    assert matches[0].width == 0  # nothing before the first frame
+    tracked = 0
+    for k in range(1, n):
+        m = pointcloud2_to_matches(matches[k])
+        (prev, prev_ids), (cur, cur_ids) = clouds[k - 1], clouds[k]
+        tracked += len(m["matches"])
+        assert len(m["matches"]) >= 20, k  # the landmarks seen from one frame to the next
+        i0, i1 = m["matches"][:, 0], m["matches"][:, 1]
+        assert i0.max() < len(prev) and i1.max() < len(cur)
+        assert np.allclose(np.stack([m["prev_u"], m["prev_v"]], 1), prev.keypoints[i0].numpy())
+        assert np.allclose(np.stack([m["cur_u"], m["cur_v"]], 1), cur.keypoints[i1].numpy())
+        assert np.all(m["inlier"]) and np.array_equal(m["track_id"], cur_ids[i1])
+        assert np.array_equal(prev_ids[i0], cur_ids[i1])  # a track keeps its id
+        assert len(np.unique(cur_ids)) == len(cur_ids)
+        assert np.allclose(m["prev_stamp_sec"] + 1e-9 * m["prev_stamp_nanosec"], stamps[k - 1])
+    assert tracked > 20 * (n - 1)
+    overlays = got["overlay"]
+    assert overlays and all(o.encoding == "bgr8" and (o.width, o.height) == (320, 240)
+                            for o in overlays)
+    assert {stamp_to_sec(o.header.stamp) for o in overlays} <= set(stamps)
+
+
+class _FakePublisher:
+    def __init__(self, topic: str, subscribers: dict[str, int]) -> None:
+        self.topic, self.subscribers, self.sent = topic, subscribers, []
+
+    def get_subscription_count(self) -> int:
+        return self.subscribers.get(self.topic, 0)
+
+    def publish(self, msg) -> None:
+        self.sent.append(msg)
+
+
+class _FakeNode:
+    def __init__(self, subscribers: dict[str, int]) -> None:
+        self.subscribers, self.pubs = subscribers, {}
+
+    def create_publisher(self, msg_type, topic, qos, **kwargs):
+        self.pubs[topic] = _FakePublisher(topic, self.subscribers)
+        return self.pubs[topic]
+
+
+@pytest.mark.ros
+def test_feature_outputs_are_built_only_while_subscribed():
+    """Landmark ids -> matches and persistent track ids; nothing is built for topics no one
+    subscribes to, yet the previous frame is remembered for a late subscriber."""
+    import torch
+
+    from local_features_ros.ros.odometry_output import OdometryFeatureOutputs, landmark_matches
+    from local_features_ros.types import Features
+
+    assert landmark_matches(None, np.array([1, 2]), None, None) is None
+    m = landmark_matches(np.array([5, -1, 7, 9]), np.array([9, 7, -1, 4]),
+                         np.eye(4, 3), np.eye(4, 3))
+    assert m.matches.tolist() == [[3, 0], [2, 1]] and m.inliers.all()
+
+    def frame(k: int, ids: list[int]):
+        n = len(ids)
+        feats = Features(keypoints=torch.rand(n, 2) * 50, scores=torch.rand(n),
+                         descriptors=torch.rand(n, 8), image_size=(64, 48))
+        header = SimpleNamespace(stamp=SimpleNamespace(sec=k, nanosec=0), frame_id="cam")
+        return header, np.zeros((48, 64, 3), np.uint8), feats, np.array(ids, np.int64)
+
+    subs: dict[str, int] = {}
+    node = _FakeNode(subs)
+    out = OdometryFeatureOutputs(node, 10, "orb")
+    f0, f1, f2 = frame(0, [3, 4, -1]), frame(1, [4, 3, 8, -1]), frame(2, [8, 4])
+    assert out.publish(*f0, 0, 0.0) == 0
+    assert out.publish(*f1, 1, 0.0) == 2
+    assert not any(p.sent for p in node.pubs.values())  # no subscriber: nothing built
+    subs.update({"~/matches": 1, "~/overlay": 1})
+    assert out.publish(*f2, 2, 0.0) == 2
+    features, matches = node.pubs["~/features"].sent, node.pubs["~/matches"].sent
+    assert len(features) == len(matches) == 1 and len(node.pubs["~/overlay"].sent) == 1
+    assert matches[0].width == 2 and features[0].width == 2
+    assert not node.pubs["~/relative_motion"].sent
+    from local_features_ros.ros.messages import pointcloud2_to_features, pointcloud2_to_matches
+
+    got = pointcloud2_to_matches(matches[0])
+    assert got["matches"].tolist() == [[2, 0], [0, 1]]
+    assert got["prev_stamp_sec"].tolist() == [1, 1]
+    _, ids = pointcloud2_to_features(features[0])
+    # landmark 4: keypoint 1 of frame 0 -> 0 of frame 1 -> 1 of frame 2 keeps frame 0's id 1;
+    # landmark 8 first seen in frame 1 (its keypoint 2, new id 3 after 0, 1, 2)
+    assert ids.tolist() == [3, 1]

@@ -308,8 +308,11 @@ def _add_odometry_arguments(parser: argparse.ArgumentParser) -> None:
                         "tracking.ransac_threshold=3 (sections: stereo, depth, tracking, "
                         "keyframes, bundle, recovery; docs/odometry.md)")
     g.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0 = all)")
-    g.add_argument("--threads", type=int, default=0,
-                   help="torch.set_num_threads (0 = leave as is)")
+    g.add_argument("--threads", type=int, default=1,
+                   help="torch.set_num_threads (default 1: the odometry already runs two "
+                        "threads - the next frame's features beside the current frame's "
+                        "tracking - and threads of one torch call spin-wait on a busy CPU; "
+                        "0 = leave as is)")
 
 
 @dataclass

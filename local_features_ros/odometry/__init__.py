@@ -10,15 +10,17 @@ RANSAC + refinement), ``local_map`` (keyframes and landmarks), ``keyframes`` (se
 ``datasets`` / ``runner`` / ``metrics`` / ``evaluation`` / ``plots`` / ``synthetic``
 (sequences, scoring and test data). Nothing here imports rclpy: a node calls
 ``StereoOdometry.process(left, right, stamp)`` or ``RGBDOdometry.process(rgb, depth, stamp)``
-per frame and publishes the returned ``OdometryResult``.
+per frame - or its two halves ``measure`` (any thread) and ``update`` (in stamp order) on two
+threads - and publishes the returned ``OdometryResult``.
 """
 
 from .camera import RectifiedCamera
 from .config import (BundleConfig, DepthConfig, KeyframeConfig, OdometryConfig, RecoveryConfig,
                      StereoConfig, TrackingConfig)
 from .types import FrameMeasurement, OdometryResult, TrackingState
-from .visual_odometry import RGBDOdometry, StereoOdometry, VisualOdometry
+from .visual_odometry import MeasuredFrame, RGBDOdometry, StereoOdometry, VisualOdometry
 
 __all__ = ["RectifiedCamera", "OdometryConfig", "StereoConfig", "DepthConfig", "TrackingConfig",
            "KeyframeConfig", "BundleConfig", "RecoveryConfig", "FrameMeasurement",
-           "OdometryResult", "TrackingState", "VisualOdometry", "StereoOdometry", "RGBDOdometry"]
+           "OdometryResult", "TrackingState", "VisualOdometry", "StereoOdometry", "RGBDOdometry",
+           "MeasuredFrame"]

@@ -24,8 +24,11 @@ _EMPTY = (np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
 
 def _packed_bits(desc: torch.Tensor) -> np.ndarray | None:
     """Descriptors made of 0/1 values (ORB's unpacked bits) as packed bytes, else None."""
-    if desc.shape[1] % 8 or not bool(torch.all((desc == 0) | (desc == 1))):
+    if desc.shape[1] % 8:
         return None
+    for rows in (desc[:4], desc):  # the first rows settle it for float descriptors, cheaply
+        if not bool(torch.all((rows == 0) | (rows == 1))):
+            return None
     return np.packbits(desc.cpu().numpy().astype(np.uint8), axis=1)
 
 
@@ -48,11 +51,23 @@ def _pair_distances(desc0: torch.Tensor, desc1: torch.Tensor, pairs: np.ndarray)
     return out
 
 
-def _first_per_group(keys: np.ndarray) -> np.ndarray:
-    """Mask of the first element of each run of equal ``keys`` (sorted input)."""
-    first = np.ones(len(keys), bool)
-    first[1:] = keys[1:] != keys[:-1]
-    return first
+def _group_starts(rows: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal values in ``rows`` (non-decreasing)."""
+    first = np.ones(len(rows), bool)
+    first[1:] = rows[1:] != rows[:-1]
+    return np.flatnonzero(first)
+
+
+def _first_minimum(d: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per group (runs beginning at ``starts``): the position of its smallest value (the first
+    one on ties) and that value."""
+    counts = np.diff(np.append(starts, len(d)))
+    low = np.minimum.reduceat(d, starts)
+    at_low = np.flatnonzero(d == np.repeat(low, counts))
+    group = np.searchsorted(starts, at_low, side="right") - 1
+    first = np.ones(len(at_low), bool)
+    first[1:] = group[1:] != group[:-1]
+    return at_low[first], low
 
 
 def mutual_nn_pairs(desc0: torch.Tensor, desc1: torch.Tensor, pairs: np.ndarray,
@@ -61,30 +76,35 @@ def mutual_nn_pairs(desc0: torch.Tensor, desc1: torch.Tensor, pairs: np.ndarray,
 
     A candidate matches when each side is the other's nearest candidate and (``ratio < 1``) its
     distance is at most ``ratio`` times that of ``i0``'s second-nearest candidate (a keypoint
-    with a single candidate passes)."""
+    with a single candidate passes). Ties go to the candidate listed first. Linear in the
+    number of candidates: group minima instead of sorting them (the gates list candidates
+    grouped by ``i0`` already)."""
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if len(pairs) == 0:
         return _EMPTY
     d = _pair_distances(desc0, desc1, pairs)
-    by_row = np.lexsort((d, pairs[:, 0]))
-    rows_sorted = pairs[by_row, 0]
-    first_row = _first_per_group(rows_sorted)
-    best_of_row = by_row[first_row]  # candidate index of each row's nearest
-    ok = np.ones(len(best_of_row), bool)
+    rows = pairs[:, 0]
+    if np.any(rows[1:] < rows[:-1]):
+        order = np.argsort(rows, kind="stable")
+        pairs, d = pairs[order], d[order]
+        rows = pairs[:, 0]
+    starts = _group_starts(rows)
+    best_of_row, best_d = _first_minimum(d, starts)
+    ok = np.ones(len(starts), bool)
     if ratio < 1.0:
-        starts = np.flatnonzero(first_row)
-        has_second = np.append(starts[1:] - starts[:-1], len(rows_sorted) - starts[-1]) > 1
-        second = np.full(len(starts), np.inf, np.float32)
-        second[has_second] = d[by_row[starts[has_second] + 1]]
-        ok &= d[best_of_row] <= ratio * second
-    by_col = np.lexsort((d, pairs[:, 1]))
-    best_of_col = by_col[_first_per_group(pairs[by_col, 1])]
-    is_col_best = np.zeros(len(pairs), bool)
-    is_col_best[best_of_col] = True
-    ok &= is_col_best[best_of_row]
+        rest = d.copy()
+        rest[best_of_row] = np.inf
+        second = np.minimum.reduceat(rest, starts)
+        ok &= best_d <= ratio * second
+    # nearest candidate of each i1 (first listed on ties), only for the row winners' columns
+    cols = pairs[:, 1]
+    col_low = np.full(int(cols.max()) + 1, np.inf, np.float32)
+    np.minimum.at(col_low, cols, d)
+    tie_first = np.full(len(col_low), len(d), np.int64)
+    at_low = np.flatnonzero(d == col_low[cols])
+    np.minimum.at(tie_first, cols[at_low], at_low)
+    ok &= tie_first[cols[best_of_row]] == best_of_row
     keep = best_of_row[ok]
-    order = np.argsort(pairs[keep, 0], kind="stable")
-    keep = keep[order]
     return pairs[keep].copy(), d[keep]
 
 

@@ -63,13 +63,18 @@ def make_odometry(sensor: str, extractor: Any, sequence: StereoSequence | RGBDSe
 def evaluate_odometry(sensor: str, extractor: Any, sequence: StereoSequence | RGBDSequence,
                       config: OdometryConfig, matcher: Any = None, depth_factor: float = 5000.0,
                       max_frames: int = 0, trajectory: Path | None = None,
-                      log_every: int = 0) -> OdometryEvaluation:
+                      log_every: int = 0, pipelined: bool = True) -> OdometryEvaluation:
     """Run every frame (the first ``max_frames`` when > 0), write the KITTI-format
-    ``trajectory`` file if asked, and score against the ground truth when there is one."""
+    ``trajectory`` file if asked, and score against the ground truth when there is one.
+    ``pipelined``: measure the next frames while the current one is tracked (two threads,
+    ``runner.run_frames``); the poses are the same either way."""
     odometry = make_odometry(sensor, extractor, sequence, config, matcher, depth_factor)
     n = len(sequence) if max_frames <= 0 else min(max_frames, len(sequence))
     frames = (f for _, f in zip(range(n), sequence.frames()))
-    run = run_frames(odometry, frames, log_every=log_every)
+    try:
+        run = run_frames(odometry, frames, log_every=log_every, pipelined=pipelined)
+    finally:
+        odometry.close()
     if trajectory is not None:
         write_kitti_trajectory(Path(trajectory), run.poses)
     metrics = None

@@ -48,14 +48,20 @@ class Landmark:
 class LocalMap:
     """Keyframes in insertion order and their landmarks."""
 
-    def __init__(self, retain: int) -> None:
+    def __init__(self, retain: int, first_landmark_id: int = 0) -> None:
+        """``first_landmark_id``: where landmark ids start, so that a map replacing another
+        never reuses an id (a consumer matches frames by landmark id)."""
         if retain < 1:
             raise ValueError("retain must be >= 1 keyframe")
         self.retain = int(retain)
         self.keyframes: dict[int, Keyframe] = {}
         self.landmarks: dict[int, Landmark] = {}
         self._next_kf = 0
-        self._next_lm = 0
+        self._next_lm = int(first_landmark_id)
+
+    @property
+    def next_landmark_id(self) -> int:
+        return self._next_lm
 
     def __len__(self) -> int:
         return len(self.keyframes)
@@ -82,23 +88,29 @@ class LocalMap:
         self._next_kf += 1
         self.keyframes[kf.id] = kf
         desc = meas.features.descriptors
-        for i, lm_id in np.asarray(associations, np.int64).reshape(-1, 2):
+        assoc = np.asarray(associations, np.int64).reshape(-1, 2)
+        # One gather per keyframe; each landmark then holds a row of it (descriptors are only
+        # ever replaced, never written in place).
+        assoc_rows = desc[torch.from_numpy(assoc[:, 0])].unbind(0) if len(assoc) else ()
+        for (i, lm_id), row in zip(assoc, assoc_rows):
             lm = self.landmarks.get(int(lm_id))
             if lm is None or ids[i] >= 0:
                 continue
             lm.observations[kf.id] = int(i)
-            lm.descriptor = desc[int(i)].clone()
+            lm.descriptor = row
             ids[i] = lm.id
         new = np.flatnonzero((ids < 0) & meas.has_depth)
         if max_depth > 0 and len(new):
             new = new[meas.points_cam[new, 2] <= max_depth]
         if len(new):
             world = transform_points(kf.T_world_cam, meas.points_cam[new])
-            for i, p in zip(new, world):
-                lm = Landmark(self._next_lm, p.copy(), desc[int(i)].clone(), {kf.id: int(i)})
-                self._next_lm += 1
-                self.landmarks[lm.id] = lm
-                ids[i] = lm.id
+            rows = desc[torch.from_numpy(new)].unbind(0)
+            first = self._next_lm
+            for k, (i, p, row) in enumerate(zip(new.tolist(), world, rows)):
+                lm_id = first + k
+                self.landmarks[lm_id] = Landmark(lm_id, p, row, {kf.id: i})
+            ids[new] = np.arange(first, first + len(new))
+            self._next_lm += len(new)
         while len(self.keyframes) > self.retain:
             self.remove_keyframe(next(iter(self.keyframes)))
         return kf

@@ -30,7 +30,7 @@ from .types import FrameMeasurement
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["StereoMatches", "match_stereo", "refine_disparity",
+__all__ = ["StereoMatches", "match_stereo", "refine_disparity", "left_measurement",
            "stereo_measurement", "to_gray_float"]
 
 
@@ -132,6 +132,15 @@ def refine_disparity(left_gray: np.ndarray, right_gray: np.ndarray, left_pts: np
     frac = np.clip(frac, -0.5, 0.5)
     xr = x0 + offs[kk] + frac
     return left_pts[:, 0] - xr, valid
+
+
+def left_measurement(left: Features, stamp: float) -> FrameMeasurement:
+    """The left image's keypoints without depths (NaN), for a right image matched later."""
+    kl = left.keypoints.detach().cpu().numpy().astype(np.float64).reshape(-1, 2)
+    n = len(kl)
+    sigma = np.maximum(left.scales.detach().cpu().numpy().astype(np.float64), 1.0)
+    return FrameMeasurement(features=left, keypoints=kl, u_right=np.full(n, np.nan),
+                            points_cam=np.full((n, 3), np.nan), sigma=sigma, stamp=float(stamp))
 
 
 def stereo_measurement(left: Features, right: Features, left_gray: np.ndarray,

@@ -17,7 +17,20 @@ world = the first camera; covariance from the bundle adjustment's marginals; twi
 consecutive poses), ``~/path`` (``nav_msgs/Path``), TF ``odom_frame -> child frame`` when
 ``tf2_ros`` is importable (a ROS 2 install), ``~/frame_done`` (one ``std_msgs/Header`` per input
 image, for lossless replay, ``ros/flow_control.py``) and ``/diagnostics`` (tracking state,
-keyframes, map points, inliers, bundle-adjustment time, losses, dropped and bad input).
+keyframes, map points, inliers, bundle-adjustment time, losses, dropped and bad input). With
+``publish_features`` (default on), also what ``feature_extractor`` publishes for the left/colour
+image, in the same layouts and with its header: ``~/features``, ``~/matches`` (keypoints of
+consecutive frames that observe the same landmark) and ``~/overlay``; these are built only while
+subscribed (``ros/odometry_output.py``).
+
+Processing: two worker threads, joined on shutdown, form a pipeline as in ``feature_extractor``:
+one decodes the next pair and measures it (``measure``, which never touches the odometry state:
+the left/colour image's features, and the depth lookup of RGB-D) while the other advances the
+odometry with the previous pair (``update``: tracking, keyframes - with the right image's
+features and the stereo matches, which only a keyframe needs - and bundle adjustment) and
+publishes it. Two measured pairs wait between them at most (the
+measuring stage keeps going through a keyframe's longer update), and both take pairs in order,
+so on two cores the rate is that of the slower stage, not of the sum.
 
 Robustness: bad images (decode errors, size mismatch, NaN-only depth) and pairs out of order are
 logged (throttled), counted and skipped; tracking losses re-initialise from the next good frame
@@ -46,7 +59,7 @@ from .flow_control import (BAD_INPUT_PREFIX, DONE_TOPIC, DROPPED, PROCESSED, don
 from .messages import image_msg_to_numpy, stamp_to_sec
 from .node_main import run_node
 from .node_params import StartupError
-from .odometry_output import OdometryPublisher
+from .odometry_output import OdometryFeatureOutputs, OdometryPublisher
 from .pairing import PairQueue
 from .qos import diagnostics_qos, input_qos, output_qos
 
@@ -65,6 +78,7 @@ class VisualOdometryNode(Node):
         self._odometry: Any = None  # built when the calibration is known
         self._build_extractor(p)
         self._lock = threading.Lock()
+        self._count_lock = threading.Lock()
         self._infos: dict[str, CameraInfo] = {}
         self._pairs = PairQueue(lambda m: stamp_to_sec(m.header.stamp), p["sync_slop"])
         self._work: queue.Queue = queue.Queue(maxsize=max(1, p["queue_size"]))
@@ -76,6 +90,8 @@ class VisualOdometryNode(Node):
         self.pub_diag = self.create_publisher(DiagnosticArray, "/diagnostics", diagnostics_qos())
         self.out = OdometryPublisher(self, p["odom_frame"], p["child_frame"], p["publish_tf"],
                                      output_qos(p["output_depth"]))
+        self.features_out = (OdometryFeatureOutputs(self, p["output_depth"], self.method)
+                             if p["publish_features"] else None)
         names = (("left/image_rect", "right/image_rect") if self.mode == "stereo"
                  else ("rgb/image", "depth/image"))
         qos = input_qos(p["input_depth"])
@@ -89,8 +105,13 @@ class VisualOdometryNode(Node):
             self.create_subscription(CameraInfo, topic,
                                      lambda m, t=topic: self._infos.__setitem__(t, m), qos)
         self._stop = threading.Event()
-        self._worker = threading.Thread(target=self._worker_loop, name="odometry", daemon=False)
-        self._worker.start()
+        self._measured: queue.Queue = queue.Queue(maxsize=2)
+        self._workers = [threading.Thread(target=self._measure_loop, name="odometry-measure",
+                                          daemon=False),
+                         threading.Thread(target=self._update_loop, name="odometry-update",
+                                          daemon=False)]
+        for worker in self._workers:
+            worker.start()
         self.create_timer(1.0, self._publish_diagnostics,
                           clock=Clock(clock_type=ClockType.STEADY_TIME))
         self.get_logger().info(
@@ -104,7 +125,7 @@ class VisualOdometryNode(Node):
                     "queue_size": 4, "process_every_frame": False, "odom_frame": "odom",
                     "child_frame": "", "publish_tf": True, "depth_factor": 1000.0,
                     "input_depth": 5, "output_depth": 100, "reliable_input": False,
-                    "max_input_pixels": 4096 * 4096}
+                    "max_input_pixels": 4096 * 4096, "publish_features": True}
         out = {}
         for name, value in defaults.items():
             try:
@@ -194,26 +215,52 @@ class VisualOdometryNode(Node):
         self.pub_done.publish(done_message(msg.header, DROPPED))
 
     def _bad(self, reason: str, text: str) -> str:
-        self.counts["bad_input"] += 1
+        with self._count_lock:  # both worker stages report bad input
+            self.counts["bad_input"] += 1
         now = time.monotonic()
         if now - self._bad_log.get(reason, -1e9) >= BAD_INPUT_LOG_PERIOD_S:
             self._bad_log[reason] = now
             self.get_logger().warning(f"bad input ({reason}): {text}")
         return BAD_INPUT_PREFIX + reason
 
-    # ------------------------------------------------------------------ worker
-    def _worker_loop(self) -> None:
+    # ------------------------------------------------------------------ workers
+    def _measure_loop(self) -> None:
+        """Stage 1: decode, check and measure the pairs in arrival order (``measure``: features
+        and stereo matches / depths), then hand each to stage 2, two waiting at most."""
         while not self._stop.is_set():
             try:
                 pair = self._work.get(timeout=0.2)
             except queue.Empty:
                 continue
             try:
-                outcome = self._process(pair)
+                item: Any = self._measure(pair)
             except Exception as exc:  # the worker survives any frame
                 if self._stop.is_set() or not self.context.ok():
                     return
-                outcome = self._bad("internal_error", f"{type(exc).__name__}: {exc}")
+                item = self._bad("internal_error", f"{type(exc).__name__}: {exc}")
+            while not self._stop.is_set():
+                try:
+                    self._measured.put((pair, item), timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+
+    def _update_loop(self) -> None:
+        """Stage 2: advance the odometry frame by frame in stamp order, publish, and
+        acknowledge both images of every pair (whatever became of it)."""
+        while not self._stop.is_set():
+            try:
+                pair, item = self._measured.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            outcome = item if isinstance(item, str) else None
+            if outcome is None:
+                try:
+                    outcome = self._update(pair, *item)
+                except Exception as exc:  # the worker survives any frame
+                    if self._stop.is_set() or not self.context.ok():
+                        return
+                    outcome = self._bad("internal_error", f"{type(exc).__name__}: {exc}")
             for m in (pair.first, pair.second):
                 self.pub_done.publish(done_message(m.header, outcome))
 
@@ -232,7 +279,8 @@ class VisualOdometryNode(Node):
                                    "(16UC1 millimetres or 32FC1 metres)")
         return image_to_numpy(msg.encoding, h, w, msg.step, bool(msg.is_bigendian), msg.data)
 
-    def _process(self, pair: Any) -> str:
+    def _measure(self, pair: Any) -> tuple[np.ndarray, Any, float] | str:
+        """(left image, measured frame, start time), or the bad-input outcome."""
         if pair.stamp <= self._last_stamp:
             return self._bad("out_of_order", f"pair at {pair.stamp:.3f} s is not newer than "
                              f"{self._last_stamp:.3f} s")
@@ -251,8 +299,17 @@ class VisualOdometryNode(Node):
             self._odometry = self._make_odometry(a.shape[1], a.shape[0])
             if self._odometry is None:
                 return self._bad("no_camera_info", "waiting for camera_info")
-        res = self._odometry.process(a, b, pair.stamp)
+        t0 = time.perf_counter()
+        return a, self._odometry.measure(a, b, pair.stamp), t0
+
+    def _update(self, pair: Any, image: np.ndarray, frame: Any, t0: float) -> str:
+        res = self._odometry.update(frame)
         self.out.publish(pair.first.header, res)
+        if self.features_out is not None:
+            if res.frame_index == 0:  # a new trajectory (first frame, or the stamps went back)
+                self.features_out.reset()
+            self.features_out.publish(pair.first.header, image, frame.measurement.features,
+                                      frame.landmark_ids, res.frame_index, t0)
         self._last = res
         self.counts["processed"] += 1
         return PROCESSED
@@ -278,8 +335,9 @@ class VisualOdometryNode(Node):
 
     def stop(self) -> None:
         self._stop.set()
-        if self._worker.is_alive():
-            self._worker.join(timeout=10.0)
+        for worker in self._workers:
+            if worker.is_alive():
+                worker.join(timeout=10.0)
         self.get_logger().info(
             "totals: " + ", ".join(f"{k} {v}" for k, v in self.counts.items())
             + (f", losses {self._last.losses}" if self._last is not None else ""))

@@ -1,5 +1,7 @@
 """What ``visual_odometry`` publishes for each frame: ``nav_msgs/Odometry``, ``nav_msgs/Path``
-and (with a ROS 2 install) the TF ``odom -> camera``.
+and (with a ROS 2 install) the TF ``odom -> camera``; and, through ``feature_extractor``'s own
+builders (``ros/frame_output.py``), the left/colour image's ``~/features``, the frame-to-frame
+``~/matches`` and the ``~/overlay`` (``OdometryFeatureOutputs``).
 
 Conventions (REP 103/105 as far as a camera-only odometry can follow them): the pose is that of
 the left/colour camera's optical frame in ``odom_frame`` (= the first camera's pose, so the first
@@ -19,9 +21,14 @@ from geometry_msgs.msg import PoseStamped, TransformStamped
 from nav_msgs.msg import Odometry, Path
 from scipy.spatial.transform import Rotation
 
+from ..frontend import FrameResult
+from ..tracking import TrackManager
+from ..types import Features, MatchResult
+from .frame_output import FrameOutputs
 from .messages import stamp_to_sec
 
-__all__ = ["OdometryPublisher", "pose_covariance_ros", "odometry_msg"]
+__all__ = ["OdometryPublisher", "OdometryFeatureOutputs", "landmark_matches",
+           "pose_covariance_ros", "odometry_msg"]
 
 #: Poses kept in ``~/path`` (a long drive at 10 Hz: 3 hours).
 PATH_LIMIT = 100_000
@@ -128,3 +135,72 @@ class OdometryPublisher:
             tf.transform.rotation.x, tf.transform.rotation.y = o.x, o.y
             tf.transform.rotation.z, tf.transform.rotation.w = o.z, o.w
             self._tf.sendTransform(tf)
+
+
+def landmark_matches(prev_ids: np.ndarray | None, cur_ids: np.ndarray, prev_desc: Any,
+                     cur_desc: Any) -> MatchResult | None:
+    """Frame-to-frame matches of the odometry: keypoints of the previous and the current frame
+    that observe the same landmark (``-1`` = none), with their descriptor distance. All are
+    inliers - each side passed PnP RANSAC (or is a keyframe's own landmark). None without a
+    previous frame."""
+    if prev_ids is None:
+        return None
+    prev_ids = np.asarray(prev_ids, np.int64).reshape(-1)
+    cur_ids = np.asarray(cur_ids, np.int64).reshape(-1)
+    prev_idx = np.flatnonzero(prev_ids >= 0)
+    cur_idx = np.flatnonzero(cur_ids >= 0)
+    _, a, b = np.intersect1d(prev_ids[prev_idx], cur_ids[cur_idx], assume_unique=True,
+                             return_indices=True)
+    m = np.stack([prev_idx[a], cur_idx[b]], 1).astype(np.int64)
+    order = np.argsort(m[:, 1], kind="stable")
+    m = m[order]
+    dist = np.zeros(len(m), np.float32)
+    if len(m):
+        d0 = np.asarray(prev_desc, np.float32)[m[:, 0]]
+        d1 = np.asarray(cur_desc, np.float32)[m[:, 1]]
+        dist = np.linalg.norm(d0 - d1, axis=1).astype(np.float32)
+    return MatchResult(m, dist, np.ones(len(m), bool))
+
+
+class OdometryFeatureOutputs:
+    """``~/features``, ``~/matches`` and ``~/overlay`` of the odometry's left/colour image, in
+    the layouts ``feature_extractor`` publishes, so the same consumers (rviz, recorders, a
+    back-end) read either node. Track ids persist while a keypoint keeps observing the same
+    landmark from frame to frame (``tracking.TrackManager`` fed with the landmark matches).
+    Clouds are built only while someone subscribes to one of them, the overlay only while
+    someone subscribes to it; the previous frame is always remembered, so a late subscriber's
+    first matches are right."""
+
+    def __init__(self, node: Any, depth: int, method: str) -> None:
+        self.frames = FrameOutputs(node, depth, loops=False, method=method,
+                                   child_suffix="_current", matcher="odometry")
+        self.tracks = TrackManager()
+        self._prev_ids: np.ndarray | None = None
+        self._prev_desc: Any = None
+        self._prev_stamp: float | None = None
+
+    def reset(self) -> None:
+        """A new trajectory (the odometry restarted): no matches to the frame before."""
+        self.tracks.reset()
+        self._prev_ids = self._prev_desc = self._prev_stamp = None
+
+    def publish(self, header: Any, image: np.ndarray, feats: Features,
+                landmark_ids: np.ndarray, frame_index: int, t0: float) -> int:
+        """One processed frame (``t0``: ``perf_counter`` when its processing began, for the
+        overlay's latency); returns the number of matches to the previous frame."""
+        stamp = stamp_to_sec(header.stamp)
+        desc = feats.descriptors.detach().cpu().numpy()
+        match = landmark_matches(self._prev_ids, landmark_ids, self._prev_desc, desc)
+        track_ids = self.tracks.update(len(feats), None if match is None else match.matches)
+        result = FrameResult(features=feats, track_ids=track_ids, matches=match, motion=None,
+                             prev_stamp=self._prev_stamp, stamp=stamp, frame_index=frame_index)
+        f = self.frames
+        if f.features.get_subscription_count() or f.matches.get_subscription_count():
+            f.publish(header, feats, result, None)
+        f.finish(header, image, feats, result, True, t0)
+        self._prev_ids = np.asarray(landmark_ids, np.int64).copy()
+        self._prev_desc, self._prev_stamp = desc, stamp
+        return 0 if match is None else len(match)
+
+    def publishers(self) -> list[Any]:
+        return self.frames.publishers()

@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from local_features_ros.evaluation.speed import benchmark_image, measure_alternating  # noqa: E402
 from local_features_ros.device import cpu_supports_bf16  # noqa: E402
-from local_features_ros.commands._common import split_setting  # noqa: E402
+from local_features_ros.config import split_setting  # noqa: E402
 from local_features_ros.registry import build_extractor, get_extractor_class  # noqa: E402
 
 

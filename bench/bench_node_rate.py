@@ -13,7 +13,15 @@ and this process plays the camera:
    the stream (flat memory = no leak per frame).
 2. **Replay**: ``--replay`` frames sent with the node's flow control (``~/frame_done``, two in
    flight), as fast as the node takes them: the node's own throughput, which the two-stage
-   pipeline bounds by its slowest stage instead of the sum of all stages.
+   pipeline bounds by its slowest stage instead of the sum of all stages. Also reported: the
+   node's CPU time (all threads) per replayed frame, which other load on the machine changes
+   far less than the rates (with ``n`` cores, ``n * 1000 / CPU ms`` Hz is the most the node
+   could reach).
+
+With each image the camera also publishes its ``camera_info`` (the datasets' intrinsics, scaled
+to the frame size), as a calibrated camera does, so the node runs its full default path:
+essential-matrix verification and ``~/relative_motion``. ``--no-camera-info`` leaves it out
+(fundamental-matrix verification, no motion).
 
 Every frame's outcome comes from the node's ``~/frame_done``; numbers are medians of what one run
 saw. They depend on the machine and its load: the header names the CPU and torch's threads.
@@ -54,6 +62,18 @@ def load_frames(size: tuple[int, int], n: int) -> list[np.ndarray]:
     return out
 
 
+#: Intrinsics (fx, fy, cx, cy) of the datasets' cameras at their own size (../shared/data/README).
+KITTI_K = ((1226, 370), (707.0912, 707.0912, 601.8873, 183.1104))
+TUM_K = ((640, 480), (520.9, 521.0, 325.1, 249.7))
+
+
+def intrinsics(size: tuple[int, int]) -> np.ndarray:
+    """K of the camera whose frames ``load_frames`` returns at ``size`` (scaled when resized)."""
+    (w0, h0), (fx, fy, cx, cy) = TUM_K if tuple(size) == TUM_K[0] else KITTI_K
+    sx, sy = size[0] / w0, size[1] / h0
+    return np.array([[fx * sx, 0.0, cx * sx], [0.0, fy * sy, cy * sy], [0.0, 0.0, 1.0]])
+
+
 def rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -64,14 +84,23 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
 class Camera:
     """This process's side: publishes ``bgr8`` images and counts the node's answers."""
 
-    def __init__(self, domain: int) -> None:
+    def __init__(self, domain: int, K: np.ndarray | None = None) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import Header
 
         from local_features_ros.ros.flow_control import done_qos, done_topic
@@ -82,6 +111,10 @@ class Camera:
         self.node = rclpy.create_node("bench_camera", context=self.ctx)
         self.pub = self.node.create_publisher(
             Image, "/image", QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+        self.info_pub = self.node.create_publisher(
+            CameraInfo, "/camera_info", QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
+        self.K = K
+        self._CameraInfo = CameraInfo
         self.outcomes: list[tuple[float, str]] = []
         self.node.create_subscription(
             Header, done_topic(), lambda m: self.outcomes.append((time.monotonic(), m.frame_id)),
@@ -105,6 +138,15 @@ class Camera:
         msg.header.frame_id = "camera"
         msg.data = bgr.tobytes()
         return msg
+
+    def publish(self, msg) -> None:
+        """The image, after its ``camera_info`` (when the camera has K)."""
+        if self.K is not None:
+            info = self._CameraInfo(header=msg.header, height=msg.height, width=msg.width)
+            info.k = [float(v) for v in self.K.reshape(-1)]
+            info.p = [float(v) for v in np.hstack([self.K, np.zeros((3, 1))]).reshape(-1)]
+            self.info_pub.publish(info)
+        self.pub.publish(msg)
 
     def wait_for_node(self, timeout: float = 120.0) -> None:
         end = time.monotonic() + timeout
@@ -144,7 +186,7 @@ def live(cam: Camera, frames: list[np.ndarray], fps: float, seconds: float, pid:
     for i in range(n):
         msg = msgs[i % len(msgs)]
         msg.header.stamp.sec = 2_000 + i
-        cam.pub.publish(msg)
+        cam.publish(msg)
         if i % int(fps) == 0:
             rss.append(rss_mb(pid))
         cam.spin(max(0.0, t0 + (i + 1) * period - time.monotonic()))
@@ -156,24 +198,27 @@ def live(cam: Camera, frames: list[np.ndarray], fps: float, seconds: float, pid:
             "rss_start": rss[1] if len(rss) > 1 else rss[0], "rss_end": rss[-1]}
 
 
-def replay(cam: Camera, frames: list[np.ndarray], n: int) -> dict:
+def replay(cam: Camera, frames: list[np.ndarray], n: int, pid: int) -> dict:
     msgs = [cam.message(f, i) for i, f in enumerate(frames)]
     cam.outcomes.clear()
     sent = 0
     t0 = time.monotonic()
+    cpu0 = cpu_s(pid)
     while len(cam.outcomes) < n:
         if sent < n and sent - len(cam.outcomes) < 2:
             msg = msgs[sent % len(msgs)]
             msg.header.stamp.sec = 5_000 + sent
-            cam.pub.publish(msg)
+            cam.publish(msg)
             sent += 1
         cam.executor.spin_once(timeout_sec=0.002)
         if time.monotonic() - t0 > 600:
             break
+    cpu = cpu_s(pid) - cpu0
     times = [t for t, o in cam.outcomes if o == "processed"]
     gaps = np.diff(times) if len(times) > 1 else np.array([np.nan])
     return {"frames": len(times), "rate_hz": (len(times) - 1) / (times[-1] - times[0])
-            if len(times) > 1 else 0.0, "gap_median_ms": float(np.median(gaps) * 1e3)}
+            if len(times) > 1 else 0.0, "gap_median_ms": float(np.median(gaps) * 1e3),
+            "cpu_ms": cpu / max(len(cam.outcomes), 1) * 1e3}
 
 
 def main() -> int:
@@ -184,6 +229,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--replay", type=int, default=60, help="frames of the replay measurement")
     p.add_argument("--logs", default="out/bench_node_rate", help="node logs go here")
+    p.add_argument("--no-camera-info", action="store_true",
+                   help="publish images only (no K: fundamental matrix, no ~/relative_motion)")
     args = p.parse_args()
     os.environ["ROS_LOCALHOST_ONLY"] = "1"
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -194,22 +241,23 @@ def main() -> int:
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
           f"{torch.__version__}, node OMP_NUM_THREADS="
           f"{os.environ.get('OMP_NUM_THREADS', os.cpu_count())}; live: {args.fps:g} fps for "
-          f"{args.seconds:g} s; replay: {args.replay} frames, flow control")
+          f"{args.seconds:g} s; replay: {args.replay} frames, flow control; camera_info: "
+          f"{'no' if args.no_camera_info else 'yes'}")
     print(f"{'method':10} {'size':>9} | {'live Hz':>7} {'kept':>6} {'dropped':>7} "
-          f"{'RSS MB start->end':>18} | {'replay Hz':>9} {'ms/frame':>8}")
+          f"{'RSS MB start->end':>18} | {'replay Hz':>9} {'ms/frame':>8} {'CPU ms/frame':>12}")
     for size_text in args.sizes.split(","):
         size = tuple(int(v) for v in size_text.lower().split("x"))
         frames = load_frames(size, 20)
         for method in args.methods.split(","):
             domain = random.randint(100, 199)
-            cam = Camera(domain)
+            cam = Camera(domain, None if args.no_camera_info else intrinsics(size))
             node = start_node(method, domain, logs / f"{method}_{size_text}.log")
             try:
                 cam.wait_for_node()
                 cam.spin(1.0)
                 lv = live(cam, frames, args.fps, args.seconds, node.pid)
                 cam.spin(1.0)
-                rp = replay(cam, frames, args.replay)
+                rp = replay(cam, frames, args.replay, node.pid)
             finally:
                 node.send_signal(2)
                 try:
@@ -219,7 +267,8 @@ def main() -> int:
                 cam.close()
             print(f"{method:10} {size_text:>9} | {lv['rate_hz']:7.1f} {lv['kept']:6.0%} "
                   f"{lv['dropped']:7d} {lv['rss_start']:8.0f} -> {lv['rss_end']:6.0f} | "
-                  f"{rp['rate_hz']:9.1f} {rp['gap_median_ms']:8.1f}", flush=True)
+                  f"{rp['rate_hz']:9.1f} {rp['gap_median_ms']:8.1f} {rp['cpu_ms']:12.1f}",
+                  flush=True)
     return 0
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,6 +27,9 @@ from .matching import MatcherConfig
 from .tracking import TrackManager
 from .types import Features, MatchResult, RelativeMotion
 
+if TYPE_CHECKING:
+    from .loop_closure import LoopResult
+
 logger = logging.getLogger(__name__)
 
 __all__ = ["FrameResult", "FrameToFrameFrontend", "as_matcher"]
@@ -34,7 +38,10 @@ __all__ = ["FrameResult", "FrameToFrameFrontend", "as_matcher"]
 @dataclass
 class FrameResult:
     """What one processed frame produced. ``matches`` index ``[previous frame, this frame]``
-    (None on the first frame of a sequence); ``prev_stamp`` names the previous frame."""
+    (None on the first frame of a sequence); ``prev_stamp`` names the previous frame.
+    ``loops`` / ``loop_error``: the loop-closure step of ``FeaturePipeline`` when it is on (None
+    on a frame that is not a keyframe) and the exception that ended it, if one did -- a failed
+    loop query never costs the frame its matches and motion."""
 
     features: Features
     track_ids: np.ndarray  # (N,) uint32
@@ -43,6 +50,8 @@ class FrameResult:
     prev_stamp: float | None
     stamp: float
     frame_index: int
+    loops: LoopResult | None = None
+    loop_error: Exception | None = None
 
 
 @dataclass

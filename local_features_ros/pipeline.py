@@ -18,6 +18,7 @@ import numpy as np
 from .extractors.base import ConfigError, Extractor
 from .frontend import FrameResult, FrameToFrameFrontend
 from .geometry import VerifyConfig
+from .loop_closure import LoopClosure, LoopSettings
 from .matchers import Matcher, build_matcher
 from .matching import MatcherConfig
 from .types import Features
@@ -30,6 +31,21 @@ MATCHER_TYPES = ("nn", "lightglue")
 #: Images whose short edge is below this get an empty feature set when the extractor fails on
 #: them (a 1x1 frame is a valid, useless message: no network has a receptive field that small).
 TINY_EDGE = 32
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return int(torch.get_num_threads())
+
+
+def _set_torch_threads(n: int) -> None:
+    """Torch's CPU thread count for the calling thread (OpenMP's count is per thread; threads
+    started later begin with it too)."""
+    import torch
+
+    if int(torch.get_num_threads()) != int(n):
+        torch.set_num_threads(int(n))
 
 
 def replace_fields(conf: Any, changes: dict[str, Any]) -> Any:
@@ -56,7 +72,7 @@ def check_extractor_changes(extractor: Extractor, changes: dict[str, Any]) -> No
     if bad:
         raise ConfigError(f"'{bad[0]}' cannot change at runtime for method "
                           f"'{extractor.name}' (restart the node)")
-    extractor.validate_conf({**extractor.conf, **changes})
+    extractor.config_class.check(changes, base=extractor.conf)
 
 
 @dataclass
@@ -99,6 +115,30 @@ class FeaturePipeline:
         except (ConfigError, FileNotFoundError, ValueError) as exc:
             raise type(exc)(f"matcher '{cfg.matcher_type}': {exc}") from exc
         self.frontend = FrameToFrameFrontend(matcher=self.matcher, verify=self.verify_conf)
+        self.method = cfg.method
+        #: Loop closure (``open_loops``); None = off.
+        self.loops: LoopClosure | None = None
+        self._extract_threads = _torch_threads()
+
+    def open_loops(self, path: str | None, max_keyframes: int) -> LoopClosure:
+        """Turn loop closure on, with the keyframe database in ``path`` when that file exists
+        (empty: in memory only). ``ConfigError`` naming the setting when the file cannot serve
+        this method."""
+        self.loops = LoopClosure.open(path or "", max_keyframes, self.descriptor_dim, self.method)
+        return self.loops
+
+    def enter_extract_thread(self) -> None:
+        """Call first in a thread that runs ``extract``: it gets the torch CPU threads the
+        process had when the pipeline was built (the network's convolutions use them all)."""
+        _set_torch_threads(self._extract_threads)
+
+    def enter_frontend_thread(self) -> None:
+        """Call first in a thread that runs ``process_features`` beside a thread that extracts.
+        With the ``nn`` matcher: one torch CPU thread -- its matrix products are small, and more
+        threads would only take cores from the extraction running at the same time (on two
+        cores the two stages then slow each other down instead of overlapping). A LightGlue
+        matcher is a network of its own and keeps the process's count."""
+        _set_torch_threads(1 if self.matcher_type == "nn" else self._extract_threads)
 
     @property
     def descriptor_dim(self) -> int:
@@ -161,14 +201,33 @@ class FeaturePipeline:
             return Features.empty(self.descriptor_dim, (w, h))
         return feats.float().to("cpu")
 
-    def process(self, image: np.ndarray, stamp: float, K: np.ndarray | None
-                ) -> tuple[Features, FrameResult]:
+    def process(self, image: np.ndarray, stamp: float, K: np.ndarray | None, *,
+                loop_stamp: tuple[int, int] | None = None,
+                loop_settings: LoopSettings | None = None) -> tuple[Features, FrameResult]:
         """One frame, both halves: ``extract`` then ``process_features``. A caller that
         overlaps frames (the node) runs the halves in two threads, in frame order."""
         feats = self.extract(image)
-        return feats, self.frontend.process(feats, stamp, K)
+        return feats, self.process_features(feats, stamp, K, loop_stamp=loop_stamp,
+                                            loop_settings=loop_settings)
 
-    def process_features(self, feats: Features, stamp: float, K: np.ndarray | None
-                         ) -> FrameResult:
-        """Match to the previous frame, verify, track, motion (frames in stamp order)."""
-        return self.frontend.process(feats, stamp, K)
+    def process_features(self, feats: Features, stamp: float, K: np.ndarray | None, *,
+                         loop_stamp: tuple[int, int] | None = None,
+                         loop_settings: LoopSettings | None = None) -> FrameResult:
+        """Match to the previous frame, verify, track, motion (frames in stamp order), then the
+        loop-closure step when it is on (``loop_stamp``: the image stamp ``(sec, nanosec)``
+        stored with a keyframe, default ``stamp`` split; ``loop_settings`` default
+        ``LoopSettings()``). A loop-closure failure is returned in ``loop_error``."""
+        result = self.frontend.process(feats, stamp, K)
+        if self.loops is not None:
+            try:
+                result.loops = self.loops.step(feats, loop_stamp or _split_stamp(stamp),
+                                               loop_settings or LoopSettings())
+            except Exception as exc:  # the frame's other outputs stand
+                result.loop_error = exc
+        return result
+
+
+def _split_stamp(stamp: float) -> tuple[int, int]:
+    """Seconds as ``(sec, nanosec)``."""
+    ns = int(round(float(stamp) * 1e9))
+    return ns // 10**9, ns % 10**9

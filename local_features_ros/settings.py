@@ -34,11 +34,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Container, Iterable
 
+from .config import split_setting
 from .conventions import ConfigError
 
 __all__ = ["BUILD_ARGUMENTS", "EXTRACTOR_PREFIX", "LIGHTGLUE_PREFIX", "MATCHER_PREFIX",
            "NODE_ONLY_PREFIXES", "RENAMED_KEYS", "VERIFY_FIELDS", "VERIFY_PREFIX", "Settings",
-           "canonical_name", "config_key", "in_node_terms", "node_name", "translate_settings"]
+           "canonical_name", "config_key", "in_node_terms", "node_name", "parse_set_items",
+           "translate_settings"]
 
 #: Extractor config keys whose node parameter name differs: config key -> node parameter.
 RENAMED_KEYS: dict[str, str] = {"resize_max_edge": "resize.max_edge"}
@@ -79,8 +81,8 @@ def config_key(name: str) -> str:
 def node_name(key: str, shared: Container[str]) -> str:
     """An extractor config key -> its node parameter name (the documented spelling).
 
-    ``shared``: the keys every method has (``SHARED_DEFAULTS`` and ``BASE_DEFAULTS`` of
-    ``extractors/base.py``); any other key is method-specific and gets ``extractor.``."""
+    ``shared``: the keys every method has (``ExtractorConfig`` of ``extractors/base.py``);
+    any other key is method-specific and gets ``extractor.``."""
     if key in RENAMED_KEYS:
         return RENAMED_KEYS[key]
     return key if key in shared or key in BUILD_ARGUMENTS else EXTRACTOR_PREFIX + key
@@ -164,3 +166,9 @@ def translate_settings(items: Iterable[tuple[str, str]]) -> Settings:
         out.spelled[key] = name
         target[key] = value
     return out
+
+
+def parse_set_items(items: Iterable[str]) -> Settings:
+    """``--set KEY=VALUE`` items, split by the one parser (``config.split_setting``), sorted
+    by ``translate_settings``."""
+    return translate_settings(split_setting(item) for item in items)

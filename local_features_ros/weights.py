@@ -14,6 +14,7 @@ from typing import Any, Mapping
 import torch
 
 from .atomic import atomic_path
+from .config import to_builtin
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ def save_checkpoint(path: str | os.PathLike, method: str, state_dict: Mapping[st
         "format": FORMAT_NAME,
         "version": FORMAT_VERSION,
         "method": method,
-        "config": dict(config or {}),
+        "config": to_builtin(config or {}),  # builtin types: read with weights_only=True
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         **extra,
     }

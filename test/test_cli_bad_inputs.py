@@ -418,16 +418,24 @@ def test_real_processes_exit_status_and_one_line(files: dict[str, str], tmp_path
 
 
 # ------------------------------------------------------------------------------------ vocabulary
-def test_settings_module_imports_neither_torch_nor_ros() -> None:
-    """The vocabulary is importable by torch-free and ROS-free code (launch files, tools)."""
-    tree = ast.parse((REPO / "local_features_ros" / "settings.py").read_text())
+def _imports(module: str) -> set[str]:
+    tree = ast.parse((REPO / "local_features_ros" / f"{module}.py").read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             imported |= {a.name.split(".")[0] for a in node.names}
         elif isinstance(node, ast.ImportFrom):
             imported.add("." * node.level + (node.module or ""))
-    assert imported <= {"__future__", "re", "dataclasses", "typing", ".conventions"}, imported
+    return imported
+
+
+def test_settings_module_imports_neither_torch_nor_ros() -> None:
+    """The vocabulary and the configuration rules it parses with are importable by torch-free
+    and ROS-free code (launch files, tools)."""
+    assert _imports("settings") <= {"__future__", "re", "dataclasses", "typing", ".conventions",
+                                    ".config"}, _imports("settings")
+    assert _imports("config") <= {"__future__", "copy", "dataclasses", "math", "numbers",
+                                  "typing", "yaml", ".conventions"}, _imports("config")
 
 
 def test_node_parameters_and_command_line_share_one_vocabulary() -> None:

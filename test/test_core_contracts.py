@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from local_features_ros.extractors.base import ConfigError, _coerce
+from local_features_ros.config import coerce as _coerce
+from local_features_ros.extractors.base import ConfigError
 from local_features_ros.image.preprocess import ResizeInfo, prepare_image, target_size
 from local_features_ros.registry import build_extractor, get_extractor_class
 from local_features_ros.types import Features

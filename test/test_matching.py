@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from local_features_ros.matching import MatcherConfig, match_descriptors
+from local_features_ros.matching import MatcherConfig, match_descriptors, nearest_neighbours
 
 # desc1 ("B") and desc0 ("A") in 2-D; outcomes worked out by hand:
 #   A0 (0.5, 0):  NN B0 (0.5), 2nd B1 (9.5)            ratio 0.05
@@ -96,6 +96,48 @@ def test_orb_bits_distance_is_sqrt_hamming():
     res = match_descriptors(torch.from_numpy(bits0), torch.from_numpy(bits1))
     assert _pairs(res) == {(i, i) for i in range(20)}
     np.testing.assert_allclose(res.distances ** 2, flips.astype(np.float32), rtol=1e-5)
+
+
+def _brute_force_pairs(d0: torch.Tensor, d1: torch.Tensor, mutual: bool) -> set[tuple[int, int]]:
+    """Nearest neighbours from exact pairwise L2 distances in float64 (the definition)."""
+    dist = torch.cdist(d0.double(), d1.double(), compute_mode="donot_use_mm_for_euclid_dist")
+    fwd, bwd = dist.argmin(1), dist.argmin(0)
+    return {(i, int(j)) for i, j in enumerate(fwd) if not mutual or int(bwd[j]) == i}
+
+
+@pytest.mark.parametrize("kind", ["unit", "raw", "bits"])
+@pytest.mark.parametrize("mutual", [True, False])
+def test_nearest_neighbours_agree_with_kornia_and_the_definition(kind, mutual):
+    """The one-product nearest-neighbour search gives kornia's match_mnn / match_nn pairs (the
+    distance-matrix implementation) and the exact float64 nearest neighbours, for unit, unnormalised
+    and 0/1 (ORB, many exact ties) descriptors, square and not."""
+    from kornia.feature import match_mnn, match_nn
+
+    g = torch.Generator().manual_seed(7)
+    for n0, n1 in ((1, 1), (1, 9), (9, 1), (300, 500), (700, 650)):
+        if kind == "bits":
+            d0 = (torch.rand(n0, 256, generator=g) > 0.5).float()
+            d1 = (torch.rand(n1, 256, generator=g) > 0.5).float()
+        else:
+            d0, d1 = torch.randn(n0, 64, generator=g), torch.randn(n1, 64, generator=g)
+            if kind == "unit":
+                d0, d1 = (torch.nn.functional.normalize(d, dim=1) for d in (d0, d1))
+            else:
+                d0, d1 = d0 * torch.rand(n0, 1, generator=g) * 5, d1 * 3
+        res = match_descriptors(d0, d1, MatcherConfig(mutual=mutual))
+        _, idx = (match_mnn if mutual else match_nn)(d0, d1, dm=torch.cdist(d0, d1))
+        assert _pairs(res) == {tuple(int(v) for v in m) for m in idx}
+        if kind != "bits":  # exact ties: the definition leaves the choice open
+            assert _pairs(res) == _brute_force_pairs(d0, d1, mutual)
+        assert np.all(np.diff(res.matches[:, 0]) > 0)  # sorted by i0, each once
+        exact = torch.linalg.vector_norm(d0[res.matches[:, 0]] - d1[res.matches[:, 1]], dim=1)
+        np.testing.assert_allclose(res.distances, exact.numpy(), rtol=1e-6)
+
+
+def test_nearest_neighbours_first_of_exact_ties():
+    d1 = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
+    d0 = torch.tensor([[1.0, 0.0], [0.5, 0.5]])
+    assert nearest_neighbours(d0, d1).tolist() == [0, 0]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -251,6 +251,44 @@ def test_bad_place_recognition_config_exits_2(ros_env, tmp_path):
         assert "configuration error" in text and needle in text, text
 
 
+def test_node_side_only_publishes_and_counts_the_pipelines_outcome():
+    """``NodeLoops.report`` (no ROS process): a keyframe's candidates go to the publisher with
+    the query header and their keyframes' stamps and are counted; a frame that was not a
+    keyframe does nothing; a failed step or publisher is counted and logged once per period,
+    and nothing at all while the node stops."""
+    from types import SimpleNamespace
+
+    from local_features_ros.loop_closure import LoopResult
+    from local_features_ros.ros.diagnostics import NodeStats
+    from local_features_ros.ros.loop_closure import NodeLoops
+
+    stats, warnings, sent = NodeStats(), [], []
+    loops = NodeLoops(None, SimpleNamespace(warning=warnings.append), stats)
+    header = Header(frame_id="cam", stamp=Time(sec=3, nanosec=4))
+    cands = [Candidate(7, votes=40, inliers=30, score=30.0)]
+    found = SimpleNamespace(loops=LoopResult(cands, {7: (1, 2)}, 2.5, 8), loop_error=None)
+    loops.report(found, header, lambda *a: sent.append(a), lambda: False)
+    assert sent == [(header, cands, {7: (1, 2)})]
+    snap = stats.snapshot()
+    assert (snap["keyframes"], snap["loop_candidates"], stats.loop_errors) == (8, 1, 0)
+    loops.report(SimpleNamespace(loops=None, loop_error=None), header,
+                 lambda *a: sent.append(a), lambda: False)
+    assert len(sent) == 1
+    failed = SimpleNamespace(loops=None, loop_error=RuntimeError("query failed"))
+    loops.report(failed, header, lambda *a: sent.append(a), lambda: False)
+    loops.report(failed, header, lambda *a: sent.append(a), lambda: False)
+    assert stats.loop_errors == 2 and len(warnings) == 1 and "query failed" in warnings[0]
+
+    def broken(*_a):
+        raise OSError("publisher gone")
+
+    loops.report(found, header, broken, lambda: False)
+    assert stats.loop_errors == 3
+    loops.report(failed, header, broken, lambda: True)  # stopping: not an error
+    assert stats.loop_errors == 3 and len(sent) == 1
+    assert NodeLoops.settings({"place_recognition.top_k": 2}).top_k == 2
+
+
 def diag_dump(h: Harness) -> str:
     from test_node import diag_values
 

@@ -45,3 +45,75 @@ def test_lightglue_pipeline_runtime_keys_and_startup_errors():
         FeaturePipeline(PipelineConfig("sift", device="cpu", matcher_type="lightglue"))
     with pytest.raises(ConfigError, match="matcher.type"):
         FeaturePipeline(PipelineConfig("sift", device="cpu", matcher_type="superglue"))
+
+
+def test_stage_threads_set_torch_threads_per_thread():
+    """The frontend stage runs torch on one thread without taking threads from the caller's
+    (extraction) thread; the extraction stage gets the count the process had at build time."""
+    import threading
+
+    import torch
+
+    p = FeaturePipeline(PipelineConfig("orb", device="cpu", precision="fp32"))
+    before = torch.get_num_threads()
+    seen: dict[str, int] = {}
+
+    def stage(name: str, enter) -> None:
+        enter()
+        seen[name] = torch.get_num_threads()
+
+    t = threading.Thread(target=stage, args=("frontend", p.enter_frontend_thread))
+    t.start()
+    t.join()
+    t = threading.Thread(target=stage, args=("extract", p.enter_extract_thread))
+    t.start()
+    t.join()
+    assert seen == {"frontend": 1, "extract": before}
+    assert torch.get_num_threads() == before
+
+
+def test_loop_closure_is_part_of_the_per_frame_work(tmp_path):
+    """With loop closure on, ``process_features`` steps it after the frontend: keyframes at the
+    set cadence, the revisit loop closes on its first keyframes, the stamps of the candidates'
+    keyframes come with them (also when storing the frame evicts one of them), a failing query
+    is returned (not raised) and stores nothing, and the database is written by ``save``."""
+    import numpy as np
+
+    from local_features_ros.loop_closure import LoopSettings
+    from local_features_ros.synthetic.scene import SyntheticScene
+
+    frames = list(SyntheticScene(seed=0).frames(24, kind="revisit"))
+    p = FeaturePipeline(PipelineConfig("sift", device="cpu", extractor={"max_keypoints": 400}))
+    assert p.loops is None and p.process(frames[0].image, 0.0, None)[1].loops is None
+    p.frontend.reset()
+    loops = p.open_loops(str(tmp_path / "kf.npz"), max_keyframes=21)
+    every2 = LoopSettings(keyframe_every=2, exclude_recent=3)
+    got = []
+    for i, fr in enumerate(frames):
+        settings = every2 if i < 4 else LoopSettings(keyframe_every=1, exclude_recent=3)
+        feats, res = p.process(fr.image, float(i), None, loop_stamp=(100 + i, 7),
+                               loop_settings=settings)
+        assert res.loop_error is None and (i == 0 or res.matches is not None)
+        got.append(res.loops)
+    # keyframe_every 2 for frames 0..3 (0 and 2 are keyframes), then every frame
+    assert [g is None for g in got[:5]] == [False, True, False, True, False]
+    assert [g.keyframes for g in got if g is not None][:3] == [1, 2, 3]
+    ids = {kf: st for kf, st in loops.recognizer.stamps.items()}
+    assert len(loops) == 21 and (100, 7) not in ids.values()  # frame 0 was evicted last
+    last = got[-1]
+    assert last.candidates and last.candidates[0].keyframe_id == 0  # frame 0: the loop closes
+    assert last.stamps[0] == (100, 7) and set(last.stamps) == {c.keyframe_id
+                                                                for c in last.candidates}
+    assert all(c.inliers >= 15 for c in last.candidates)
+    assert np.all(np.diff([c.inliers for c in last.candidates]) <= 0)
+
+    def broken(*_a, **_k):
+        raise RuntimeError("query failed")
+
+    loops.recognizer.query = broken
+    feats, res = p.process(frames[5].image, 50.0, None, loop_stamp=(150, 0),
+                           loop_settings=LoopSettings(keyframe_every=1))
+    assert isinstance(res.loop_error, RuntimeError) and res.loops is None
+    assert res.matches is not None and len(loops) == 21
+    assert (150, 0) not in loops.recognizer.stamps.values()
+    assert loops.save() and (tmp_path / "kf.npz").is_file() and not loops.save()

@@ -163,7 +163,7 @@ def test_released_weights_load_strictly_with_weights_only(tmp_path, monkeypatch)
     path = pretrained.released_weights(pretrained.XFEAT_WEIGHTS)
     assert ex.weights_source == str(path)
     raw = real_load(str(path), map_location="cpu", weights_only=True)
-    own = ex.state_dict()
+    own = XFeat().load_weights(str(path)).state_dict()  # as loaded, before BN folding
     assert set(own) == {"net." + k for k in raw}
     for k, v in raw.items():
         torch.testing.assert_close(own["net." + k], v, rtol=0, atol=0)
@@ -175,6 +175,22 @@ def test_released_weights_load_strictly_with_weights_only(tmp_path, monkeypatch)
     torch.save({k: v for k, v in raw.items() if k != "keypoint_head.3.weight"}, broken)
     with pytest.raises(WeightsError, match="keypoint_head.3.weight"):
         build_extractor("xfeat", str(broken))
+
+
+def test_batchnorm_is_folded_with_the_same_outputs():
+    """Built for inference, every conv -> BN pair is one conv; the dense maps equal the unfolded
+    network's up to float rounding."""
+    path = str(pretrained.released_weights(pretrained.XFEAT_WEIGHTS))
+    folded = build_extractor("xfeat")
+    plain = XFeat().load_weights(path).eval()
+    n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert n_bn > 15 and not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    x = torch.rand(1, 1, 96, 128)
+    with torch.inference_mode():
+        for a, b in zip(folded.dense_network(x), plain.dense_network(x)):
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    folded.fold_batchnorm()  # idempotent
+    assert sum(isinstance(m, torch.nn.Identity) for m in folded.modules()) == n_bn
 
 
 # ---------------------------------------------------------------------------------------- equality

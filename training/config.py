@@ -1,7 +1,12 @@
 """YAML experiment configs with dotted ``--set a.b=c`` overrides.
 
-Why plain dicts (no OmegaConf): the resolved config is saved next to the run and inside every
-checkpoint, and checkpoints are read with ``weights_only=True``, which only accepts builtin types.
+The rules are the runtime's (``local_features_ros/config.py``): the same ``--set`` parser and
+YAML-scalar values, the same coercion to each default's type, the same frozen view of a resolved
+config and the same "unknown config key ... (known: ...)" refusal. This module adds what is the
+trainer's own: YAML files with ``base:`` inheritance, the engine's ``train:`` defaults, and dotted
+overrides of nested sections. Why plain dicts underneath (no OmegaConf): the resolved config is
+saved next to the run and inside every checkpoint, and checkpoints are read with
+``weights_only=True``, which only accepts builtin types (``thaw``).
 """
 
 from __future__ import annotations
@@ -14,8 +19,13 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from local_features_ros.commands._common import split_setting
+from local_features_ros.config import FrozenMapping, freeze, merge_nested, parse_value, \
+    split_setting, thaw
 from local_features_ros.conventions import ConfigError
+
+__all__ = ["CONFIG_DIR", "ConfigError", "DEFAULT_TRAIN", "FrozenConf", "apply_overrides",
+           "freeze", "get", "load_config", "load_yaml", "merge", "merge_conf", "parse_value",
+           "save_config", "set_dotted", "thaw"]
 
 logger = logging.getLogger(__name__)
 
@@ -78,99 +88,18 @@ def merge(base: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class FrozenConf(Mapping[str, Any]):
-    """Read-only, recursively frozen view of a config: ``conf["loss"]["margin"]`` reads,
-    assignment raises, and a missing key is a ``KeyError`` naming the known keys (so a typo in the
-    code reading a config fails as loudly as one in the YAML). ``thaw()`` gives plain dicts back
-    (checkpoints and ``config.yaml`` hold builtin types only)."""
-
-    __slots__ = ("_data", "_where")
-
-    def __init__(self, data: Mapping[str, Any], where: str = ""):
-        object.__setattr__(self, "_where", where)
-        object.__setattr__(self, "_data", {k: freeze(v, f"{where}.{k}" if where else str(k))
-                                           for k, v in data.items()})
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return self._data[key]
-        except KeyError:
-            raise KeyError(f"no config key '{self._where + '.' if self._where else ''}{key}' "
-                           f"(known: {', '.join(sorted(map(str, self._data)))})") from None
-
-    def __iter__(self):
-        return iter(self._data)
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        raise TypeError("a resolved config is read-only")
-
-    def __repr__(self) -> str:
-        return f"FrozenConf({self.thaw()!r})"
-
-    def __reduce__(self):  # copy / deepcopy / pickle
-        return (FrozenConf, (self.thaw(), self._where))
-
-    def thaw(self) -> dict[str, Any]:
-        return {k: thaw(v) for k, v in self._data.items()}
-
-
-def freeze(value: Any, where: str = "") -> Any:
-    """Mappings -> ``FrozenConf``, lists -> tuples, recursively; other values unchanged."""
-    if isinstance(value, FrozenConf):
-        return value
-    if isinstance(value, Mapping):
-        return FrozenConf(value, where)
-    if isinstance(value, (list, tuple)):
-        return tuple(freeze(v, where) for v in value)
-    return value
-
-
-def thaw(value: Any) -> Any:
-    """Inverse of ``freeze`` (tuples come back as lists, as YAML wrote them)."""
-    if isinstance(value, Mapping):
-        return {k: thaw(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [thaw(v) for v in value]
-    return value
+#: A resolved training config: read-only, nested, a ``KeyError`` naming the known keys on a typo.
+FrozenConf = FrozenMapping
 
 
 def merge_conf(defaults: Mapping[str, Any], conf: Mapping[str, Any] | None, where: str = "config",
                prefix: str = "") -> dict[str, Any]:
-    """``defaults`` updated with ``conf``, the way ``Extractor._merge_conf`` merges a method's
-    config: a key ``defaults`` does not have is an error naming the known keys. Nested sections
-    merge recursively; a section whose default is an empty mapping is free-form (its keys belong
-    to something else that checks them, e.g. a dataset's ``data`` or the runtime extractor's
+    """``defaults`` updated with ``conf`` by the runtime's rules (``config.merge_nested``): a
+    key ``defaults`` does not have is an error naming the known keys, values are cast to their
+    default's type; a section whose default is an empty mapping is free-form (its keys belong to
+    something else that checks them, e.g. a dataset's ``data`` or the runtime extractor's
     ``model.lift``); ``None`` for a section keeps its defaults."""
-    merged = copy.deepcopy(dict(defaults))
-    for k, v in (conf or {}).items():
-        path = f"{prefix}{k}"
-        if k not in merged:
-            raise ConfigError(f"unknown config key '{path}' for '{where}' "
-                              f"(known: {', '.join(sorted(map(str, merged)))})")
-        d = merged[k]
-        if isinstance(d, Mapping) and d and (isinstance(v, Mapping) or v is None):
-            merged[k] = merge_conf(d, v, where, f"{path}.")
-        else:
-            merged[k] = copy.deepcopy(thaw(v))
-    return merged
-
-
-def parse_value(text: str) -> Any:
-    """``--set`` values are parsed as YAML scalars/lists: ``1e-3`` -> float, ``[1,2]`` -> list."""
-    try:
-        v = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    if isinstance(v, str):
-        # YAML 1.1 reads "1e-3" as a string; numbers in exponent form are common in configs.
-        try:
-            return float(v) if any(c in v for c in "eE.") else int(v)
-        except ValueError:
-            return v
-    return v
+    return merge_nested(defaults, conf, owner=f"'{where}'", prefix=prefix)
 
 
 def _engine_key(parts: list[str]) -> bool:
@@ -210,7 +139,7 @@ def apply_overrides(conf: Mapping[str, Any], overrides: Iterable[str]) -> dict[s
     for item in overrides or ():
         try:
             key, text = split_setting(item)
-        except ValueError:
+        except ConfigError:
             raise ConfigError(f"override '{item}' must look like key.path=value") from None
         set_dotted(out, key, parse_value(text), source=item)
     return out

@@ -20,9 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
+# split_setting / parse_settings: the one ``--set`` parser (``config.py``), re-exported for the
+# commands that read ``--matcher-set`` and friends.
+from ..config import parse_settings, split_setting  # noqa: F401
 from ..conventions import PRECISIONS, ConfigError
 from ..settings import (BUILD_ARGUMENTS, EXTRACTOR_PREFIX, Settings, in_node_terms, node_name,
-                        translate_settings)
+                        parse_set_items)
 
 T = TypeVar("T")
 
@@ -57,23 +60,6 @@ def add_extractor_arguments(parser: argparse.ArgumentParser, method: bool = True
                         "method key works too); where a command matches also matcher.type, "
                         "matcher.<key>, matcher.lightglue.<key>, verify.<key>; "
                         "e.g. --set max_keypoints=1000")
-
-
-def split_setting(item: str) -> tuple[str, str]:
-    """One ``--set KEY=VALUE`` -> ``(KEY, VALUE)``, both stripped; the value stays a string.
-
-    The one definition of ``--set`` parsing: the extractor commands, the node runner and the
-    offline trainer (``training/config.py``: dotted keys, values read as YAML) split with it."""
-    key, sep, value = item.partition("=")
-    key = key.strip()
-    if not sep or not key:
-        raise ConfigError(f"bad --set '{item}': expected KEY=VALUE")
-    return key, value.strip()
-
-
-def parse_settings(items: list[str] | None) -> dict[str, str]:
-    """``["k=v", ...]`` -> ``{k: v}`` (values stay strings; the receiver casts them)."""
-    return dict(split_setting(item) for item in items or [])
 
 
 # ---------------------------------------------------------------------------- extractor options
@@ -121,15 +107,15 @@ def _build_arguments(args: argparse.Namespace, given: dict[str, str],
 def known_settings(cls: Any) -> list[str]:
     """Every ``--set`` name of a method, in the node's spelling (for 'unknown setting' errors
     and ``local-features methods``)."""
-    from ..extractors.base import BASE_DEFAULTS, SHARED_DEFAULTS
+    from ..extractors.base import ExtractorConfig
 
-    shared = {*SHARED_DEFAULTS, *BASE_DEFAULTS}
+    shared = ExtractorConfig.known_keys()
     return sorted({*BUILD_ARGUMENTS, *(node_name(k, shared) for k in cls.full_default_conf())})
 
 
 def command_settings(args: argparse.Namespace) -> Settings:
     """The command's ``--set`` items, split and sorted by where they go (``settings.py``)."""
-    return translate_settings(split_setting(item) for item in getattr(args, "settings", []))
+    return parse_set_items(getattr(args, "settings", []))
 
 
 def extractor_options(args: argparse.Namespace, method: str,
@@ -140,7 +126,7 @@ def extractor_options(args: argparse.Namespace, method: str,
     Everything is checked before a network is built or an input read, so a typo costs a second.
     ``matching``: the command matches, so ``matcher.*``/``verify.*`` are its business (read
     with ``command_settings``); elsewhere they are refused."""
-    from ..extractors.base import BASE_DEFAULTS, SHARED_DEFAULTS, coerce_value
+    from ..extractors.base import ExtractorConfig
     from ..registry import RANDOM_WEIGHTS, get_extractor_class
 
     cls = get_extractor_class(method)
@@ -150,7 +136,7 @@ def extractor_options(args: argparse.Namespace, method: str,
                           "does not match (match, evaluate and the node do)")
     build = _build_arguments(args, given.build, given.spelled)
     defaults = cls.full_default_conf()
-    shared = {*SHARED_DEFAULTS, *BASE_DEFAULTS}
+    shared = ExtractorConfig.known_keys()
     conf: dict[str, Any] = {}
     for key, text in given.conf.items():
         name = given.spelled[key]
@@ -160,7 +146,7 @@ def extractor_options(args: argparse.Namespace, method: str,
         if name.startswith(EXTRACTOR_PREFIX) and key in shared:
             raise ConfigError(f"'{name}': {node_name(key, shared)} is shared by every method, "
                               f"set it as '{node_name(key, shared)}'")
-        conf[key] = coerce_value(name, text, defaults[key])
+        conf[key] = cls.config_class.cast(key, text, name)
     try:
         cls.checked_conf(conf)
     except ConfigError as exc:

@@ -18,7 +18,6 @@ when a learned method with trained weights finds none in either image.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,10 +97,9 @@ def build_matcher_from_args(args: argparse.Namespace, method: str, device: str,
 def verify_config(args: argparse.Namespace, given: Settings) -> Any:
     """``--verify``/``--threshold`` and ``--set verify.<key>`` -> ``VerifyConfig`` (values cast
     to each field's type; a flag and a setting given both ways must agree)."""
-    from ..extractors.base import coerce_value
     from ..geometry import VerifyConfig
 
-    defaults = dataclasses.asdict(VerifyConfig())
+    defaults = VerifyConfig.field_defaults()
     fields = {"model": args.verify, "threshold_px": args.threshold}
     flag_names = {"model": "--verify", "threshold_px": "--threshold"}
     names = {f: n for n, f in VERIFY_FIELDS.items()}
@@ -110,7 +108,7 @@ def verify_config(args: argparse.Namespace, given: Settings) -> Any:
         if key not in defaults:
             raise ConfigError(f"unknown setting '{name}' (known: " + ", ".join(
                 sorted(VERIFY_PREFIX + names.get(f, f) for f in defaults)) + ")")
-        value = coerce_value(name, text, defaults[key])
+        value = VerifyConfig.cast(key, text, name)
         if fields.get(key) is not None and fields[key] != value:
             raise ConfigError(f"{name} given twice: {flag_names[key]} {fields[key]} and "
                               f"--set {name}={text}")

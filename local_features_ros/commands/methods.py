@@ -19,12 +19,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def describe(name: str) -> str:
     """One method's entry: summary, licence and ``name=default`` per setting (node spelling)."""
-    from ..extractors.base import BASE_DEFAULTS, SHARED_DEFAULTS
+    from ..extractors.base import ExtractorConfig
     from ..registry import get_extractor_class
     from ..settings import node_name
 
     cls = get_extractor_class(name)
-    shared = {*SHARED_DEFAULTS, *BASE_DEFAULTS}
+    shared = ExtractorConfig.known_keys()
     conf = ", ".join(f"{node_name(k, shared)}={v}" for k, v in cls.full_default_conf().items())
     tag = " [evaluation only]" if cls.evaluation_only else ""
     return f"{name}{tag}: {cls.summary}\n    licence: {cls.licence}\n    keys: {conf}"

@@ -178,7 +178,8 @@ class ALIKED(Extractor):
     def descriptor_dim(self) -> int:
         return self._descriptor_dim
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if conf["model"] not in pretrained.ALIKED_MODELS:
             raise ConfigError(f"model must be one of {pretrained.ALIKED_MODELS}, got '{conf['model']}'")

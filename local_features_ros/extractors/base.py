@@ -5,6 +5,12 @@ method's internals. A method declares itself once, with the class attributes bel
 ``summary``, ``weights_note``, ``licence``, ``evaluation_only``, ``shipped_weights``); the registry
 finds every such class, so adding a method is one module (see ``docs/ARCHITECTURE.md``).
 
+Configuration: a method declares its own keys in ``default_conf`` (a dict); ``config_class``
+is made from it when the class is defined, on top of its base method's config and
+``ExtractorConfig`` (the keys every method has), by the one configuration system
+(``local_features_ros/config.py``). ``self.conf`` is such a config: frozen, typed, read like a
+dict; ``validate_conf`` is a classmethod, so ``checked_conf`` checks settings with no instance.
+
 Construction path (one, for every method): ``__init__(**conf)`` builds the architecture with
 random weights; ``load_weights(path)`` loads a local checkpoint strictly; ``setup()`` moves it to
 its device. ``build_extractor`` in ``registry.py`` does all three from a method name and then
@@ -26,6 +32,7 @@ import torch
 from torch import nn
 
 # PRECISIONS is not used here: ros/params.py and ros/node_params.py import it from this module.
+from ..config import Config, KeyInfo, coerce, make_config
 from ..conventions import PRECISIONS, ConfigError  # noqa: F401
 from ..device import autocast_context, check_precision, precision_dtype, resolve_device
 from ..image.preprocess import ResizeInfo, prepare_image
@@ -34,27 +41,61 @@ from ..weights import PACKAGE_WEIGHTS_DIR, check_state_dict, load_checkpoint, un
 
 logger = logging.getLogger(__name__)
 
-#: Config keys shared by every method (docs/ARCHITECTURE.md#contracts); same names as the
-#: node parameters and the CLI's ``--set key=value``.
-SHARED_DEFAULTS: dict[str, Any] = {
-    "max_keypoints": -1,  # -1 keeps all
-    "detection_threshold": 0.0,
-    "nms_radius": 4,  # pixels
-    "remove_borders": 4,  # pixels
-    "resize_max_edge": 0,  # 0 = native size
-}
-
-
-#: Keys every method has besides ``SHARED_DEFAULTS``, restart-only (a subclass's ``runtime_keys``
-#: built from ``SHARED_DEFAULTS`` never includes them). ``backend``: what runs the network part
-#: (``local_features_ros/backends``); post-processing always stays in torch.
-BASE_DEFAULTS: dict[str, Any] = {
-    "backend": "torch",
-}
-
 #: ``backend`` values: torch (the modules as they are), or the exported ONNX network in
 #: onnxruntime (CPU / CUDA), OpenVINO (CPU) or TensorRT (onnxruntime's TensorRT provider, GPU).
 BACKENDS = ("torch", "onnxruntime", "openvino", "tensorrt")
+
+
+class ExtractorConfig(Config):
+    """Keys every method has (docs/ARCHITECTURE.md#contracts); same names as the node parameters
+    and the CLI's ``--set key=value`` (``settings.py`` renames ``resize_max_edge``). A method's
+    config (``Extractor.config_class``) is made from its ``default_conf`` on top of these.
+
+    ``backend``: what runs the network part (``local_features_ros/backends``); post-processing
+    always stays in torch. It is restart-only: not in ``runtime_keys``."""
+
+    max_keypoints: int = -1  # -1 keeps all
+    detection_threshold: float = 0.0
+    nms_radius: int = 4  # pixels
+    remove_borders: int = 4  # pixels
+    resize_max_edge: int = 0  # 0 = native size
+    backend: str = "torch"
+
+    owner: ClassVar[str] = "method 'base'"
+    runtime_keys: ClassVar[frozenset[str]] = frozenset(
+        {"max_keypoints", "detection_threshold", "nms_radius", "remove_borders", "resize_max_edge"})
+    key_info: ClassVar[Mapping[str, KeyInfo]] = {
+        "max_keypoints": KeyInfo("keep the N best keypoints (-1 = all)",
+                                 int_range=(-1, 1_000_000)),
+        "detection_threshold": KeyInfo("detector score threshold (method units; the method "
+                                       "validates the range)"),
+        "nms_radius": KeyInfo("non-maximum suppression radius (pixels)", int_range=(0, 256)),
+        "remove_borders": KeyInfo("drop keypoints this close to the border (pixels)",
+                                  int_range=(0, 4096)),
+        "resize_max_edge": KeyInfo("resize so the long edge is at most this before inference "
+                                   "(0 = native); keypoints are always published in original "
+                                   "pixels", int_range=(0, 16384)),
+        "backend": KeyInfo("what runs the network part: torch | onnxruntime | openvino | "
+                           "tensorrt (exported to ONNX on first use, cached in $LFR_CACHE_DIR or "
+                           "~/.cache/local_features_ros/onnx; post-processing stays in torch)",
+                           choices=BACKENDS),
+    }
+    #: the method whose ``validate_conf`` checks this config (set on each method's config).
+    extractor: ClassVar[Any] = None
+
+    @classmethod
+    def validate(cls, conf: Mapping[str, Any]) -> None:
+        super().validate(conf)
+        if cls.extractor is not None:
+            cls.extractor.validate_conf(conf)
+
+
+#: Config keys shared by every method, runtime-changeable (``ExtractorConfig.runtime_keys``).
+SHARED_DEFAULTS: dict[str, Any] = {k: v for k, v in ExtractorConfig.defaults().items()
+                                   if k in ExtractorConfig.runtime_keys}
+#: Keys every method has besides ``SHARED_DEFAULTS``, restart-only.
+BASE_DEFAULTS: dict[str, Any] = {k: v for k, v in ExtractorConfig.defaults().items()
+                                 if k not in ExtractorConfig.runtime_keys}
 
 
 @dataclass(frozen=True)
@@ -98,7 +139,14 @@ class Extractor(nn.Module):
     lightglue_weights: ClassVar[str | None] = None
     #: File name under ``local_features_ros/data/weights`` used when ``weights`` is empty.
     shipped_weights: ClassVar[str | None] = None
-    default_conf: ClassVar[dict[str, Any]] = {}
+    #: This method's own config keys and defaults (a shared key may appear with another default);
+    #: the keys of ``ExtractorConfig`` and of base methods are inherited. ``config_class`` is made
+    #: from it when the class is defined.
+    default_conf: ClassVar[Mapping[str, Any]] = {}
+    #: One line per method-specific key (node parameter descriptions, parameter file comments).
+    conf_help: ClassVar[Mapping[str, str]] = {}
+    #: The typed, frozen config of this method (``self.conf`` is one).
+    config_class: ClassVar[type[ExtractorConfig]] = ExtractorConfig
     #: Node defaults that differ from ``default_conf``: a live camera needs the frame rate more
     #: than an offline ``extract``/``match`` needs the last keypoint (e.g. XFeat's matching cost
     #: grows with the square of the keypoint count). Empty = the same defaults everywhere.
@@ -107,7 +155,7 @@ class Extractor(nn.Module):
     #: (e.g. a RANSAC threshold that fits how precisely its keypoints are localised).
     node_verify: ClassVar[dict[str, Any]] = {}
     #: keys that may change while running (node runtime parameters); others need a rebuild.
-    runtime_keys: ClassVar[frozenset[str]] = frozenset(SHARED_DEFAULTS)
+    runtime_keys: ClassVar[frozenset[str]] = ExtractorConfig.runtime_keys
     input_channels: ClassVar[int] = 1  # 1 = gray, 3 = RGB
     multiple_of: ClassVar[int] = 1  # network input size constraint
     #: wrapper keys official checkpoints use around the state dict (e.g. D2-Net's 'model').
@@ -117,9 +165,25 @@ class Extractor(nn.Module):
     #: extractor calls each through ``call_network(name, ...)``. Empty = torch only.
     networks: ClassVar[dict[str, NetworkDecl]] = {}
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        check = cls.__dict__.get("validate_conf")
+        if callable(check) and not isinstance(check, (classmethod, staticmethod)):
+            # Written as a plain method: validation reads class attributes only, so it runs
+            # on the class (``checked_conf`` needs no instance).
+            cls.validate_conf = classmethod(check)  # type: ignore[method-assign]
+        # the nearest base method's config: its keys and defaults are inherited
+        parent = next(b.__dict__["config_class"] for b in cls.__mro__[1:]
+                      if "config_class" in b.__dict__)
+        cls.config_class = make_config(
+            f"{cls.__name__}Config", cls.__dict__.get("default_conf", {}), parent,
+            owner=f"method '{cls.name}'", runtime_keys=cls.runtime_keys,
+            key_info={k: KeyInfo(str(h)) for k, h in cls.__dict__.get("conf_help", {}).items()},
+            namespace={"extractor": cls})
+
     def __init__(self, device: str | torch.device = "cpu", precision: str = "fp32", **conf: Any):
         super().__init__()
-        self.conf: dict[str, Any] = self._merge_conf(conf)
+        self.conf: ExtractorConfig = self.config_class.create(conf)
         self.precision = check_precision(precision)
         self._device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
         self.weights_source: str = "random"
@@ -140,35 +204,30 @@ class Extractor(nn.Module):
     # ------------------------------------------------------------------ config
     @classmethod
     def full_default_conf(cls) -> dict[str, Any]:
-        return {**SHARED_DEFAULTS, **BASE_DEFAULTS, **cls.default_conf}
+        """Every key of this method with its default (shared keys first), builtin types."""
+        return cls.config_class.defaults()
+
+    @classmethod
+    def method_keys(cls) -> list[str]:
+        """The method-specific keys (not ``ExtractorConfig``'s), in declaration order."""
+        return [k for k in cls.config_class.field_defaults() if k not in ExtractorConfig.key_names()]
 
     @classmethod
     def node_default_conf(cls) -> dict[str, Any]:
         """The node's defaults: ``full_default_conf`` with ``node_conf`` on top (the parameter
-        table and ``config/<method>.yaml`` show these)."""
-        return {**cls.full_default_conf(), **cls.node_conf}
+        table and ``config/<method>.yaml`` show these), checked like any user value."""
+        return cls.config_class.create(cls.node_conf).to_dict()
 
     @classmethod
     def checked_conf(cls, conf: Mapping[str, Any]) -> dict[str, Any]:
         """The merged, cast and validated config ``__init__`` would use, without building the
         network or reading weights (the command line checks ``--set`` before any file work)."""
-        # _merge_conf/validate_conf read class attributes only: an uninitialised instance works.
-        return cls._merge_conf(object.__new__(cls), conf)
+        return cls.config_class.check(conf)
 
-    def _merge_conf(self, conf: Mapping[str, Any]) -> dict[str, Any]:
-        merged = self.full_default_conf()
-        for k, v in conf.items():
-            if k not in merged:
-                raise ConfigError(
-                    f"unknown config key '{k}' for method '{self.name}' "
-                    f"(known: {', '.join(sorted(merged))})"
-                )
-            merged[k] = _coerce(k, v, merged[k])
-        self.validate_conf(merged)
-        return merged
-
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
-        """Range checks; subclasses extend. Raise ``ConfigError`` with the reason."""
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
+        """Range checks on a complete config mapping; subclasses extend it (a classmethod: no
+        instance is needed). Raise ``ConfigError`` with the reason."""
         if int(conf["max_keypoints"]) < -1 or int(conf["max_keypoints"]) == 0:
             raise ConfigError("max_keypoints must be -1 (all) or a positive number")
         if int(conf["nms_radius"]) < 0:
@@ -180,20 +239,13 @@ class Extractor(nn.Module):
         backend = conf.get("backend", "torch")
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got '{backend}'")
-        if backend != "torch" and not self.networks:
-            raise ConfigError(f"method '{self.name}' has no exportable network: backend must be "
+        if backend != "torch" and not cls.networks:
+            raise ConfigError(f"method '{cls.name}' has no exportable network: backend must be "
                               f"'torch' (got '{backend}')")
 
     def update_conf(self, **changes: Any) -> None:
         """Apply runtime-changeable keys atomically (all validated before any is applied)."""
-        bad = [k for k in changes if k not in self.runtime_keys]
-        if bad:
-            raise ConfigError(f"'{bad[0]}' cannot change at runtime for '{self.name}' (restart)")
-        new = {**self.conf}
-        for k, v in changes.items():
-            new[k] = _coerce(k, v, self.conf[k])
-        self.validate_conf(new)
-        self.conf = new
+        self.conf = self.conf.update_runtime(changes)
 
     # ------------------------------------------------------------------ device / precision
     @property
@@ -324,39 +376,10 @@ class Extractor(nn.Module):
         raise NotImplementedError
 
 
+#: The shared keys are checked by the base rules too (a config made from ``ExtractorConfig``).
+ExtractorConfig.extractor = Extractor
+
+
 def coerce_value(key: str, value: Any, default: Any) -> Any:
-    """Cast a value (e.g. from ``--set key=value`` strings or ROS params) to the default's type;
-    ``key`` only names the setting in the error (the command line passes the name the user
-    typed)."""
-    return _coerce(key, value, default)
-
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """Cast a value (e.g. from ``--set key=value`` strings or ROS params) to the default's type."""
-    if default is None or value is None:
-        return value
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        if isinstance(default, int):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            return int(value)
-        if isinstance(default, float):
-            v = float(value)
-            if v != v:
-                raise ValueError("NaN")
-            return v
-        if isinstance(default, (list, tuple)):
-            if isinstance(value, str):
-                value = [float(x) for x in value.strip("[]").split(",") if x.strip()]
-            return type(default)(value)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"bad value {value!r} for '{key}' (expected {type(default).__name__})") from exc
-    return value
+    """``config.coerce`` (the one coercion), under the name plugins and scripts import."""
+    return coerce(key, value, default)

@@ -129,7 +129,8 @@ class ORB(_OpenCVExtractor):
     def descriptor_dim(self) -> int:
         return 256
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if not 0 <= float(conf["detection_threshold"]) <= 255:
             raise ConfigError("ORB detection_threshold is the FAST threshold, in [0, 255]")
@@ -182,7 +183,8 @@ class SIFT(_OpenCVExtractor):
     def reference_size(self) -> float:
         return SIFT_BASE_SIZE
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if float(conf["detection_threshold"]) < 0:
             raise ConfigError("SIFT detection_threshold (contrastThreshold) must be >= 0")
@@ -236,7 +238,8 @@ class AKAZE(_OpenCVExtractor):
     def reference_size(self) -> float:
         return AKAZE_BASE_SIZE
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if float(conf["detection_threshold"]) <= 0:
             raise ConfigError("AKAZE detection_threshold must be > 0")

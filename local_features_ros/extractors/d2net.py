@@ -228,7 +228,8 @@ class D2Net(Extractor):
         super().__init__(device=device, precision=precision, **conf)
         self.dense_feature_extraction = DenseFeatureExtraction()
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if conf["preprocessing"] not in ("caffe", "torch"):
             raise ConfigError("preprocessing must be 'caffe' or 'torch'")

@@ -218,7 +218,8 @@ class DELF(Extractor):
         self.register_buffer("pca_variance", torch.ones(d))
         self.register_buffer("pca_fitted", torch.zeros((), dtype=torch.bool))
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if not conf["scales"] or any(float(s) <= 0 for s in conf["scales"]):
             raise ConfigError("scales must be a non-empty list of positive factors")

@@ -110,7 +110,8 @@ class DISK(Extractor):
     def descriptor_dim(self) -> int:
         return int(self.net.desc_dim)
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if not 1 <= int(conf["nms_radius"]) <= 8:
             raise ConfigError("DISK nms_radius must be in [1, 8] (window 2r+1; upstream 2)")

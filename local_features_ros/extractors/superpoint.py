@@ -135,7 +135,8 @@ class SuperPoint(Extractor):
         r = int(self.conf["subpixel_radius"])
         return self.recommended_subpixel_radius if r < 0 else r
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if conf["nms"] not in NMS_MODES:
             raise ConfigError(f"nms must be one of {NMS_MODES}, got '{conf['nms']}'")

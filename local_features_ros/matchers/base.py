@@ -6,8 +6,9 @@ they all call ``Matcher.match(feats0, feats1) -> MatchResult`` instead of ``matc
 
 A matcher declares itself once, like an extractor: a ``Matcher`` subclass in a module of this
 package (or of a module named by an entry point of the group ``local_features_ros.matchers``) that
-sets its own ``name`` and ``summary``, and a frozen config dataclass (``config_class``) whose
-``__post_init__`` validates it (``MatcherConfig`` of ``matching.py`` is the pattern). The registry
+sets its own ``name`` and ``summary``, and a ``config.Config`` subclass (``config_class``) that
+declares its keys, their descriptions and its runtime keys, and validates them in its ``validate``
+classmethod (``MatcherConfig`` of ``matching.py`` is the pattern). The registry
 scans with the same helpers as the method registry (``registry.declared_classes`` /
 ``scan_modules``).
 
@@ -20,7 +21,6 @@ verification comes later).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import logging
 import sys
@@ -28,9 +28,8 @@ from typing import Any, ClassVar, Mapping
 
 import torch
 
-from ..conventions import ConfigError
+from ..config import Config, ConfigError
 from ..device import autocast_context, check_precision, precision_dtype, resolve_device
-from ..extractors.base import coerce_value
 from ..types import Features, MatchResult
 
 logger = logging.getLogger(__name__)
@@ -43,20 +42,26 @@ ENTRY_POINT_GROUP = "local_features_ros.matchers"
 
 
 class Matcher:
-    """Base class: subclasses set ``name``, ``summary``, ``config_class`` (a frozen dataclass) and
+    """Base class: subclasses set ``name``, ``summary``, ``config_class`` (a ``Config``) and
     implement ``match``. ``conf`` is the config instance; ``update_conf`` replaces it (runtime
-    keys only, validated by the dataclass before anything changes)."""
+    keys only, validated before anything changes)."""
 
     #: Registry name; a subclass that sets it in its own body (not starting with '_') is declared.
     name: ClassVar[str] = "base"
     #: One line for ``--help`` texts and parameter files.
     summary: ClassVar[str] = ""
-    #: Frozen dataclass of this matcher's settings (validated in its ``__post_init__``).
-    config_class: ClassVar[type] = type(None)
-    #: Config fields that may change while running (node runtime parameters).
+    #: This matcher's settings (``config.Config``: typed, frozen, validated).
+    config_class: ClassVar[type[Config]] = Config
+    #: Config fields that may change while running (node runtime parameters); by default the
+    #: config's ``runtime_keys``.
     runtime_keys: ClassVar[frozenset[str]] = frozenset()
     #: True when ``match`` reads keypoints and image sizes, not only descriptors.
     uses_keypoints: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "runtime_keys" not in cls.__dict__:  # declared once, on the config
+            cls.runtime_keys = frozenset(cls.config_class.runtime_keys)
 
     def __init__(self, conf: Any = None, device: str | torch.device = "cpu",
                  precision: str = "fp32", **overrides: Any) -> None:
@@ -71,24 +76,13 @@ class Matcher:
     # ------------------------------------------------------------------ config
     @classmethod
     def default_conf(cls) -> dict[str, Any]:
-        return dataclasses.asdict(cls.config_class())
+        return cls.config_class.defaults()
 
     @classmethod
-    def _replace(cls, conf: Any, changes: Mapping[str, Any]) -> Any:
+    def _replace(cls, conf: Config, changes: Mapping[str, Any]) -> Config:
         """A validated copy of ``conf`` with ``changes`` (strings from the CLI are cast to the
         field's type); unknown keys and bad values raise ``ConfigError`` naming them."""
-        if not changes:
-            return conf
-        current = dataclasses.asdict(conf)
-        bad = [k for k in changes if k not in current]
-        if bad:
-            raise ConfigError(f"unknown config key '{bad[0]}' for matcher '{cls.name}' "
-                              f"(known: {', '.join(sorted(current))})")
-        cast = {k: coerce_value(k, v, current[k]) for k, v in changes.items()}
-        try:
-            return dataclasses.replace(conf, **cast)
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(str(exc)) from exc
+        return conf.replace(**changes)
 
     def update_conf(self, **changes: Any) -> None:
         """Apply runtime keys atomically (the node's parameter changes)."""
@@ -96,7 +90,7 @@ class Matcher:
         if bad:
             raise ConfigError(f"'{bad[0]}' cannot change at runtime for matcher '{self.name}' "
                               "(restart)")
-        self.conf = self._replace(self.conf, changes)
+        self.conf = self.conf.replace(**changes)
         self.on_conf_changed()
 
     def on_conf_changed(self) -> None:
@@ -124,7 +118,7 @@ class Matcher:
 
     def describe(self) -> str:
         """One line for evaluation JSON / logs: what ran with which settings."""
-        return f"{self.name} {dataclasses.asdict(self.conf)}"
+        return f"{self.name} {self.conf.to_dict()}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.conf!r}, device={self._device}, " \

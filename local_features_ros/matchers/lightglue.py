@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Mapping
 
@@ -63,7 +62,8 @@ import numpy as np
 import torch
 
 from .. import pretrained
-from ..extractors.base import BACKENDS, ConfigError
+from ..config import Config, ConfigError, KeyInfo
+from ..extractors.base import BACKENDS
 from ..types import Features, MatchResult
 from ..weights import WeightsError, check_state_dict
 from .base import Matcher
@@ -167,11 +167,10 @@ def _architecture(state: Mapping[str, torch.Tensor], source: str) -> dict[str, i
 
 def _confidence_valid(name: str, v: float) -> None:
     if not -1.0 <= float(v) <= 1.0:
-        raise ValueError(f"lightglue {name} must be in [-1, 1] (<= 0 = off), got {v}")
+        raise ConfigError(f"lightglue {name} must be in [-1, 1] (<= 0 = off), got {v}")
 
 
-@dataclass(frozen=True)
-class LightGlueConfig:
+class LightGlueConfig(Config):
     """``features``: the extractor name (picks released weights); ``weights``: a local LightGlue
     file (wins over ``features``); ``n_layers``: layers to run, 1..the file's layers (restart);
     the default 9 = every layer of a released file (module docstring);
@@ -187,17 +186,41 @@ class LightGlueConfig:
     n_layers: int = 9
     backend: str = "torch"
 
-    def __post_init__(self) -> None:
-        _confidence_valid("depth_confidence", self.depth_confidence)
-        _confidence_valid("width_confidence", self.width_confidence)
-        if not 0.0 <= float(self.filter_threshold) < 1.0:
-            raise ValueError(f"lightglue filter_threshold must be in [0, 1), got "
-                             f"{self.filter_threshold}")
-        if int(self.n_layers) < 1:
-            raise ValueError(f"lightglue n_layers must be >= 1, got {self.n_layers}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"lightglue backend must be one of {', '.join(BACKENDS)}, got "
-                             f"'{self.backend}'")
+    owner: ClassVar[str] = "matcher 'lightglue'"
+    runtime_keys: ClassVar[frozenset[str]] = frozenset(
+        {"depth_confidence", "width_confidence", "filter_threshold"})
+    key_info: ClassVar[Mapping[str, KeyInfo]] = {
+        "features": KeyInfo("extractor the features come from (the node passes its method)",
+                            parameter=False),
+        "weights": KeyInfo("local LightGlue weights file; empty = the released file for the "
+                           f"method ({', '.join(sorted(RELEASED_WEIGHTS))}); superpoint needs "
+                           "one"),
+        "depth_confidence": KeyInfo("adaptive depth: stop early when this fraction of points is "
+                                    "confident (<= 0 = off)", float_range=(-1.0, 1.0)),
+        "width_confidence": KeyInfo("adaptive width: prune points confidently unmatchable "
+                                    "(<= 0 = off)", float_range=(-1.0, 1.0)),
+        "filter_threshold": KeyInfo("minimum match confidence", float_range=(0.0, 0.999)),
+        "n_layers": KeyInfo("transformer layers to run (<= the weights' layers; 9 = all layers "
+                            "of a released file: LightGlue 9, LighterGlue 6)",
+                            int_range=(1, 64)),
+        "backend": KeyInfo("what runs the LightGlue network: torch, or its ONNX export (cached) "
+                           "in onnxruntime | openvino | tensorrt (full depth: "
+                           "depth/width_confidence are ignored there)", choices=BACKENDS),
+    }
+
+    @classmethod
+    def validate(cls, conf: Mapping[str, Any]) -> None:
+        super().validate(conf)
+        _confidence_valid("depth_confidence", conf["depth_confidence"])
+        _confidence_valid("width_confidence", conf["width_confidence"])
+        if not 0.0 <= float(conf["filter_threshold"]) < 1.0:
+            raise ConfigError(f"lightglue filter_threshold must be in [0, 1), got "
+                              f"{conf['filter_threshold']}")
+        if int(conf["n_layers"]) < 1:
+            raise ConfigError(f"lightglue n_layers must be >= 1, got {conf['n_layers']}")
+        if conf["backend"] not in BACKENDS:
+            raise ConfigError(f"lightglue backend must be one of {', '.join(BACKENDS)}, got "
+                              f"'{conf['backend']}'")
 
 
 #: Settings that belong to a released file, used wherever that file's defaults apply (the
@@ -216,7 +239,8 @@ RELEASED_DEFAULTS: dict[str, dict[str, Any]] = {
 def lightglue_defaults(features: str = "") -> "LightGlueConfig":
     """``LightGlueConfig`` defaults for the released weights of ``features`` (LightGlue's own
     defaults for every other method)."""
-    return LightGlueConfig(features=str(features), **RELEASED_DEFAULTS.get(str(features), {}))
+    return LightGlueConfig.create(RELEASED_DEFAULTS.get(str(features), {}),
+                                  features=str(features))
 
 
 #: ``n_layers`` default: the depth of the released LightGlue files; on a released file with fewer
@@ -229,8 +253,6 @@ class LightGlueMatcher(Matcher):
     summary = ("LightGlue (kornia) with released ALIKED/DISK weights, LighterGlue for XFeat, or a "
                "local file; adaptive depth and width")
     config_class = LightGlueConfig
-    runtime_keys: ClassVar[frozenset[str]] = frozenset(
-        {"depth_confidence", "width_confidence", "filter_threshold"})
     uses_keypoints = True
 
     def __init__(self, conf: LightGlueConfig | None = None, device: str | torch.device = "cpu",

@@ -7,8 +7,6 @@ matcher; ``matching.match_descriptors`` stays the implementation (and its caller
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 from ..matching import MatcherConfig, match_descriptors
 from ..types import Features, MatchResult
 from .base import Matcher
@@ -18,7 +16,6 @@ class NNMatcher(Matcher):
     name = "nn"
     summary = "nearest neighbour on L2 descriptor distance (mutual / ratio / max distance)"
     config_class = MatcherConfig
-    runtime_keys: ClassVar[frozenset[str]] = frozenset({"mutual", "ratio", "max_distance"})
 
     def match(self, feats0: Features, feats1: Features) -> MatchResult:
         return match_descriptors(feats0.descriptors, feats1.descriptors, self.conf)

@@ -4,14 +4,16 @@ Processing model: the subscription callback only stores the message (``ros/inbox
 latest-frame slot while live, a bounded FIFO when ``process_every_frame`` is true, e.g. for bag
 replay). Two worker threads, joined on shutdown, form a pipeline so the node's rate is that of
 its slowest stage, not the sum of all: the *extract* stage decodes (``ros/frame_input.py``) and
-extracts (``FeaturePipeline.extract``) frame N+1 while the *publish* stage matches, verifies and
-tracks frame N (``FeaturePipeline.process_features``) and publishes it (``ros/frame_output.py``).
+extracts (``FeaturePipeline.extract``) frame N+1 while the *publish* stage matches, verifies,
+tracks and steps loop closure for frame N (``FeaturePipeline.process_features``) and publishes it
+(``ros/frame_output.py``, ``ros/loop_closure.py``).
 One frame waits between them at most, and both take frames in order. OpenCV runs single-threaded
-here (its work is small per call) so that the network keeps the cores. Live, a frame that is
-overwritten before the extract stage takes it is counted as dropped, so outputs never lag behind
-the camera by a queue of stale frames. Every input image, whatever became of it, is acknowledged on
-``~/frame_done`` once its outputs are published (``ros/flow_control.py``): a replaying source
-waits for these, so a recording is processed whole however slow the method.
+here (its work is small per call), and so does torch in the publish stage
+(``FeaturePipeline.enter_frontend_thread``), so that the network keeps the cores. Live, a frame
+that is overwritten before the extract stage takes it is counted as dropped, so outputs never lag
+behind the camera by a queue of stale frames. Every input image, whatever became of it, is
+acknowledged on ``~/frame_done`` once its outputs are published (``ros/flow_control.py``): a
+replaying source waits for these, so a recording is processed whole however slow the method.
 
 Robustness contract:
 - Bad input never kills the node: every decode error (unknown encoding, size/step mismatch,
@@ -27,11 +29,11 @@ Robustness contract:
 Outputs: ``~/features``, ``~/matches``, ``~/relative_motion``, ``~/overlay`` (see
 ``ros/frame_output.py``), ``~/loop_candidates`` (only with ``place_recognition.enable``: every
 ``place_recognition.keyframe_every`` processed frames the frame's features query the keyframe
-database -- ``place_recognition.py: PlaceRecognizer``, the ``place_recognition.exclude_recent``
-newest keyframes excluded -- the verified candidates with at least
-``place_recognition.min_inliers`` inliers are published with the query image's header, then the
-frame is added as a keyframe; a failure there is logged and counted as ``loop_errors``, never
-fatal), and ``/diagnostics``.
+database -- ``loop_closure.py: LoopClosure``, the ``place_recognition.exclude_recent``
+newest keyframes excluded -- then the frame is added as a keyframe, and the verified candidates
+with at least ``place_recognition.min_inliers`` inliers are published with the query image's
+header; a failure there is logged and counted as ``loop_errors``, never fatal), and
+``/diagnostics``.
 """
 
 from __future__ import annotations
@@ -99,8 +101,8 @@ class FeatureExtractorNode(Node):
         self.params = NodeParameters(self)
         self._build_pipeline(self.params.declare_all())
         try:
-            self._loops = NodeLoops.open(self._node_conf, self._descriptor_dim, self.method,
-                                         self.get_logger(), self.stats)
+            self._loops = NodeLoops.open(self._node_conf, self.pipeline, self.get_logger(),
+                                         self.stats)
         except ConfigError as exc:
             raise StartupError(str(exc)) from exc
         self._warm_up()
@@ -132,12 +134,13 @@ class FeatureExtractorNode(Node):
         if self.params.method_reason:
             self.get_logger().info(f"method auto -> {self.method}: {self.params.method_reason}")
         self._transport = str(self._value("input_transport"))
-        self._node_conf: dict[str, Any] = dict(initial.node)
+        # every node-only value: the table's defaults under the start values (ros/params.py)
+        self._node_conf: dict[str, Any] = {**P.node_defaults(), **initial.node}
         try:
             self.pipeline = FeaturePipeline(PipelineConfig(
                 self.method, str(self._value("weights")) or None, str(self._value("device")),
                 str(self._value("precision")), initial.extractor,
-                str(self._node_conf.get("matcher.type", "nn")), initial.matcher,
+                str(self._node_conf["matcher.type"]), initial.matcher,
                 initial.lightglue, initial.verify))
         except (ConfigError, WeightsError, FileNotFoundError, ValueError, ImportError,
                 RuntimeError) as exc:
@@ -223,7 +226,7 @@ class FeatureExtractorNode(Node):
 
     def _on_image(self, msg: Any) -> None:
         self.stats.on_received()
-        self._inbox.put(msg, bool(self._node_conf.get("process_every_frame", False)),
+        self._inbox.put(msg, bool(self._node_conf["process_every_frame"]),
                         int(self._value("queue_size")))
 
     def _on_dropped(self, msg: Any) -> None:
@@ -243,6 +246,7 @@ class FeatureExtractorNode(Node):
     def _extract_loop(self) -> None:
         """Stage 1: decode + extract, in arrival order; every frame goes on to stage 2 (bad
         input too, so that acknowledgements keep the frames' order)."""
+        self.pipeline.enter_extract_thread()
         while (msg := self._inbox.get()) is not None:
             try:
                 item = self._extract(msg)
@@ -267,6 +271,7 @@ class FeatureExtractorNode(Node):
 
     def _publish_loop(self) -> None:
         """Stage 2: match, verify, track, publish, acknowledge -- in frame order."""
+        self.pipeline.enter_frontend_thread()
         while True:
             try:
                 item = self._handoff.get(timeout=0.2)
@@ -322,8 +327,7 @@ class FeatureExtractorNode(Node):
         """Stage 1 for one frame: decode and extract (or the bad-input outcome)."""
         t0 = time.perf_counter()
         try:
-            image = decode_image(msg, self._node_conf.get("max_input_pixels",
-                                                          P.DEFAULT_MAX_INPUT_PIXELS))
+            image = decode_image(msg, self._node_conf["max_input_pixels"])
         except ImageDecodeError as exc:
             return _Extracted(msg, t0, outcome=self._bad_input(exc.reason, str(exc)))
         except (ValueError, TypeError, MemoryError) as exc:
@@ -342,19 +346,22 @@ class FeatureExtractorNode(Node):
         return _Extracted(msg, t0, image=image, feats=feats, K=K)
 
     def _publish(self, item: _Extracted) -> str:
-        """Stage 2 for one frame: frontend, outputs, loop closure, statistics."""
+        """Stage 2 for one frame: the pipeline's per-frame work (frontend, loop closure), then
+        outputs and statistics."""
         header, feats, K, t0 = item.msg.header, item.feats, item.K, item.t0
         with self._frontend_lock:
-            result = self.pipeline.process_features(feats, stamp_to_sec(header.stamp), K)
             conf = dict(self._node_conf)
+            result = self.pipeline.process_features(
+                feats, stamp_to_sec(header.stamp), K,
+                loop_stamp=(header.stamp.sec, header.stamp.nanosec),
+                loop_settings=None if self._loops is None else NodeLoops.settings(conf))
         counts = self.outputs.publish(header, feats, result, K)
         stamp_ns = header.stamp.sec * 10**9 + header.stamp.nanosec
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
-        self.outputs.finish(header, item.image, feats, result, conf.get("publish_overlay", True),
+        self.outputs.finish(header, item.image, feats, result, conf["publish_overlay"],
                             t0)
         if self._loops is not None:
-            self._loops.step(feats, header, conf, self.outputs.publish_loops,
-                             self._stopping)
+            self._loops.report(result, header, self.outputs.publish_loops, self._stopping)
         self.stats.on_processed(FrameRecord(time.monotonic(), latency_ms,
                                             (time.perf_counter() - t0) * 1e3, len(feats),
                                             counts.matches, counts.inliers))
@@ -366,10 +373,10 @@ class FeatureExtractorNode(Node):
         self.pub_diag.publish(build_diagnostics(
             self.get_clock().now().to_msg(), f"{self.get_fully_qualified_name()}: {NODE_NAME}",
             f"{self.method}@{self.device_name}", snap, self.method, self.device_name,
-            float(self._node_conf.get("watchdog_timeout", 5.0))))
+            float(self._node_conf["watchdog_timeout"])))
 
     def _watchdog(self) -> None:
-        timeout = float(self._node_conf.get("watchdog_timeout", 5.0))
+        timeout = float(self._node_conf["watchdog_timeout"])
         if timeout <= 0:
             return
         now = time.monotonic()

@@ -1,69 +1,85 @@
 """``place_recognition.*`` of the ``feature_extractor`` node: ``~/loop_candidates`` per keyframe.
 
-The database logic is the core's ``place_recognition.PlaceRecognizer``; this is the node side:
-opening it from the parameters (errors name the parameter), one step per processed frame on the
-worker thread (query, publish the verified candidates with the query image's header, add the
-frame as a keyframe -- a failure is logged, throttled, and counted as ``loop_errors``, never
-fatal), and the save at shutdown. Used by the worker thread only (and by ``save`` once the
-worker has been joined), so it needs no lock.
+The loop closure itself (keyframe cadence, query, storing the keyframe) is the core's, run by
+``FeaturePipeline.process_features`` (``loop_closure.py``, database ``PlaceRecognizer``); this is
+the node side: opening it from the parameters (errors name the parameter), the runtime values of
+a frame, publishing a keyframe's verified candidates with the query image's header and counting
+them (a failure of the step or of the publisher is logged, throttled, and counted as
+``loop_errors``, never fatal), and the save at shutdown. Used by the worker thread only (and by
+``save`` once the worker has been joined), so it needs no lock.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..extractors.base import ConfigError
-from ..types import Features
+from ..loop_closure import LoopClosure, LoopSettings
 from .params import PLACE_RECOGNITION_PREFIX as PRE
+from .params import node_defaults
+
+if TYPE_CHECKING:
+    from ..frontend import FrameResult
+    from ..pipeline import FeaturePipeline
 
 #: Seconds between two "place recognition failed" log lines.
 ERROR_LOG_PERIOD_S = 2.0
 
 
 class NodeLoops:
-    def __init__(self, recognizer: Any, logger: Any, stats: Any) -> None:
-        self.recognizer = recognizer
+    def __init__(self, loops: LoopClosure, logger: Any, stats: Any) -> None:
+        self.loops = loops
         self._logger = logger
         self._stats = stats
         self._log_time = -1e9
 
-    @classmethod
-    def open(cls, conf: dict[str, Any], descriptor_dim: int, method: str, logger: Any,
-             stats: Any) -> "NodeLoops | None":
-        """None unless ``place_recognition.enable``; ``ConfigError`` naming the parameter when
-        the database file cannot serve this method."""
-        from ..place_recognition import PlaceRecognizer
+    @property
+    def recognizer(self) -> Any:
+        return self.loops.recognizer
 
+    @classmethod
+    def open(cls, conf: dict[str, Any], pipeline: FeaturePipeline, logger: Any,
+             stats: Any) -> "NodeLoops | None":
+        """None unless ``place_recognition.enable``; else turns the pipeline's loop closure on.
+        ``ConfigError`` naming the parameter when the database file cannot serve this method."""
         if not conf.get(PRE + "enable", False):
             return None
         try:
-            rec = PlaceRecognizer.open(str(conf.get(PRE + "database", "") or ""),
-                                       conf[PRE + "max_keyframes"], descriptor_dim, method)
+            loops = pipeline.open_loops(str(conf.get(PRE + "database", "") or ""),
+                                        conf[PRE + "max_keyframes"])
         except ConfigError as exc:
             raise ConfigError(PRE + str(exc)) from exc
+        rec = loops.recognizer
         if rec.loaded:
             logger.info(f"place recognition: loaded {len(rec)} keyframes from {rec.path}")
         elif rec.path:
             logger.info(f"place recognition: {rec.path} does not exist yet; it is written at "
                         "shutdown")
         stats.set_keyframes(len(rec))
-        return cls(rec, logger, stats)
+        return cls(loops, logger, stats)
 
-    def step(self, feats: Features, header: Any, conf: dict[str, Any],
-             publish: Callable[[Any, list, dict], None], stopping: Callable[[], bool]) -> None:
-        """One processed frame (``conf``: the node's runtime values for this frame)."""
-        rec = self.recognizer
+    @staticmethod
+    def settings(conf: dict[str, Any]) -> LoopSettings:
+        """The loop-closure values of one frame from the node's runtime values ``conf``."""
+        conf = {**node_defaults(), **conf}  # the parameter table's defaults under the values
+        return LoopSettings(keyframe_every=int(conf[PRE + "keyframe_every"]),
+                            top_k=int(conf[PRE + "top_k"]),
+                            exclude_recent=int(conf[PRE + "exclude_recent"]),
+                            min_inliers=int(conf[PRE + "min_inliers"]))
+
+    def report(self, result: FrameResult, header: Any,
+               publish: Callable[[Any, list, dict], None], stopping: Callable[[], bool]) -> None:
+        """One processed frame's loop-closure outcome: a keyframe's candidates are published
+        with the query image's ``header`` and counted; nothing happens on other frames."""
         try:
-            if not rec.due(int(conf.get(PRE + "keyframe_every", 10))):
+            if result.loop_error is not None:
+                raise result.loop_error
+            found = result.loops
+            if found is None:
                 return
-            t0 = time.perf_counter()
-            good = rec.query(feats, conf.get(PRE + "top_k", 3), conf.get(PRE + "exclude_recent", 5),
-                             conf.get(PRE + "min_inliers", 15))
-            query_ms = (time.perf_counter() - t0) * 1e3
-            publish(header, good, rec.stamps)
-            rec.add(feats, (header.stamp.sec, header.stamp.nanosec))
-            self._stats.on_loop_query(query_ms, len(rec), len(good))
+            publish(header, found.candidates, found.stamps)
+            self._stats.on_loop_query(found.query_ms, found.keyframes, len(found.candidates))
         except Exception as exc:
             if stopping():
                 return

@@ -65,15 +65,12 @@ class NodeParameters:
             cls = get_extractor_class(self.method, runtime=True)
         except (ConfigError, ImportError) as exc:
             raise StartupError(str(exc)) from exc
-        node_conf = cls.node_default_conf()  # the method's defaults for a live node
-        for spec in (P.shared_extractor_specs(node_conf, cls.runtime_keys)
-                     + P.method_specs({k: node_conf[k] for k in cls.default_conf},
-                                      cls.runtime_keys)):
-            self.declare(spec)
-        self.matcher_core_defaults = dataclasses.asdict(MatcherConfig())
-        for spec in (P.matcher_specs(MatcherConfig()) + P.matcher_type_specs()
-                     + P.lightglue_specs(P.method_lightglue_conf(cls)) + P.verify_specs(P.method_verify_conf(cls))):
-            self.declare(spec)
+        # The method's extractor keys with its node defaults, then matching and verification
+        # (every row generated from the configs: ``params.all_specs``).
+        for spec in P.all_specs(cls):
+            if spec.name not in self.specs:  # the node-level rows are declared above
+                self.declare(spec)
+        self.matcher_core_defaults = MatcherConfig.defaults()
         # A key the table does not have (a typo in the YAML, a -p of another method) is refused
         # with the known names -- the same check `run`/`demo`/the launch file make beforehand.
         from .validate import unknown_parameters_error

@@ -19,6 +19,11 @@ def _yaml_scalar(v: Any) -> str:
     return yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
 
 
+def _yaml_value(v: Any) -> str:
+    """A scalar as the files write it (an empty string is written ``""``)."""
+    return '""' if v == "" else _yaml_scalar(v)
+
+
 def default_params_yaml(method: str, default_file: bool = False) -> str:
     """The commented parameter YAML of ``method`` with the method's own defaults.
 
@@ -28,6 +33,7 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
     """
     from ..hardware import AUTO_METHOD, CPU_PREFERENCE, CUDA_PREFERENCE
     from ..registry import available_methods, get_extractor_class
+    from . import params as P
 
     auto = method == AUTO_METHOD
     if auto:  # the hardware's choice at startup: no method's extractor defaults belong here
@@ -61,30 +67,31 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
     a("# value is rejected with a reason). Floats must be written with a decimal point.")
     a(f"{PARAMS_NODE_KEY}:")
     a("  ros__parameters:")
+    n = P.node_defaults()  # the node-only rows' defaults (ros/params.py)
     a(f"    method: {method}", "[restart] " + " | ".join([AUTO_METHOD]
                                                          + available_methods(False)))
-    a('    weights: ""', f"[restart] {weights_note}")
-    a("    device: auto", "[restart] auto | cpu | cuda | cuda:N")
-    a("    precision: auto", "[restart] auto (fp16 on CUDA, bf16 on CPUs with native bf16, "
+    a(f"    weights: {_yaml_value(n['weights'])}", f"[restart] {weights_note}")
+    a(f"    device: {n['device']}", "[restart] auto | cpu | cuda | cuda:N")
+    a(f"    precision: {n['precision']}", "[restart] auto (fp16 on CUDA, bf16 on CPUs with native bf16, "
       "else fp32) | fp32 | fp16 | bf16")
-    a("    input_transport: raw", "[restart] raw: subscribe 'image'; compressed: "
+    a(f"    input_transport: {n['input_transport']}", "[restart] raw: subscribe 'image'; compressed: "
       "'image/compressed'")
     a("    qos:")
-    a("      depth: 1", "[restart] input KEEP_LAST depth (best effort); see qos_overrides below")
-    a("      output_depth: 5", "[restart] outputs: reliable, KEEP_LAST depth")
-    a("    queue_size: 100", "[restart] FIFO length when process_every_frame is true")
-    a("    diagnostic_period: 1.0", "[restart] seconds between /diagnostics messages")
+    a(f"      depth: {n['qos.depth']}", "[restart] input KEEP_LAST depth (best effort); see qos_overrides below")
+    a(f"      output_depth: {n['qos.output_depth']}", "[restart] outputs: reliable, KEEP_LAST depth")
+    a(f"    queue_size: {n['queue_size']}", "[restart] FIFO length when process_every_frame is true")
+    a(f"    diagnostic_period: {_yaml_scalar(n['diagnostic_period'])}", "[restart] seconds between /diagnostics messages")
     a("    relative_motion:")
-    a("      child_frame_suffix: _current", "[restart] ~/relative_motion child_frame_id = image "
+    a(f"      child_frame_suffix: {n['relative_motion.child_frame_suffix']}", "[restart] ~/relative_motion child_frame_id = image "
       "frame_id + suffix")
     a("")
     a("    # --- runtime node behaviour")
-    a("    publish_overlay: true", "[runtime] draw ~/overlay (only while someone subscribes)")
-    a("    process_every_frame: false", "[runtime] true: queue every frame (bag replay); false: "
+    a(f"    publish_overlay: {_yaml_scalar(n['publish_overlay'])}", "[runtime] draw ~/overlay (only while someone subscribes)")
+    a(f"    process_every_frame: {_yaml_scalar(n['process_every_frame'])}", "[runtime] true: queue every frame (bag replay); false: "
       "latest only")
-    a("    max_input_pixels: 16777216", "[runtime] larger images are rejected as bad input "
+    a(f"    max_input_pixels: {n['max_input_pixels']}", "[runtime] larger images are rejected as bad input "
       "('too_large')")
-    a("    watchdog_timeout: 5.0", "[runtime] warn when no image arrived for this long (0 = off)")
+    a(f"    watchdog_timeout: {_yaml_scalar(n['watchdog_timeout'])}", "[runtime] warn when no image arrived for this long (0 = off)")
     if auto:
         a("")
         a("    # --- extractor keys: the chosen method's own defaults (thresholds are in method")
@@ -98,8 +105,6 @@ def default_params_yaml(method: str, default_file: bool = False) -> str:
 
 def _extractor_keys(a: Any, method: str, cls: Any, d: dict[str, Any]) -> None:
     """The shared and the method-specific extractor keys with ``method``'s defaults."""
-    from ..extractors.base import SHARED_DEFAULTS
-
     def tag(key: str) -> str:
         return "[runtime]" if key in cls.runtime_keys else "[restart]"
 
@@ -119,15 +124,16 @@ def _extractor_keys(a: Any, method: str, cls: Any, d: dict[str, Any]) -> None:
       "| tensorrt (ONNX export cached on first use)" if cls.networks else
       "[restart] torch (this method has no exportable network)")
     # Values ROS cannot type (None, empty lists) are not node parameters (see ros/params.py).
-    specific = [k for k, v in cls.default_conf.items() if k not in SHARED_DEFAULTS
-                and v is not None and not (isinstance(v, (list, tuple)) and not v)]
+    specific = [k for k in cls.method_keys() if d[k] is not None
+                and not (isinstance(d[k], (list, tuple)) and not d[k])]
     if specific:
         a("")
         a(f"    # --- {method}-specific keys (extractor.<key> = the method's config key)")
         a("    extractor:")
         for k in specific:
             v = d[k]
-            note = getattr(cls, "conf_help", {}).get(k)
+            note = cls.config_class.key_info.get(k, None)
+            note = note.description if note is not None else None
             a(f"      {k}: {_yaml_scalar(list(v) if isinstance(v, tuple) else v)}",
               tag(k) + (f" {note}" if note else ""))
 
@@ -141,7 +147,7 @@ def _common_keys(a: Any, cls: Any) -> None:
     a("    # --- place recognition: keyframe database -> ~/loop_candidates (off by default)")
     a("    place_recognition:")
     for spec in P.place_recognition_specs():
-        value = '""' if spec.default == "" else _yaml_scalar(spec.default)
+        value = _yaml_value(spec.default)
         a(f"      {spec.name.removeprefix(P.PLACE_RECOGNITION_PREFIX)}: {value}",
           f"{'[runtime]' if spec.runtime else '[restart]'} {spec.description}")
     m, vf = MatcherConfig(), P.method_verify_conf(cls)
@@ -158,7 +164,7 @@ def _common_keys(a: Any, cls: Any) -> None:
       "L2 distance; 0.0 = off")
     a("      lightglue:", "used only with matcher.type: lightglue")
     for spec in P.lightglue_specs(P.method_lightglue_conf(cls)):
-        value = '""' if spec.default == "" else _yaml_scalar(spec.default)
+        value = _yaml_value(spec.default)
         a(f"        {spec.name.removeprefix(P.LIGHTGLUE_PREFIX)}: {value}",
           f"{'[runtime]' if spec.runtime else '[restart]'} {spec.description}")
     a("    verify:")

@@ -6,6 +6,11 @@ range and validated against another. Restart-only parameters are declared ``read
 then refuses ``SetParameters`` on them with its own reason); YAML/``--params-file`` still sets
 them at startup.
 
+The extractor, matcher, LightGlue and verification rows are generated from their configs
+(``config.Config``: defaults, types, ``runtime_keys`` and the ``key_info`` descriptions and ranges
+declared next to each config; ``config_specs``). This module adds only what is the node's own:
+its node-only parameters and the names of ``settings.py``.
+
 Targets: ``extractor:<key>`` (an extractor config key, applied with ``Extractor.update_conf``),
 ``matcher:<field>`` / ``verify:<field>`` (fields of ``MatcherConfig`` / ``VerifyConfig``),
 ``lightglue:<field>`` (fields of ``matchers.lightglue.LightGlueConfig``, applied with
@@ -15,19 +20,24 @@ Targets: ``extractor:<key>`` (an extractor config key, applied with ``Extractor.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import types
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
 
+from ..config import Config, KeyInfo
 from ..conventions import DEFAULT_METHOD, PRECISIONS, ConfigError
-from ..extractors.base import BACKENDS, SHARED_DEFAULTS
+from ..extractors.base import ExtractorConfig
 from ..pipeline import check_extractor_changes, replace_fields
 from ..registry import available_methods
-# The one vocabulary of node names <-> extractor config keys, shared with the command line:
-# RENAMED_KEYS (config key -> node name), EXTRACTOR_PREFIX (``extractor.nms`` -> ``nms``).
-from ..settings import EXTRACTOR_PREFIX, RENAMED_KEYS
+# The one vocabulary of node names <-> config keys, shared with the command line: RENAMED_KEYS
+# (config key -> node name), EXTRACTOR_PREFIX (``extractor.nms`` -> ``nms``), the matcher and
+# verification prefixes, VERIFY_FIELDS (``verify.ransac_threshold`` -> ``threshold_px``).
+from ..settings import (EXTRACTOR_PREFIX, LIGHTGLUE_PREFIX, MATCHER_PREFIX, RENAMED_KEYS,
+                        VERIFY_FIELDS, VERIFY_PREFIX)
 
 DEVICES_HELP = "auto | cpu | cuda | cuda:N"
 TRANSPORTS = ("raw", "compressed")
@@ -167,66 +177,68 @@ def place_recognition_specs() -> list[ParamSpec]:
     ]
 
 
-def shared_extractor_specs(defaults: Mapping[str, Any], runtime_keys: Iterable[str]
-                           ) -> list[ParamSpec]:
-    """Shared config keys (docs/ARCHITECTURE.md, "Contracts"); defaults are the method's own."""
-    rk = set(runtime_keys)
-    return [
-        ParamSpec("max_keypoints", int(defaults["max_keypoints"]),
-                  "keep the N best keypoints (-1 = all)", "max_keypoints" in rk,
-                  "extractor:max_keypoints", int_range=(-1, 1_000_000)),
-        ParamSpec("detection_threshold", float(defaults["detection_threshold"]),
-                  "detector score threshold (method units; the method validates the range)",
-                  "detection_threshold" in rk, "extractor:detection_threshold"),
-        ParamSpec("nms_radius", int(defaults["nms_radius"]), "non-maximum suppression radius "
-                  "(pixels)", "nms_radius" in rk, "extractor:nms_radius", int_range=(0, 256)),
-        ParamSpec("remove_borders", int(defaults["remove_borders"]), "drop keypoints this close "
-                  "to the border (pixels)", "remove_borders" in rk, "extractor:remove_borders",
-                  int_range=(0, 4096)),
-        ParamSpec(RENAMED_KEYS["resize_max_edge"], int(defaults["resize_max_edge"]), "resize so "
-                  "the long edge is at most this before inference (0 = native); keypoints are "
-                  "always published in original pixels", "resize_max_edge" in rk,
-                  "extractor:resize_max_edge", int_range=(0, 16384)),
-        ParamSpec("backend", str(defaults.get("backend", "torch")), "what runs the network "
-                  "part: torch | onnxruntime | openvino | tensorrt (exported to ONNX on first use, "
-                  "cached in $LFR_CACHE_DIR or ~/.cache/local_features_ros/onnx; post-processing "
-                  "stays in torch)", "backend" in rk, "extractor:backend", choices=BACKENDS),
-    ]
-
-
-def method_specs(default_conf: Mapping[str, Any], runtime_keys: Iterable[str]) -> list[ParamSpec]:
-    """Method-specific keys as ``extractor.<key>`` (values that ROS cannot type are skipped)."""
-    rk = set(runtime_keys)
+def config_specs(config: Config | type[Config], kind: str, prefix: str = "",
+                 names: Mapping[str, str] | None = None, keys: Iterable[str] | None = None,
+                 values: Mapping[str, Any] | None = None,
+                 runtime_keys: Iterable[str] | None = None) -> list[ParamSpec]:
+    """One row per key of ``config`` (a ``Config`` class or instance): name ``prefix`` + the
+    key (or its ``names`` spelling), the default (``values``, else the instance's values or the
+    class's defaults), the key's ``KeyInfo`` (description, range, choices), runtime when the key
+    is in ``runtime_keys`` (default: the config's), target ``kind:key``. Keys marked
+    ``parameter=False`` and values ROS cannot type (None, empty lists) are left out."""
+    cls = config if isinstance(config, type) else type(config)
+    if values is None:
+        values = config.to_dict() if isinstance(config, Config) else cls.defaults()
+    rk = set(cls.runtime_keys if runtime_keys is None else runtime_keys)
     out = []
-    for key, value in default_conf.items():
-        if key in SHARED_DEFAULTS:
-            continue
+    for key in (cls.key_names() if keys is None else keys):
+        info = cls.key_info.get(key, KeyInfo())
+        value = values[key]
         if isinstance(value, tuple):
             value = list(value)
-        if ros_type(value) == ParameterType.PARAMETER_NOT_SET:
+        if not info.parameter or ros_type(value) == ParameterType.PARAMETER_NOT_SET:
             continue
-        out.append(ParamSpec(EXTRACTOR_PREFIX + key, value, f"method-specific key '{key}'",
-                             key in rk, f"extractor:{key}"))
+        out.append(ParamSpec(prefix + (names or {}).get(key, key), value,
+                             info.description or f"method-specific key '{key}'", key in rk,
+                             f"{kind}:{key}", info.int_range, info.float_range, info.choices))
     return out
 
 
+def shared_extractor_specs(defaults: Mapping[str, Any], runtime_keys: Iterable[str]
+                           ) -> list[ParamSpec]:
+    """Keys every method has (``ExtractorConfig``; docs/ARCHITECTURE.md, "Contracts") with the
+    method's own ``defaults`` and ``runtime_keys``."""
+    return config_specs(ExtractorConfig, "extractor", names=RENAMED_KEYS,
+                        values={k: defaults.get(k, v)
+                                for k, v in ExtractorConfig.defaults().items()},
+                        runtime_keys=runtime_keys)
+
+
+def method_specs(default_conf: Mapping[str, Any], runtime_keys: Iterable[str],
+                 config_class: type[Config] | None = None) -> list[ParamSpec]:
+    """Method-specific keys of ``default_conf`` as ``extractor.<key>`` (described by
+    ``config_class``'s ``key_info`` when given; values ROS cannot type are skipped)."""
+    keys = [k for k in default_conf if k not in ExtractorConfig.key_names()]
+    cls = config_class
+    if cls is None:  # no config class given: the keys as they are, undescribed
+        from ..config import make_config
+
+        cls = make_config("MethodKeys", {k: default_conf[k] for k in keys}, Config)
+    return config_specs(cls, "extractor", EXTRACTOR_PREFIX, keys=keys, values=default_conf,
+                        runtime_keys=runtime_keys)
+
+
+def extractor_specs(cls: Any) -> list[ParamSpec]:
+    """Every extractor row of method class ``cls``, with its node defaults
+    (``Extractor.node_default_conf``)."""
+    node_conf = cls.node_default_conf()
+    return (shared_extractor_specs(node_conf, cls.runtime_keys)
+            + method_specs(node_conf, cls.runtime_keys, cls.config_class))
+
+
 def matcher_specs(matcher_conf: Any) -> list[ParamSpec]:
-    """``matcher.*`` from the core ``MatcherConfig`` defaults (0 means 'off' for ratio/max_distance
-    when the core uses None)."""
-    d = dataclasses.asdict(matcher_conf)
-    return [
-        ParamSpec("matcher.mutual", bool(d["mutual"]), "keep mutual nearest neighbours only",
-                  True, "matcher:mutual"),
-        ParamSpec("matcher.ratio", _num(d["ratio"]), "Lowe ratio test threshold (1 = off)",
-                  True, "matcher:ratio", float_range=(0.0, 1.0)),
-        ParamSpec("matcher.max_distance", _num(d["max_distance"]), "reject matches with a larger "
-                  "descriptor L2 distance (0 = off)", True, "matcher:max_distance",
-                  float_range=(0.0, 1.0e6)),
-    ]
-
-
-#: Prefix of the LightGlue matcher's parameters (``matcher.lightglue.depth_confidence`` ...).
-LIGHTGLUE_PREFIX = "matcher.lightglue."
+    """``matcher.*`` from a ``MatcherConfig`` (its defaults and descriptions)."""
+    return config_specs(matcher_conf, "matcher", MATCHER_PREFIX)
 
 
 def matcher_type_specs() -> list[ParamSpec]:
@@ -243,37 +255,12 @@ def matcher_type_specs() -> list[ParamSpec]:
 
 
 def lightglue_specs(lightglue_conf: Any = None) -> list[ParamSpec]:
-    """``matcher.lightglue.*`` from the core ``LightGlueConfig`` defaults (``features`` is not a
-    parameter: the node passes its ``method``). Used only with ``matcher.type: lightglue``."""
-    from ..matchers.lightglue import RELEASED_WEIGHTS
+    """``matcher.lightglue.*`` from a ``LightGlueConfig`` (``features`` is not a parameter: the
+    node passes its ``method``). Used only with ``matcher.type: lightglue``."""
+    from ..matchers.lightglue import LightGlueConfig
 
-    if lightglue_conf is None:
-        from ..matchers.lightglue import LightGlueConfig
-
-        lightglue_conf = LightGlueConfig()
-    d = dataclasses.asdict(lightglue_conf)
-    p = LIGHTGLUE_PREFIX
-    return [
-        ParamSpec(p + "weights", str(d["weights"]), "local LightGlue weights file; empty = the "
-                  f"released file for the method ({', '.join(sorted(RELEASED_WEIGHTS))}); "
-                  "superpoint needs one", False,
-                  "lightglue:weights"),
-        ParamSpec(p + "depth_confidence", float(d["depth_confidence"]), "adaptive depth: stop "
-                  "early when this fraction of points is confident (<= 0 = off)", True,
-                  "lightglue:depth_confidence", float_range=(-1.0, 1.0)),
-        ParamSpec(p + "width_confidence", float(d["width_confidence"]), "adaptive width: prune "
-                  "points confidently unmatchable (<= 0 = off)", True,
-                  "lightglue:width_confidence", float_range=(-1.0, 1.0)),
-        ParamSpec(p + "filter_threshold", float(d["filter_threshold"]), "minimum match "
-                  "confidence", True, "lightglue:filter_threshold", float_range=(0.0, 0.999)),
-        ParamSpec(p + "n_layers", int(d["n_layers"]), "transformer layers to run (<= the weights' "
-                  "layers; 9 = all layers of a released file: LightGlue 9, LighterGlue 6)", False, "lightglue:n_layers",
-                  int_range=(1, 64)),
-        ParamSpec(p + "backend", str(d["backend"]), "what runs the LightGlue network: torch, or "
-                  "its ONNX export (cached) in onnxruntime | openvino | tensorrt (full depth: "
-                  "depth/width_confidence are ignored there)", False, "lightglue:backend",
-                  choices=BACKENDS),
-    ]
+    return config_specs(LightGlueConfig() if lightglue_conf is None else lightglue_conf,
+                        "lightglue", LIGHTGLUE_PREFIX)
 
 
 def method_lightglue_conf(cls: Any) -> Any:
@@ -286,40 +273,33 @@ def method_lightglue_conf(cls: Any) -> Any:
 
 def method_verify_conf(cls: Any) -> Any:
     """The node's ``VerifyConfig`` defaults for extractor class ``cls`` (``None``: the
-    method-independent defaults): ``VerifyConfig()`` with the method's ``node_verify``."""
+    method-independent defaults): the defaults with the method's ``node_verify``."""
     from ..geometry import VerifyConfig
 
-    return VerifyConfig(**(getattr(cls, "node_verify", {}) if cls is not None else {}))
+    return VerifyConfig.create(getattr(cls, "node_verify", {}) if cls is not None else {})
 
 
 def verify_specs(verify_conf: Any) -> list[ParamSpec]:
-    from ..geometry import _METHODS, MODELS
-
-    d = dataclasses.asdict(verify_conf)
-    specs = [
-        ParamSpec("verify.model", str(d["model"]), "geometric verification model; auto = "
-                  "essential when camera_info is known (needed for ~/relative_motion), else "
-                  "fundamental", True, "verify:model", choices=tuple(MODELS)),
-        ParamSpec("verify.ransac_threshold", float(d["threshold_px"]), "RANSAC inlier "
-                  "threshold (pixels)", True, "verify:threshold_px", float_range=(0.01, 100.0)),
-        ParamSpec("verify.confidence", float(d["confidence"]), "RANSAC confidence", True,
-                  "verify:confidence", float_range=(0.5, 0.999999)),
-    ]
-    if "method" in d:
-        specs.append(ParamSpec("verify.method", str(d["method"]), "robust estimator", True,
-                               "verify:method", choices=tuple(sorted(_METHODS))))
-    if "max_iters" in d:
-        specs.append(ParamSpec("verify.max_iters", int(d["max_iters"]), "RANSAC iterations "
-                               "limit", True, "verify:max_iters", int_range=(1, 1_000_000)))
-    if "min_inliers" in d:
-        specs.append(ParamSpec("verify.min_inliers", int(d["min_inliers"]), "fewer inliers = "
-                               "no relative motion", True, "verify:min_inliers",
-                               int_range=(0, 100_000)))
-    return specs
+    """``verify.*`` from a ``VerifyConfig`` (``threshold_px`` is ``verify.ransac_threshold``)."""
+    return config_specs(verify_conf, "verify", VERIFY_PREFIX,
+                        names={f: n for n, f in VERIFY_FIELDS.items()})
 
 
-def _num(value: Any) -> float:
-    return 0.0 if value is None else float(value)
+def all_specs(cls: Any) -> list[ParamSpec]:
+    """Every parameter the node declares for method class ``cls``, in declaration order."""
+    from ..matching import MatcherConfig
+
+    return (node_specs() + place_recognition_specs() + extractor_specs(cls)
+            + matcher_specs(MatcherConfig()) + matcher_type_specs()
+            + lightglue_specs(method_lightglue_conf(cls)) + verify_specs(method_verify_conf(cls)))
+
+
+@functools.cache
+def node_defaults() -> Mapping[str, Any]:
+    """Node-only parameter -> default, read-only (what the node reads itself: the ``node:``
+    targets); the one place these defaults are written is the rows above."""
+    specs = node_specs() + place_recognition_specs() + matcher_type_specs()
+    return types.MappingProxyType({s.target.partition(":")[2]: s.default for s in specs})
 
 
 def from_ros_value(spec: ParamSpec, value: Any, core_default: Any = "unset") -> Any:

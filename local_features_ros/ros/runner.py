@@ -179,17 +179,18 @@ def flatten(params: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:
-    """``["max_keypoints=500", "matcher.ratio=0.9"]`` -> typed values (YAML scalars); split by
-    the one ``--set`` parser (``commands._common.split_setting``); ``resize_max_edge`` is
-    accepted for the node's ``resize.max_edge`` as in every other command."""
-    from ..commands._common import split_setting
+    """``["max_keypoints=500", "matcher.ratio=0.9"]`` -> typed values (YAML scalars, empty =
+    ""), read by the one ``--set`` parser (``config.split_setting`` / ``config.parse_value``);
+    ``resize_max_edge`` is accepted for the node's ``resize.max_edge`` as in every other
+    command."""
+    from ..config import parse_value, split_setting
     from ..settings import RENAMED_KEYS
 
     out: dict[str, Any] = {}
     for item in items:
         key, value = split_setting(item)
         key = RENAMED_KEYS.get(key, key)  # the extractor's spelling -> the node's
-        out[key] = yaml.safe_load(value) if value else ""
+        out[key] = parse_value(value) if value else ""
     return out
 
 
@@ -362,10 +363,13 @@ def build_plan(config: str | os.PathLike | None = None, sets: Sequence[str] = ()
     # The node's own checks (method, names, types, ranges, the method's config, weights file)
     # before any process starts: a typo fails here with the reason, not in a log file.
     flat = validate_node_params(flat, check_weights=check_weights)
-    if replay and int(flat.get("queue_size", 100)) < window:
-        raise ConfigError(f"queue_size {flat.get('queue_size')} is smaller than the replay "
+    from .params import node_defaults
+
+    node = {**node_defaults(), **flat}  # the node's own values: the table's defaults under them
+    if replay and int(node["queue_size"]) < window:
+        raise ConfigError(f"queue_size {node['queue_size']} is smaller than the replay "
                           f"window ({window} images in flight)")
-    transport = str(flat.get("input_transport", "raw"))
+    transport = str(node["input_transport"])
     image = image or "image"
     camera_info = camera_info or "camera_info"
     wd = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="lfr_run_"))

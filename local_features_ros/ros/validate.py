@@ -5,7 +5,7 @@ and let it fail in its own log (``--method foo`` even failed earlier, on a missi
 ``config/foo.yaml``). ``validate_node_params`` applies the rules the node applies -- the method
 registry (``unknown method 'foo' (available: ...)``), the node's parameter table
 (``ros/params.py``: names, types, ranges, choices) and the method's own config validation
-(``Extractor._merge_conf``, as ``local-features extract --set`` uses it) -- to a flat
+(``Extractor.checked_conf``, as ``local-features extract --set`` uses it) -- to a flat
 ``{dotted name: value}`` dict, and raises ``ConfigError`` with the reason. The node calls
 ``unknown_parameters_error`` on its own overrides, so a stray key is rejected there too.
 No rclpy import (the launch file and the runner call it).
@@ -26,19 +26,10 @@ EXTRA_PREFIXES = ("qos_overrides.",)
 def node_param_specs(method: str) -> dict[str, Any]:
     """Name -> ``ParamSpec`` of every parameter the node declares for ``method`` (the order of
     ``NodeParameters.declare_all``). Raises ``ConfigError`` for an unknown method."""
-    from ..matching import MatcherConfig
     from ..registry import get_extractor_class
     from . import params as P
 
-    cls = get_extractor_class(method, runtime=True)
-    specs = (P.node_specs() + P.place_recognition_specs()
-             + P.shared_extractor_specs(cls.node_default_conf(), cls.runtime_keys)
-             + P.method_specs({k: cls.node_default_conf()[k] for k in cls.default_conf},
-                              cls.runtime_keys)
-             + P.matcher_specs(MatcherConfig()) + P.matcher_type_specs()
-             + P.lightglue_specs(P.method_lightglue_conf(cls))
-             + P.verify_specs(P.method_verify_conf(cls)))
-    return {s.name: s for s in specs}
+    return {s.name: s for s in P.all_specs(get_extractor_class(method, runtime=True))}
 
 
 def is_extra_parameter(name: str) -> bool:
@@ -98,13 +89,10 @@ def _check_value(spec: Any, value: Any) -> Any:
 
 def check_extractor_conf(method: str, conf: Mapping[str, Any]) -> None:
     """The method's own config check (unknown key, coercion, ranges) without building it: the
-    same ``_merge_conf`` that ``Extractor.__init__`` (and so ``extract --set``) runs."""
+    same ``checked_conf`` that ``Extractor.__init__`` (and so ``extract --set``) runs."""
     from ..registry import get_extractor_class
 
-    cls = get_extractor_class(method, runtime=True)
-    # _merge_conf/validate_conf read only class attributes (name, networks, defaults), so an
-    # uninitialised instance is enough: no network is built, no weights are read.
-    cls._merge_conf(object.__new__(cls), dict(conf))
+    get_extractor_class(method, runtime=True).checked_conf(dict(conf))
 
 
 def weights_problem(method: str, weights: str, conf: Mapping[str, Any] | None = None

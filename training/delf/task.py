@@ -218,7 +218,7 @@ def collect_descriptors(delf: DELF, ls: LandmarkSet, max_edge: int, max_per_imag
     rng = np.random.default_rng(seed)
     out = []
     old_k = delf.conf["max_keypoints"]
-    delf.conf["max_keypoints"] = int(max_per_image)
+    delf.update_conf(max_keypoints=int(max_per_image))  # validated like any runtime change
     try:
         for p in ls.paths:
             bgr = cv2.imread(str(p), cv2.IMREAD_COLOR)
@@ -232,7 +232,7 @@ def collect_descriptors(delf: DELF, ls: LandmarkSet, max_edge: int, max_per_imag
             if len(d):
                 out.append(d.cpu())
     finally:
-        delf.conf["max_keypoints"] = old_k
+        delf.update_conf(max_keypoints=old_k)
     if not out:
         raise ValueError("no DELF descriptors collected for the PCA (images too small?)")
     x = torch.cat(out)

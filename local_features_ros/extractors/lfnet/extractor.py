@@ -92,7 +92,8 @@ class LFNet(Extractor):
         self.register_buffer("scales", torch.tensor(self._scale_list, dtype=torch.float32),
                              persistent=False)
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if conf["resize_mode"] not in ("half_pixel", "tf_legacy"):
             raise ConfigError("resize_mode must be 'half_pixel' or 'tf_legacy'")

@@ -102,7 +102,8 @@ class LIFT(Extractor):
                                    int(c["subnorm_ksize"]), float(c["subnorm_sigma"]))
         self._layout_cache: PyramidLayout | None = None
 
-    def validate_conf(self, conf: Mapping[str, Any]) -> None:
+    @classmethod
+    def validate_conf(cls, conf: Mapping[str, Any]) -> None:
         super().validate_conf(conf)
         if conf["ori_variant"] not in ("tflift", "theano"):
             raise ConfigError("ori_variant must be 'tflift' or 'theano'")

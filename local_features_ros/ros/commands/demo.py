@@ -137,7 +137,9 @@ def scan_images(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def _has(sets: list[str], key: str) -> bool:
-    return any(s.partition("=")[0].strip() == key for s in sets)
+    from ...config import parse_settings
+
+    return key in parse_settings(sets)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -173,8 +175,9 @@ def _main(args: argparse.Namespace) -> int:
     from ..runner import build_plan, repo_or_share_dir, ros_env
     from ..validate import node_param_specs, weights_to_load
 
-    device = next((s.partition("=")[2].strip() for s in args.set
-                   if s.partition("=")[0].strip() == "device"), "auto")
+    from ...config import parse_settings
+
+    device = parse_settings(args.set).get("device", "auto")
     method, why = choose_method(args.method, device)
     node_param_specs(method)  # unknown method: the registry's message, before anything else
     out = Path(args.out)

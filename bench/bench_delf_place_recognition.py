@@ -5,7 +5,7 @@
         --finetune-steps 1000 --attention-steps 1000                                  # longer run
 
 The split, training and scoring are ``training/delf/place_eval.py`` (what
-``test/test_delf_place_recognition_training.py`` asserts on one seed): database = 24 keyframes of
+``test/training/test_delf_place_recognition_training.py`` asserts on one seed): database = 24 keyframes of
 the mapping loop, queries = 48 frames of another loop with noise, training = place-labelled frames
 of the mapping loop and four other loops under random gains. Each trained / untrained network is
 scored on the same queries at every ``--gains`` value (0.85: the test's revisit under dimmer light;

@@ -9,6 +9,15 @@ import random
 # the 2 cores are shared with ROS processes the tests start).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+# Tests live in folders that mirror the package (test/<layer>/test_<module>.py) and share helpers
+# across them (``from test_node import Harness``): every layer folder is importable.
+for _layer in sorted(Path(__file__).resolve().parent.iterdir()):
+    if _layer.is_dir() and not _layer.name.startswith(("_", ".")) and str(_layer) not in sys.path:
+        sys.path.insert(0, str(_layer))
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -135,7 +135,7 @@ class Extractor(nn.Module):
     #: Released LightGlue weights for this method's features: a file name that
     #: ``pretrained.released_weights`` locates (``matcher.type: lightglue`` loads it when the
     #: matcher's weights are empty); None = none released. ``matchers/lightglue.py``
-    #: ``RELEASED_WEIGHTS`` lists the same files (test/test_registry_lists.py).
+    #: ``RELEASED_WEIGHTS`` lists the same files (test/project/test_registry_lists.py).
     lightglue_weights: ClassVar[str | None] = None
     #: File name under ``local_features_ros/data/weights`` used when ``weights`` is empty.
     shipped_weights: ClassVar[str | None] = None

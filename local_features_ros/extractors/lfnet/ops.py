@@ -3,7 +3,7 @@
 Every function is batched, runs on the input's device and is differentiable where training
 needs it (docs/lfnet_lift.md#lf-net gives the constants). With autograd on, the reference ops
 run; without it, faster re-statements of the same computation (equal up to float rounding,
-each compared with its reference in test/test_lfnet.py::test_inference_rewrites_equal_reference_ops
+each compared with its reference in test/extractors/test_lfnet.py::test_inference_rewrites_equal_reference_ops
 and ::test_fast_inference_matches_reference_ops): the separable window max / sum inside
 :func:`soft_nms_3d`, the OpenCV dilation inside :func:`hard_nms`, :func:`few_channel_conv`,
 :func:`unit_vectors` and :func:`instance_norm` (the last also in training).
@@ -192,7 +192,7 @@ def unit_vectors(v: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
 def instance_norm(x: torch.Tensor, eps: float) -> torch.Tensor:
     """Per image and channel: zero mean, unit variance over H, W (biased variance, as
     ``tf.nn.moments``): ``F.instance_norm``'s numbers, written out
-    (test/test_lfnet.py::test_instance_norm_equals_the_library_call).
+    (test/extractors/test_lfnet.py::test_instance_norm_equals_the_library_call).
 
     Why not ``F.instance_norm``: on CPU it computes each (image, channel) statistic on one thread,
     so on LF-Net's single-channel maps (the photo, the per-scale logits) it takes twice as long

@@ -5,7 +5,7 @@ fully convolutionally on a scale pyramid -> score maps resampled onto the input 
 VALID border is -inf) -> 3-D NMS over space and scale + edge test + quadratic interpolation ->
 top-K -> orientation net on upright 64x64 crops -> descriptor net on rotated 64x64 crops.
 
-Speed (CPU, 21 levels at 640x480; same outputs up to float rounding, see test/test_lift.py):
+Speed (CPU, 21 levels at 640x480; same outputs up to float rounding, see test/extractors/test_lift.py):
 levels are packed side by side into a few canvases per detector call (``pyramid.pack_levels``),
 each level is resampled only inside its VALID rectangle with cached grids, the 3-D NMS is
 separable, and the derivatives for the edge test / Newton step are evaluated at the NMS

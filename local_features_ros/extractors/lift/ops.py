@@ -2,7 +2,7 @@
 the patch-mode soft-argmax and the descriptor crop geometry (docs/lfnet_lift.md#lift).
 
 The second half holds the faster re-statements, each equal to the straightforward operator it
-replaces and compared with it in test/test_lift.py: ``ghh_maps`` and ``max_pool_2x2``
+replaces and compared with it in test/extractors/test_lift.py: ``ghh_maps`` and ``max_pool_2x2``
 (::test_ghh_maps_and_pool_rewrites_are_exact, bit-identical), ``l2_pool``
 (::test_l2_pool_equals_the_library_call, ``F.lp_pool2d``), ``scale_space_max``
 (::test_scale_space_max_equals_max_pool3d_including_nan, bit-identical) and

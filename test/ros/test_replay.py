@@ -21,7 +21,7 @@ from local_features_ros.synthetic.scene import PinholeCamera, SyntheticScene
 
 pytestmark = pytest.mark.ros
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
 
 

@@ -37,7 +37,7 @@ from local_features_ros.weights import WeightsError, save_checkpoint
 
 from conftest import textured_image
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def gaussian_blob(h: int, w: int, x0: float, y0: float, sigma: float) -> np.ndarray:

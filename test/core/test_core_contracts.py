@@ -90,7 +90,7 @@ def test_core_never_imports_rclpy():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-PACKAGE_DIR = Path(__file__).resolve().parents[1] / "local_features_ros"
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "local_features_ros"
 #: Top-level names of ROS packages (plus any ``*_msgs``, ``*_srvs``, ``*_interfaces``, ``rosidl*``).
 ROS_TOP_LEVEL = {"rclpy", "launch", "launch_ros", "launch_testing", "ament_index_python",
                  "cv_bridge", "message_filters", "tf2_ros", "rosbag2_py"}

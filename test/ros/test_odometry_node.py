@@ -14,7 +14,7 @@ import pytest
 
 from local_features_ros.ros.pairing import PairQueue
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _msg(t: float, name: str = "") -> SimpleNamespace:

@@ -33,7 +33,7 @@ from local_features_ros_training.superpoint.model import SuperPointModel, \
     export_runtime_checkpoint
 from conftest import rectangle_frames
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "training" / "configs"
 
 #: budgets may be overrun by this fraction (the contract in docs/training.md)

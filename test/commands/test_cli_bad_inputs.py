@@ -25,7 +25,7 @@ from conftest import textured_image
 
 from local_features_ros.cli import main as cli_main
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 class ProcessWouldStart(AssertionError):

@@ -140,10 +140,11 @@ def test_nearest_neighbours_first_of_exact_ties():
     assert nearest_neighbours(d0, d1).tolist() == [0, 0]
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-def test_cuda_tensors():
-    res = match_descriptors(A.cuda(), B.cuda().half())
+def test_every_device_and_dtype(device, dtype):
+    """Descriptors on any device, in any float type (reduced-precision extractors), and mixed."""
+    res = match_descriptors(A.to(device, dtype), B.to(device, dtype))
     assert _pairs(res) == {(0, 0), (1, 1), (3, 3)}
+    assert _pairs(match_descriptors(A.to(device), B.to(device, dtype))) == _pairs(res)
 
 
 # ----------------------------------------------------------------------------- `local-features match`

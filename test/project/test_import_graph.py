@@ -16,7 +16,7 @@ from pathlib import Path
 
 from test_core_contracts import _import_statements
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 #: ``training/`` is installed under this name (``setup.py``); absolute imports of it are internal.
 TRAINING_INSTALLED_AS = "local_features_ros_training"
 

@@ -22,7 +22,7 @@ from local_features_ros_training.config import ConfigError, apply_overrides, loa
 from local_features_ros_training.engine import Trainer, TrainingDiverged, read_metrics
 from local_features_ros_training.superpoint.magicpoint import MagicPointTask
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "training" / "configs" / "superpoint_magicpoint_tiny.yaml")
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = REPO / "launch" / "extractor.launch.py"
 #: docs/node.md#launch-and-runner: the launch arguments, by name.
 EXPECTED_ARGS = {"method", "params_file", "namespace", "image", "camera_info", "use_sim_time",
@@ -296,7 +296,7 @@ def test_package_xml_declares_what_the_code_imports():
     import ast
     import xml.etree.ElementTree as ET
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     deps = {e.text.strip() for e in ET.parse(root / "package.xml").getroot().iter("exec_depend")}
     ros_deps = {d for d in deps if not d.startswith("python3-") and d != "rviz2"}
     imported: set[str] = set()

@@ -20,7 +20,7 @@ from local_features_ros_training.superpoint.homographic_adaptation import detect
 from local_features_ros_training.superpoint.teachers import Teacher, build_teacher, teacher_kind
 from conftest import rectangle_frames
 
-CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 HA = {"num": 16, "homographies": {"max_angle": 0.5}}
 DET = {"nms": 4, "iou": 0.1, "top_k": 0}
 

@@ -20,7 +20,7 @@ from local_features_ros_training.superpoint import pipeline as pl
 from local_features_ros_training.superpoint.homographic_adaptation import run_export
 from conftest import rectangle_frames
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "training" / "configs"
 
 

@@ -36,7 +36,7 @@ from local_features_ros.registry import build_extractor
 from local_features_ros.types import Features, MatchResult
 from local_features_ros.weights import WeightsError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _have(module: str) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 MODEL_CARD = ROOT / "local_features_ros" / "data" / "weights" / "MODEL_CARD.md"
 MAX_README_LINES = 260

@@ -13,7 +13,7 @@ import yaml
 
 from local_features_ros.ros import param_files, runner
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 #: feature_extractor parameter files (config/odometry.yaml belongs to visual_odometry).
 CONFIGS = sorted(p for p in (REPO / "config").glob("*.yaml") if p.stem != "odometry")
 

@@ -22,7 +22,7 @@ from local_features_ros_training.superpoint.losses import correspondence_matrix,
 from local_features_ros_training.superpoint.magicpoint import MagicPointTask
 from local_features_ros_training.superpoint.model import SuperPointModel
 
-CONFIGS = Path(__file__).resolve().parents[1] / "training" / "configs"
+CONFIGS = Path(__file__).resolve().parents[2] / "training" / "configs"
 
 
 # ----------------------------------------------------------------------------- losses

@@ -27,7 +27,7 @@ from test_readme import anchors
 
 #: The suffix, kept out of this file's own text so its examples are not citations.
 MD = ".md"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SUFFIXES = (".py", ".yaml", ".sh", ".md")
 #: Folders a checkout without git metadata skips (build output, environments, run output).
 SKIP_DIRS = {".git", ".venv", "build", "install", "log", "out", "__pycache__"}

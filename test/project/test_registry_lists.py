@@ -17,7 +17,7 @@ from local_features_ros.matchers.lightglue import RELEASED_WEIGHTS
 from local_features_ros.pretrained import RELEASED_FILES
 from local_features_ros.registry import available_methods, method_classes
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _key(name: str) -> str:

@@ -12,24 +12,65 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Mapping
 
+from .config import Config, KeyInfo
+from .conventions import ConfigError
 from .place_recognition import Candidate, PlaceRecognizer
 from .types import Features
 
 __all__ = ["LoopSettings", "LoopResult", "LoopClosure"]
 
 
-@dataclass(frozen=True)
-class LoopSettings:
-    """Runtime values of one step: a keyframe every ``keyframe_every`` processed frames; each
-    keyframe queries the database for at most ``top_k`` candidates, the ``exclude_recent``
-    newest keyframes left out, and keeps those verified with at least ``min_inliers`` inliers."""
+class LoopSettings(Config):
+    """The place-recognition settings, declared once: the core reads them here and the
+    ``feature_extractor`` node's ``place_recognition.*`` parameters are generated from them
+    (``ros/params.py``), so both start from the same defaults.
 
+    ``enable``, ``max_keyframes`` and ``database`` are read when the database is opened; the
+    others apply to each step: a keyframe every ``keyframe_every`` processed frames; each
+    keyframe queries the database for at most ``top_k`` candidates, the ``exclude_recent``
+    newest keyframes left out, and keeps those verified with at least ``min_inliers`` inliers
+    (60: fundamental-matrix RANSAC finds 25-55 inliers on views that do not overlap)."""
+
+    owner: ClassVar[str] = "place recognition"
+    runtime_keys: ClassVar[frozenset[str]] = frozenset(
+        {"keyframe_every", "exclude_recent", "min_inliers", "top_k"})
+    key_info: ClassVar[Mapping[str, KeyInfo]] = {
+        "enable": KeyInfo("keep a keyframe database of this node's features and publish "
+                          "RANSAC-verified loop candidates on ~/loop_candidates"),
+        "keyframe_every": KeyInfo("every N-th processed frame queries the database (then "
+                                  "becomes a keyframe)", int_range=(1, 1_000_000)),
+        "exclude_recent": KeyInfo("the N most recent keyframes are never candidates (temporal "
+                                  "neighbours are not loops)", int_range=(0, 1_000_000)),
+        "min_inliers": KeyInfo("publish a candidate only with at least this many RANSAC "
+                               "inliers (fundamental-matrix RANSAC finds 25-55 on views that "
+                               "do not overlap)", int_range=(0, 100_000)),
+        "top_k": KeyInfo("at most this many candidates per query", int_range=(1, 1000)),
+        "max_keyframes": KeyInfo("database size; the oldest keyframes are evicted first",
+                                 int_range=(1, 10_000_000)),
+        "database": KeyInfo("keyframe database file (.npz): loaded at start when it exists, "
+                            "saved at shutdown; empty = in memory only"),
+    }
+
+    enable: bool = False
     keyframe_every: int = 10
-    top_k: int = 3
     exclude_recent: int = 5
-    min_inliers: int = 15
+    min_inliers: int = 60
+    top_k: int = 3
+    max_keyframes: int = 2000
+    database: str = ""
+
+    @classmethod
+    def validate(cls, conf: Mapping[str, Any]) -> None:
+        """Every count within its declared ``int_range`` (the node's parameter ranges)."""
+        super().validate(conf)
+        for key, info in cls.key_info.items():
+            if info.int_range is not None:
+                low, high = info.int_range
+                if not low <= conf[key] <= high:
+                    raise ConfigError(f"{cls.owner}: '{key}' must be in [{low}, {high}], got "
+                                      f"{conf[key]}")
 
 
 @dataclass

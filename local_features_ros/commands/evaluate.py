@@ -417,7 +417,7 @@ def evaluate_odometry(args: argparse.Namespace, job: OdometryJob) -> int:
             "trajectory": str(args.trajectory),
             "threads": {"torch": torch.get_num_threads(),
                         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS")},
-            "odometry": dataclasses.asdict(job.config),
+            "odometry": job.config.to_dict(),
             **ev.report(),
         }
         out = Path(args.json).expanduser()

@@ -12,12 +12,11 @@ them (a failure of the step or of the publisher is logged, throttled, and counte
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from ..extractors.base import ConfigError
 from ..loop_closure import LoopClosure, LoopSettings
 from .params import PLACE_RECOGNITION_PREFIX as PRE
-from .params import node_defaults
 
 if TYPE_CHECKING:
     from ..frontend import FrameResult
@@ -60,13 +59,11 @@ class NodeLoops:
         return cls(loops, logger, stats)
 
     @staticmethod
-    def settings(conf: dict[str, Any]) -> LoopSettings:
-        """The loop-closure values of one frame from the node's runtime values ``conf``."""
-        conf = {**node_defaults(), **conf}  # the parameter table's defaults under the values
-        return LoopSettings(keyframe_every=int(conf[PRE + "keyframe_every"]),
-                            top_k=int(conf[PRE + "top_k"]),
-                            exclude_recent=int(conf[PRE + "exclude_recent"]),
-                            min_inliers=int(conf[PRE + "min_inliers"]))
+    def settings(conf: Mapping[str, Any]) -> LoopSettings:
+        """The loop-closure values of one frame from the node's runtime values ``conf`` (the
+        ``place_recognition.*`` ones; a key not given keeps ``LoopSettings``' default)."""
+        return LoopSettings.create({k[len(PRE):]: v for k, v in conf.items()
+                                    if k.startswith(PRE)})
 
     def report(self, result: FrameResult, header: Any,
                publish: Callable[[Any, list, dict], None], stopping: Callable[[], bool]) -> None:

@@ -53,6 +53,7 @@ from rclpy.qos import ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from ..conventions import ConfigError
 from ..image.encodings import DecodeLimits, ImageDecodeError, image_to_numpy
 from .flow_control import (BAD_INPUT_PREFIX, DONE_TOPIC, DROPPED, PROCESSED, done_message,
                            done_qos)
@@ -60,11 +61,12 @@ from .messages import image_msg_to_numpy, stamp_to_sec
 from .node_main import run_node
 from .node_params import StartupError
 from .odometry_output import OdometryFeatureOutputs, OdometryPublisher
+from .odometry_params import OdometryNodeConfig
+from .params import config_specs
 from .pairing import PairQueue
 from .qos import diagnostics_qos, input_qos, output_qos
 
 NODE = "visual_odometry"
-MODES = ("stereo", "rgbd")
 BAD_INPUT_LOG_PERIOD_S = 2.0
 
 
@@ -73,8 +75,6 @@ class VisualOdometryNode(Node):
         super().__init__(NODE, **node_kwargs)
         p = self._declare()
         self.mode = p["mode"]
-        if self.mode not in MODES:
-            raise StartupError(f"mode must be one of {MODES}, got '{self.mode}'")
         self._odometry: Any = None  # built when the calibration is known
         self._build_extractor(p)
         self._lock = threading.Lock()
@@ -119,25 +119,23 @@ class VisualOdometryNode(Node):
             f"tf={'on' if self.out.tf_enabled else 'off (tf2_ros not importable)'}")
 
     # ------------------------------------------------------------------ set-up
-    def _declare(self) -> dict[str, Any]:
-        defaults = {"mode": "stereo", "method": "auto", "weights": "", "device": "auto",
-                    "precision": "auto", "max_keypoints": 2000, "sync_slop": 0.02,
-                    "queue_size": 4, "process_every_frame": False, "odom_frame": "odom",
-                    "child_frame": "", "publish_tf": True, "depth_factor": 1000.0,
-                    "input_depth": 5, "output_depth": 100, "reliable_input": False,
-                    "max_input_pixels": 4096 * 4096, "publish_features": True}
-        out = {}
-        for name, value in defaults.items():
+    def _declare(self) -> OdometryNodeConfig:
+        """Declare one read-only parameter per ``OdometryNodeConfig`` key (its default and
+        description) and check the start values; any bad value is a ``StartupError`` naming
+        the parameter."""
+        values = {}
+        for spec in config_specs(OdometryNodeConfig, "node"):
             try:
-                out[name] = self.declare_parameter(name, value).value
+                values[spec.name] = self.declare_parameter(spec.name, spec.default,
+                                                           spec.descriptor()).value
             except Exception as exc:  # wrong type in the YAML / -p
-                raise StartupError(f"parameter '{name}': {exc}") from exc
-        if out["sync_slop"] < 0 or out["queue_size"] < 1 or out["depth_factor"] <= 0:
-            raise StartupError("sync_slop must be >= 0, queue_size >= 1, depth_factor > 0")
-        return out
+                raise StartupError(f"parameter '{spec.name}': {exc}") from exc
+        try:
+            return OdometryNodeConfig.create(values)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from exc
 
-    def _build_extractor(self, p: dict[str, Any]) -> None:
-        from ..conventions import ConfigError
+    def _build_extractor(self, p: OdometryNodeConfig) -> None:
         from ..hardware import AUTO_METHOD, choose_method
         from ..registry import build_extractor, get_extractor_class
         from ..weights import WeightsError

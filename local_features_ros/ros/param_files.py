@@ -1,4 +1,5 @@
-"""Commented parameter YAMLs of the ``feature_extractor`` node (``config/*.yaml``).
+"""Commented parameter YAMLs of the ``feature_extractor`` node (``config/*.yaml``) and of the
+``visual_odometry`` node (``config/odometry.yaml``, ``odometry_params_yaml``).
 
 ``local-features run --print-config METHOD`` prints ``default_params_yaml(METHOD)``; the shipped
 ``config/<method>.yaml`` and ``config/extractor.yaml`` are its output, and ``test_runner.py`` fails
@@ -183,3 +184,19 @@ def _common_keys(a: Any, cls: Any) -> None:
     a("    #     subscription:")
     a("    #       reliability: reliable")
     a("    #       depth: 100")
+
+
+def odometry_params_yaml() -> str:
+    """The commented parameter YAML of the ``visual_odometry`` node: one line per
+    ``OdometryNodeConfig`` key with its default and description. ``config/odometry.yaml`` is
+    this output; ``test_odometry_node.py`` fails when it is not."""
+    from .odometry_params import OdometryNodeConfig
+
+    lines = ["# config/odometry.yaml: parameters of the visual_odometry node (odometry.launch.py "
+             "and", "# `local-features odometry`). [restart] = read at startup.",
+             "/**/visual_odometry:", "  ros__parameters:"]
+    for key, value in OdometryNodeConfig.defaults().items():
+        tag = "[runtime]" if key in OdometryNodeConfig.runtime_keys else "[restart]"
+        lines.append(f"    {key}: {_yaml_value(value)}".ljust(33)
+                     + f" # {tag} {OdometryNodeConfig.key_info[key].description}")
+    return "\n".join(lines) + "\n"

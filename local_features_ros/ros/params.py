@@ -8,8 +8,9 @@ them at startup.
 
 The extractor, matcher, LightGlue and verification rows are generated from their configs
 (``config.Config``: defaults, types, ``runtime_keys`` and the ``key_info`` descriptions and ranges
-declared next to each config; ``config_specs``). This module adds only what is the node's own:
-its node-only parameters and the names of ``settings.py``.
+declared next to each config; ``config_specs``), and so are the node-only rows: ``NodeConfig``
+(the node's own parameters) and ``loop_closure.LoopSettings`` (``place_recognition.*``). This
+module adds the names of ``settings.py`` and the ``matcher.type`` row.
 
 Targets: ``extractor:<key>`` (an extractor config key, applied with ``Extractor.update_conf``),
 ``matcher:<field>`` / ``verify:<field>`` (fields of ``MatcherConfig`` / ``VerifyConfig``),
@@ -23,7 +24,7 @@ import dataclasses
 import functools
 import types
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 ParameterType)
@@ -101,48 +102,76 @@ def ros_type(value: Any) -> int:
 
 
 # ----------------------------------------------------------------------------------- table
+class NodeConfig(Config):
+    """The ``feature_extractor`` node's own parameters, those that do not depend on the method
+    (read before the extractor is built). Keys are identifiers; ``NODE_NAMES`` gives the
+    dotted parameter names of the nested ones."""
+
+    owner: ClassVar[str] = "feature_extractor"
+    runtime_keys: ClassVar[frozenset[str]] = frozenset(
+        {"publish_overlay", "process_every_frame", "max_input_pixels", "watchdog_timeout"})
+    key_info: ClassVar[Mapping[str, KeyInfo]] = {
+        "method": KeyInfo("feature method (registry name)"),  # + the names (``node_specs``)
+        "weights": KeyInfo("local weights file (official or project checkpoint); empty = the "
+                           "package's shipped weights; 'random' = untrained (tests)"),
+        "device": KeyInfo(f"inference device ({DEVICES_HELP})"),
+        "precision": KeyInfo("inference precision (auto: fp16 on CUDA, bf16 on CPUs with "
+                             "native bf16, else fp32)", choices=PRECISIONS),
+        "input_transport": KeyInfo("raw: subscribe 'image' (sensor_msgs/Image); compressed: "
+                                   "subscribe 'image/compressed' (CompressedImage)",
+                                   choices=TRANSPORTS),
+        "qos_depth": KeyInfo("input subscription depth (KEEP_LAST); best effort by default, "
+                             "both overridable with qos_overrides", int_range=(1, 1000)),
+        "qos_output_depth": KeyInfo("output publisher depth (reliable, KEEP_LAST)",
+                                    int_range=(1, 1000)),
+        "queue_size": KeyInfo("bounded frame queue used when process_every_frame is true; a "
+                              "full queue drops the newest frame and counts it",
+                              int_range=(1, 100000)),
+        "relative_motion_child_frame_suffix": KeyInfo(
+            "~/relative_motion: header.frame_id = camera frame of the previous processed "
+            "image, child_frame_id = current image frame_id + this suffix"),
+        "publish_overlay": KeyInfo("draw ~/overlay (only while someone subscribes)"),
+        "process_every_frame": KeyInfo("true: queue every frame (bag replay); false: latest "
+                                       "frame only, stale frames dropped (live)"),
+        "max_input_pixels": KeyInfo("reject larger images (bad input 'too_large') before "
+                                    "decoding", int_range=(1, 1 << 31)),
+        "watchdog_timeout": KeyInfo("warn (with topic names and QoS) when no image arrived "
+                                    "for this many seconds; 0 = off",
+                                    float_range=(0.0, 3600.0)),
+        "diagnostic_period": KeyInfo("seconds between /diagnostics messages",
+                                     float_range=(0.05, 60.0)),
+    }
+
+    method: str = DEFAULT_METHOD
+    weights: str = ""
+    device: str = "auto"
+    precision: str = "auto"
+    input_transport: str = "raw"
+    qos_depth: int = 1
+    qos_output_depth: int = 5
+    queue_size: int = 100
+    relative_motion_child_frame_suffix: str = "_current"
+    publish_overlay: bool = True
+    process_every_frame: bool = False
+    max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
+    watchdog_timeout: float = 5.0
+    diagnostic_period: float = 1.0
+
+
+#: ``NodeConfig`` key -> parameter name, where they differ (nested YAML sections).
+NODE_NAMES = {"qos_depth": "qos.depth", "qos_output_depth": "qos.output_depth",
+              "relative_motion_child_frame_suffix": "relative_motion.child_frame_suffix"}
+
+
 def node_specs() -> list[ParamSpec]:
-    """Parameters that do not depend on the method (read before the extractor is built)."""
-    return [
-        ParamSpec("method", DEFAULT_METHOD, "feature method (registry name): "
-                  + ", ".join(available_methods(include_evaluation_only=False)), False,
-                  "node:method"),
-        ParamSpec("weights", "", "local weights file (official or project checkpoint); empty = "
-                  "the package's shipped weights; 'random' = untrained (tests)", False,
-                  "node:weights"),
-        ParamSpec("device", "auto", f"inference device ({DEVICES_HELP})", False, "node:device"),
-        ParamSpec("precision", "auto", "inference precision (auto: fp16 on CUDA, bf16 on CPUs "
-                  "with native bf16, else fp32)", False, "node:precision",
-                  choices=PRECISIONS),
-        ParamSpec("input_transport", "raw", "raw: subscribe 'image' (sensor_msgs/Image); "
-                  "compressed: subscribe 'image/compressed' (CompressedImage)", False,
-                  "node:input_transport", choices=TRANSPORTS),
-        ParamSpec("qos.depth", 1, "input subscription depth (KEEP_LAST); best effort by "
-                  "default, both overridable with qos_overrides", False, "node:qos.depth",
-                  int_range=(1, 1000)),
-        ParamSpec("qos.output_depth", 5, "output publisher depth (reliable, KEEP_LAST)", False,
-                  "node:qos.output_depth", int_range=(1, 1000)),
-        ParamSpec("queue_size", 100, "bounded frame queue used when process_every_frame is "
-                  "true; a full queue drops the newest frame and counts it", False,
-                  "node:queue_size", int_range=(1, 100000)),
-        ParamSpec("relative_motion.child_frame_suffix", "_current", "~/relative_motion: "
-                  "header.frame_id = camera frame of the previous processed image, "
-                  "child_frame_id = current image frame_id + this suffix", False,
-                  "node:relative_motion.child_frame_suffix"),
-        ParamSpec("publish_overlay", True, "draw ~/overlay (only while someone subscribes)",
-                  True, "node:publish_overlay"),
-        ParamSpec("process_every_frame", False, "true: queue every frame (bag replay); false: "
-                  "latest frame only, stale frames dropped (live)", True,
-                  "node:process_every_frame"),
-        ParamSpec("max_input_pixels", DEFAULT_MAX_INPUT_PIXELS, "reject larger images (bad "
-                  "input 'too_large') before decoding", True, "node:max_input_pixels",
-                  int_range=(1, 1 << 31)),
-        ParamSpec("watchdog_timeout", 5.0, "warn (with topic names and QoS) when no image "
-                  "arrived for this many seconds; 0 = off", True, "node:watchdog_timeout",
-                  float_range=(0.0, 3600.0)),
-        ParamSpec("diagnostic_period", 1.0, "seconds between /diagnostics messages", False,
-                  "node:diagnostic_period", float_range=(0.05, 60.0)),
-    ]
+    """One row per ``NodeConfig`` key (target ``node:<parameter name>``); the ``method`` row
+    lists the registry's node methods."""
+    methods = ", ".join(available_methods(include_evaluation_only=False))
+    out = []
+    for spec in config_specs(NodeConfig, "node", names=NODE_NAMES):
+        extra = {"description": f"{spec.description}: {methods}"} if spec.name == "method" else {}
+        out.append(dataclasses.replace(spec, target="node:" + spec.name, **extra))
+    return out
 
 
 #: Prefix of the place-recognition parameters (keyframe database, ``~/loop_candidates``).
@@ -150,31 +179,13 @@ PLACE_RECOGNITION_PREFIX = "place_recognition."
 
 
 def place_recognition_specs() -> list[ParamSpec]:
-    """Keyframe database parameters (``place_recognition.py``); off by default. Restart-only:
-    ``enable``, ``max_keyframes``, ``database``; the rest apply to the next keyframe."""
-    p = PLACE_RECOGNITION_PREFIX
-    return [
-        ParamSpec(p + "enable", False, "keep a keyframe database of this node's features and "
-                  "publish RANSAC-verified loop candidates on ~/loop_candidates", False,
-                  "node:" + p + "enable"),
-        ParamSpec(p + "keyframe_every", 10, "every N-th processed frame queries the database "
-                  "(then becomes a keyframe)", True, "node:" + p + "keyframe_every",
-                  int_range=(1, 1_000_000)),
-        ParamSpec(p + "exclude_recent", 5, "the N most recent keyframes are never candidates "
-                  "(temporal neighbours are not loops)", True, "node:" + p + "exclude_recent",
-                  int_range=(0, 1_000_000)),
-        ParamSpec(p + "min_inliers", 60, "publish a candidate only with at least this many "
-                  "RANSAC inliers (fundamental-matrix RANSAC finds 25-55 on views that do not "
-                  "overlap)", True, "node:" + p + "min_inliers",
-                  int_range=(0, 100_000)),
-        ParamSpec(p + "top_k", 3, "at most this many candidates per query", True,
-                  "node:" + p + "top_k", int_range=(1, 1000)),
-        ParamSpec(p + "max_keyframes", 2000, "database size; the oldest keyframes are evicted "
-                  "first", False, "node:" + p + "max_keyframes", int_range=(1, 10_000_000)),
-        ParamSpec(p + "database", "", "keyframe database file (.npz): loaded at start when it "
-                  "exists, saved at shutdown; empty = in memory only", False,
-                  "node:" + p + "database"),
-    ]
+    """Keyframe database parameters, one per key of ``loop_closure.LoopSettings`` (its
+    defaults, descriptions, ranges and runtime keys); off by default. The node reads them
+    itself (target ``node:place_recognition.<key>``)."""
+    from ..loop_closure import LoopSettings
+
+    return [dataclasses.replace(s, target="node:" + s.name)
+            for s in config_specs(LoopSettings, "node", PLACE_RECOGNITION_PREFIX)]
 
 
 def config_specs(config: Config | type[Config], kind: str, prefix: str = "",

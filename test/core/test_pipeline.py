@@ -14,7 +14,7 @@ def test_nn_changes_apply_to_the_live_matcher_and_bad_ones_change_nothing():
     assert p.matcher.name == "nn" and p.frontend.matcher is p.matcher
     with pytest.raises(ConfigError, match="ratio"):
         p.apply(matcher={"ratio": 1.5})
-    with pytest.raises(ConfigError, match="unknown key 'bogus'"):
+    with pytest.raises(ConfigError, match="unknown config key 'bogus'"):
         p.check(verify={"bogus": 1})
     with pytest.raises(ConfigError, match="runtime"):
         p.check(extractor={"patch_size": 15})
@@ -117,3 +117,18 @@ def test_loop_closure_is_part_of_the_per_frame_work(tmp_path):
     assert res.matches is not None and len(loops) == 21
     assert (150, 0) not in loops.recognizer.stamps.values()
     assert loops.save() and (tmp_path / "kf.npz").is_file() and not loops.save()
+
+
+def test_replace_fields_is_the_configs_validated_replace():
+    """``replace_fields`` gives a cast, validated copy (``Config.replace``) and leaves the
+    original alone; an unknown key is named with the known ones, a bad value with its key."""
+    from local_features_ros.geometry import VerifyConfig
+    from local_features_ros.pipeline import replace_fields
+
+    v = VerifyConfig()
+    assert replace_fields(v, {}) is v
+    assert replace_fields(v, {"min_inliers": "9"}).min_inliers == 9 != v.min_inliers
+    with pytest.raises(ConfigError, match="unknown config key 'bogus' .*known: .*min_inliers"):
+        replace_fields(v, {"bogus": 1})
+    with pytest.raises(ConfigError, match="bad value 'many' for 'min_inliers'"):
+        replace_fields(v, {"min_inliers": "many"})

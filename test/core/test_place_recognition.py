@@ -187,3 +187,24 @@ def test_place_recognizer_ids_stamps_cadence_and_file(tmp_path):
     with pytest.raises(ConfigError, match="keyframe ids must be integers"):
         PlaceRecognizer.open(str(tmp_path / "named.npz"), 5)
 
+
+
+def test_loop_settings_are_one_validated_config():
+    """``LoopSettings`` holds every place-recognition setting with the node's defaults (a
+    candidate needs 60 inliers: fundamental-matrix RANSAC finds 25-55 on unrelated views);
+    strings are cast, and an unknown key or a value out of range is refused by name."""
+    from local_features_ros.conventions import ConfigError
+    from local_features_ros.loop_closure import LoopSettings
+
+    assert LoopSettings().min_inliers == 60 and LoopSettings().enable is False
+    s = LoopSettings.create({"top_k": "5", "enable": "true"})
+    assert (s.top_k, s.enable, s["keyframe_every"]) == (5, True, 10)
+    assert s.update_runtime({"min_inliers": 30}).min_inliers == 30
+    with pytest.raises(ConfigError, match="'max_keyframes' cannot change at runtime"):
+        s.update_runtime({"max_keyframes": 10})
+    with pytest.raises(ConfigError, match="unknown config key 'topk' for place recognition"):
+        LoopSettings.create({"topk": 2})
+    with pytest.raises(ConfigError, match="'keyframe_every' must be in \\[1, 1000000\\]"):
+        LoopSettings(keyframe_every=0)
+    with pytest.raises(ConfigError, match="bad value 'few' for 'min_inliers'"):
+        s.replace(min_inliers="few")

@@ -505,6 +505,33 @@ def test_config_is_validated_with_the_key_named():
         OdometryConfig().replace(**{"stereo.min_disparity": 0})
 
 
+def test_config_sections_are_configs_and_refuse_what_they_do_not_know():
+    """Each section is a ``Config`` (cast with ``config.coerce``, read like a mapping); a
+    section given whole, as a mapping, becomes its ``Config``; an unknown section or key and a
+    value of the wrong type are refused with the dotted key named; ``to_dict`` nests sections."""
+    from local_features_ros.config import Config
+    from local_features_ros.conventions import ConfigError
+
+    cfg = OdometryConfig.create({"tracking.ratio": "0.8", "bundle": {"window": "4"}})
+    assert isinstance(cfg.tracking, Config) and cfg.tracking["ratio"] == 0.8
+    assert cfg.bundle.window == 4 and cfg.stereo == StereoConfig()
+    assert OdometryConfig(depth={"max_depth": 5}).depth.max_depth == 5.0
+    as_dict = cfg.to_dict()
+    assert as_dict["bundle"]["window"] == 4 and as_dict["recovery"] == {
+        "relocalise": True, "min_init_points": 50}
+    with pytest.raises(ConfigError, match="'bogus.window'.*sections: stereo"):
+        cfg.replace(**{"bogus.window": 3})
+    with pytest.raises(ConfigError, match="'tracking.ratio' \\(expected float\\)"):
+        cfg.replace(**{"tracking.ratio": "high"})
+    with pytest.raises(ConfigError, match="'bundle.subpixel'"):
+        OdometryConfig(bundle={"subpixel": True})
+    with pytest.raises(ConfigError, match="'bundle' is a section"):
+        cfg.replace(bundle=3)
+    with pytest.raises(ConfigError, match="bundle.window must be >= 2"):
+        BundleConfig(window=1)
+    assert cfg.bundle.window == 4  # nothing changed by the refused copies
+
+
 # ------------------------------------------------------------------------------------ CLI
 def _check_kitti_file(path, n):
     rows = np.loadtxt(path, ndmin=2)

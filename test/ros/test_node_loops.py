@@ -234,6 +234,28 @@ def test_node_finds_the_loop_closure(ros_env, tmp_path):
 
 
 @pytest.mark.ros
+def test_place_recognition_rows_are_the_core_settings():
+    """The node's ``place_recognition.*`` rows are generated from ``LoopSettings``: the same
+    keys, defaults, runtime flags, descriptions and ranges, and a frame's values are read back
+    into it (a key the node did not give keeps the core default)."""
+    from local_features_ros.loop_closure import LoopSettings
+    from local_features_ros.ros.loop_closure import NodeLoops
+    from local_features_ros.ros.params import PLACE_RECOGNITION_PREFIX as PRE
+    from local_features_ros.ros.params import node_defaults, place_recognition_specs
+
+    specs = place_recognition_specs()
+    assert {s.name.removeprefix(PRE): s.default for s in specs} == LoopSettings.defaults()
+    assert {s.name.removeprefix(PRE) for s in specs if s.runtime} == LoopSettings.runtime_keys
+    for s in specs:
+        key = s.name.removeprefix(PRE)
+        info = LoopSettings.key_info[key]
+        assert s.target == "node:" + s.name and s.description == info.description
+        assert s.int_range == info.int_range
+    assert node_defaults()[PRE + "min_inliers"] == LoopSettings().min_inliers == 60
+    assert NodeLoops.settings({}) == LoopSettings()
+    assert NodeLoops.settings({PRE + "min_inliers": 20, "publish_overlay": True}).min_inliers == 20
+
+
 def test_bad_place_recognition_config_exits_2(ros_env, tmp_path):
     bad_file = tmp_path / "corrupt.npz"
     bad_file.write_bytes(b"not a keyframe database")

@@ -38,6 +38,65 @@ def test_pairing_by_stamp_drops_orphans_and_out_of_order():
     assert len(q.clear()) <= q.depth
 
 
+# ------------------------------------------------------------------------------ parameters
+def test_config_file_is_the_generated_file():
+    """``config/odometry.yaml`` is exactly what ``param_files.odometry_params_yaml`` writes from
+    ``OdometryNodeConfig``, so its defaults and comments follow the node's."""
+    from local_features_ros.ros.param_files import odometry_params_yaml
+
+    assert (REPO / "config" / "odometry.yaml").read_text() == odometry_params_yaml(), (
+        "config/odometry.yaml is out of date: regenerate it with `python -c 'from "
+        "local_features_ros.ros.param_files import odometry_params_yaml; "
+        "print(odometry_params_yaml(), end=\"\")' > config/odometry.yaml`")
+
+
+def test_node_declares_the_config_keys_with_their_defaults():
+    """The parameters a started node has (its rows, the shipped file and the live node) are
+    ``OdometryNodeConfig``'s keys with its defaults, all read-only."""
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from local_features_ros.ros import runner
+    from local_features_ros.ros.odometry_node import VisualOdometryNode
+    from local_features_ros.ros.odometry_params import OdometryNodeConfig
+    from local_features_ros.ros.params import config_specs
+
+    defaults = OdometryNodeConfig.defaults()
+    specs = config_specs(OdometryNodeConfig, "node")
+    assert {s.name: s.default for s in specs} == defaults
+    assert not any(s.runtime for s in specs)
+    assert runner.flatten(runner.load_node_params(REPO / "config" / "odometry.yaml",
+                                                  node="visual_odometry")) == defaults
+    ctx = rclpy.Context()
+    rclpy.init(context=ctx, domain_id=199)
+    try:
+        node = VisualOdometryNode(context=ctx, parameter_overrides=[
+            Parameter("method", value="orb"), Parameter("publish_features", value=False)])
+        try:
+            live = {n: node.get_parameter(n).value for n in defaults}
+            assert live == {**defaults, "method": "orb", "publish_features": False}
+            assert all(node.describe_parameter(n).read_only for n in defaults)
+        finally:
+            node.stop()
+            node.destroy_node()
+    finally:
+        rclpy.shutdown(context=ctx)
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("mode:=mono", "mode must be one of stereo, rgbd, got 'mono'"),
+    ("sync_slop:=-0.5", "sync_slop must be >= 0 s"),
+    ("queue_size:=0", "queue_size must be >= 1"),
+    ("input_depth:=deep", "parameter 'input_depth'"),
+])
+def test_bad_start_values_exit_2_naming_the_parameter(ros_env, value, reason):
+    proc = subprocess.run(
+        [sys.executable, "-m", "local_features_ros.ros.odometry_node", "--ros-args", "-p",
+         value, "-p", "method:=orb"],
+        env=ros_env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and reason in proc.stdout + proc.stderr, proc.stderr[-2000:]
+
+
 @pytest.mark.ros
 def test_stereo_replay_gives_the_true_trajectory(tmp_path, ros_env):
     """KITTI-layout folder -> images-to-bag -> bag player (flow control) -> visual_odometry ->

@@ -35,6 +35,22 @@ def _declared_parameters(method: str) -> dict[str, object]:
     return {s.name: s.default for s in specs}
 
 
+def test_node_only_rows_are_the_node_config():
+    """The node's own rows are generated from ``NodeConfig``: its keys (under their parameter
+    names), defaults and runtime keys; the ``method`` row lists the registry's methods."""
+    from local_features_ros.ros import params as P
+
+    specs = P.node_specs()
+    name = {k: P.NODE_NAMES.get(k, k) for k in P.NodeConfig.key_names()}
+    assert [s.name for s in specs] == list(name.values())
+    assert {s.name: s.default for s in specs} == {name[k]: v for k, v in
+                                                 P.NodeConfig.defaults().items()}
+    assert {s.name for s in specs if s.runtime} == {name[k] for k in P.NodeConfig.runtime_keys}
+    assert all(s.target == "node:" + s.name for s in specs)
+    assert P.node_defaults()["qos.depth"] == P.NodeConfig().qos_depth
+    assert "orb" in next(s for s in specs if s.name == "method").description
+
+
 def test_every_method_has_a_config():
     """One ``config/<method>.yaml`` per node method of the registry (plus the ``auto`` default
     file ``extractor.yaml``), and no file for a method the registry does not have."""

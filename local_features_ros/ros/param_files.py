@@ -139,10 +139,28 @@ def _extractor_keys(a: Any, method: str, cls: Any, d: dict[str, Any]) -> None:
               tag(k) + (f" {note}" if note else ""))
 
 
+def _method_dependent_keys() -> tuple[set[str], set[str]]:
+    """(verify fields, LightGlue keys) whose node default depends on the method (a method's
+    ``node_verify``, its released LightGlue file's settings). The ``method: auto`` file leaves them
+    out: a value there would override the chosen method's own default."""
+    from ..matchers.lightglue import RELEASED_DEFAULTS
+    from ..registry import available_methods, get_extractor_class
+
+    verify: set[str] = set()
+    for name in available_methods(include_evaluation_only=False):
+        verify |= set(getattr(get_extractor_class(name, runtime=True), "node_verify", {}))
+    lightglue = {k for conf in RELEASED_DEFAULTS.values() for k in conf}
+    return verify, lightglue
+
+
 def _common_keys(a: Any, cls: Any) -> None:
-    """Place recognition, matching and verification: the same for every method."""
+    """Place recognition, matching and verification: the same for every method, except the keys
+    whose default is the method's (left out of the ``method: auto`` file, one comment instead)."""
     from ..matching import MatcherConfig
     from . import params as P
+
+    own_verify, own_lightglue = _method_dependent_keys() if cls is None else (set(), set())
+    chosen = "the chosen method's default (config/<method>.yaml)"
 
     a("")
     a("    # --- place recognition: keyframe database -> ~/loop_candidates (off by default)")
@@ -165,15 +183,21 @@ def _common_keys(a: Any, cls: Any) -> None:
       "L2 distance; 0.0 = off")
     a("      lightglue:", "used only with matcher.type: lightglue")
     for spec in P.lightglue_specs(P.method_lightglue_conf(cls)):
-        value = _yaml_value(spec.default)
-        a(f"        {spec.name.removeprefix(P.LIGHTGLUE_PREFIX)}: {value}",
+        key = spec.name.removeprefix(P.LIGHTGLUE_PREFIX)
+        if key in own_lightglue:
+            a(f"        # {key}: {chosen}")
+            continue
+        a(f"        {key}: {_yaml_value(spec.default)}",
           f"{'[runtime]' if spec.runtime else '[restart]'} {spec.description}")
     a("    verify:")
     a(f"      model: {vf.model}", "[runtime] auto (essential with camera_info, else "
       "fundamental) | essential | fundamental | homography | affine | none")
     a(f"      method: {vf.method}", "[runtime] magsac | ransac | accurate")
-    a(f"      ransac_threshold: {_yaml_scalar(float(vf.threshold_px))}", "[runtime] inlier "
-      "threshold, pixels")
+    if "threshold_px" in own_verify:
+        a(f"      # ransac_threshold: {chosen}")
+    else:
+        a(f"      ransac_threshold: {_yaml_scalar(float(vf.threshold_px))}", "[runtime] inlier "
+          "threshold, pixels")
     a(f"      confidence: {_yaml_scalar(float(vf.confidence))}", "[runtime] in [0.5, 1)")
     a(f"      max_iters: {vf.max_iters}", "[runtime]")
     a(f"      min_inliers: {vf.min_inliers}", "[runtime] fewer inliers: no relative motion")

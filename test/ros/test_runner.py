@@ -98,6 +98,17 @@ def _check_auto_params(flat: dict, text: str) -> None:
         assert set(flat) <= set(declared), set(flat) - set(declared)
         assert all(name in declared for name in extractor)
         assert "detection_threshold" in extractor and "max_keypoints" in extractor
+    # no value in it overrides a method's own node default (XFeat's 2 px RANSAC threshold,
+    # LighterGlue's settings): those keys are left to config/<method>.yaml
+    from local_features_ros.registry import available_methods
+    from local_features_ros.ros.validate import node_param_specs
+
+    for method in available_methods(include_evaluation_only=False):
+        specs = node_param_specs(method)
+        differ = {k: (v, specs[k].default) for k, v in flat.items() if v != specs[k].default}
+        assert not differ, (method, differ)
+    assert "verify.ransac_threshold" not in flat
+    assert "matcher.lightglue.filter_threshold" not in flat
 
 
 def test_print_config_works_for_every_method(tmp_path):

@@ -3,6 +3,7 @@ and bad input that is counted and survived."""
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 import time
@@ -15,6 +16,14 @@ import pytest
 from local_features_ros.ros.pairing import PairQueue
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def _spin_until(ex, pred, timeout: float) -> bool:
+    """Spin ``ex`` until ``pred()`` holds or ``timeout`` seconds pass; the last ``pred()``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and not pred():
+        ex.spin_once(timeout_sec=0.05)
+    return pred()
 
 
 def _msg(t: float, name: str = "") -> SimpleNamespace:
@@ -166,11 +175,7 @@ def test_bad_pairs_are_counted_and_survived(tmp_path, ros_env):
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(me)
 
-    def spin_until(pred, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not pred():
-            ex.spin_once(timeout_sec=0.05)
-        return pred()
+    spin_until = functools.partial(_spin_until, ex)
 
     def header(k: float) -> Header:
         h = Header(frame_id="camera")
@@ -266,11 +271,7 @@ def test_stereo_replay_publishes_features_matches_and_overlay(tmp_path, ros_env)
     ex = SingleThreadedExecutor(context=ctx)
     ex.add_node(me)
 
-    def spin_until(pred, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end and not pred():
-            ex.spin_once(timeout_sec=0.05)
-        return pred()
+    spin_until = functools.partial(_spin_until, ex)
 
     player = None
     try:

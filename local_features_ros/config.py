@@ -30,12 +30,17 @@ import dataclasses
 import math
 import numbers
 from dataclasses import dataclass
-from typing import (Any, ClassVar, Iterable, Iterator, Mapping, TypeVar, dataclass_transform,
-                    get_type_hints)
+from typing import Any, ClassVar, Iterable, Iterator, Mapping, TypeVar, get_type_hints
 
 import yaml
 
 from .conventions import ConfigError
+
+try:  # Python >= 3.11; only a hint for type checkers, so older Pythons (ROS 2 Humble) go without
+    from typing import dataclass_transform
+except ImportError:  # pragma: no cover
+    def dataclass_transform(**_: Any) -> Any:
+        return lambda cls: cls
 
 __all__ = ["Config", "ConfigError", "FrozenMapping", "KeyInfo", "coerce", "freeze",
            "make_config", "merge_nested", "parse_dotlist", "parse_settings", "parse_value",

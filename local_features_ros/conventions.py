@@ -19,6 +19,10 @@ DEFAULT_METHOD = "auto"
 #: CPUs with native bf16, else fp32). Training accepts these less ``fp16`` (no loss scaling).
 PRECISIONS = ("fp32", "fp16", "bf16", "auto")
 
+#: Images with more pixels than this are rejected before decoding (an 8k frame would stall a
+#: node's worker for seconds and is almost always a misconfigured driver); both nodes' default.
+DEFAULT_MAX_INPUT_PIXELS = 4096 * 4096
+
 
 class ConfigError(ValueError):
     """Unknown key, malformed value or out-of-range setting in a config (extractor, matcher,

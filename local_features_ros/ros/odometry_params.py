@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Mapping
 
 from ..config import Config, KeyInfo
-from ..conventions import PRECISIONS, ConfigError
+from ..conventions import DEFAULT_MAX_INPUT_PIXELS, DEFAULT_METHOD, PRECISIONS, ConfigError
 
 __all__ = ["MODES", "OdometryNodeConfig"]
 
@@ -56,7 +56,7 @@ class OdometryNodeConfig(Config):
     }
 
     mode: str = "stereo"
-    method: str = "auto"
+    method: str = DEFAULT_METHOD
     weights: str = ""
     device: str = "auto"
     precision: str = "auto"
@@ -72,7 +72,7 @@ class OdometryNodeConfig(Config):
     publish_tf: bool = True
     publish_features: bool = True
     depth_factor: float = 1000.0
-    max_input_pixels: int = 4096 * 4096
+    max_input_pixels: int = DEFAULT_MAX_INPUT_PIXELS
 
     @classmethod
     def validate(cls, conf: Mapping[str, Any]) -> None:

@@ -30,7 +30,7 @@ from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescr
                                 ParameterType)
 
 from ..config import Config, KeyInfo
-from ..conventions import DEFAULT_METHOD, PRECISIONS, ConfigError
+from ..conventions import DEFAULT_MAX_INPUT_PIXELS, DEFAULT_METHOD, PRECISIONS, ConfigError
 from ..extractors.base import ExtractorConfig
 from ..pipeline import check_extractor_changes, replace_fields
 from ..registry import available_methods
@@ -43,9 +43,6 @@ from ..settings import (EXTRACTOR_PREFIX, LIGHTGLUE_PREFIX, MATCHER_PREFIX, RENA
 DEVICES_HELP = "auto | cpu | cuda | cuda:N"
 TRANSPORTS = ("raw", "compressed")
 
-#: Images with more pixels than this are rejected before decoding (an 8k frame would stall the
-#: worker for seconds and is almost always a misconfigured driver).
-DEFAULT_MAX_INPUT_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ essential-matrix verification and ``~/relative_motion``. ``--no-camera-info`` le
 (fundamental-matrix verification, no motion).
 
 Every frame's outcome comes from the node's ``~/frame_done``; numbers are medians of what one run
-saw. They depend on the machine and its load: the header names the CPU and torch's threads.
+saw. They depend on the machine and its load: the header names the CPU and the node's
+extraction threads (its own choice, ``hardware.extraction_threads``, unless OMP_NUM_THREADS is set).
 """
 
 from __future__ import annotations
@@ -171,8 +172,7 @@ def start_node(method: str, domain: int, log: Path) -> subprocess.Popen:
                              "reliable", "process_every_frame=false", "watchdog_timeout=0.0"],
                       method=method, image="/image", synthetic=False)
     spec = next(p for p in plan.processes if p.role == "node")
-    env = ros_env(domain)
-    env["OMP_NUM_THREADS"] = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count() or 2))
+    env = ros_env(domain)  # threads: the node's own choice unless OMP_NUM_THREADS is set
     return subprocess.Popen(spec.argv, env=env, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
@@ -236,11 +236,14 @@ def main() -> int:
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     import torch
 
+    from local_features_ros.hardware import extraction_threads
+
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
+    threads = extraction_threads()
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
-          f"{torch.__version__}, node OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', os.cpu_count())}; live: {args.fps:g} fps for "
+          f"{torch.__version__}, node extraction threads {threads.threads} ({threads.reason}); "
+          f"live: {args.fps:g} fps for "
           f"{args.seconds:g} s; replay: {args.replay} frames, flow control; camera_info: "
           f"{'no' if args.no_camera_info else 'yes'}")
     print(f"{'method':10} {'size':>9} | {'live Hz':>7} {'kept':>6} {'dropped':>7} "

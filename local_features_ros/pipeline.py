@@ -81,6 +81,9 @@ class PipelineConfig:
     matcher: dict[str, Any] = field(default_factory=dict)  # MatcherConfig fields
     lightglue: dict[str, Any] = field(default_factory=dict)  # LightGlueConfig fields
     verify: dict[str, Any] = field(default_factory=dict)  # VerifyConfig fields
+    #: Torch CPU threads of the thread that extracts (``enter_extract_thread``); 0 = the
+    #: process's count. Set before the extractor is built: a backend sizes its pool from it.
+    extract_threads: int = 0
 
 
 class FeaturePipeline:
@@ -94,6 +97,8 @@ class FeaturePipeline:
             raise ConfigError(f"matcher.type must be one of {MATCHER_TYPES}, got "
                               f"'{cfg.matcher_type}'")
         self.matcher_type = cfg.matcher_type
+        if cfg.extract_threads > 0:
+            _set_torch_threads(cfg.extract_threads)
         self.matcher_conf = replace_fields(MatcherConfig(), cfg.matcher)
         self.verify_conf = replace_fields(VerifyConfig(), cfg.verify)
         self.extractor: Extractor = build_extractor(cfg.method, weights=cfg.weights or None,

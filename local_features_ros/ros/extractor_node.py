@@ -9,7 +9,9 @@ tracks and steps loop closure for frame N (``FeaturePipeline.process_features``)
 (``ros/frame_output.py``, ``ros/loop_closure.py``).
 One frame waits between them at most, and both take frames in order. OpenCV runs single-threaded
 here (its work is small per call), and so does torch in the publish stage
-(``FeaturePipeline.enter_frontend_thread``), so that the network keeps the cores. Live, a frame
+(``FeaturePipeline.enter_frontend_thread``); the extract stage gets all cores but one
+(``hardware.extraction_threads``; ``OMP_NUM_THREADS`` wins), so that neither stage preempts the
+other's threads. Live, a frame
 that is overwritten before the extract stage takes it is counted as dropped, so outputs never lag
 behind the camera by a queue of stale frames. Every input image, whatever became of it, is
 acknowledged on ``~/frame_done`` once its outputs are published (``ros/flow_control.py``): a
@@ -57,7 +59,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..extractors.base import ConfigError
-from ..geometry import preload as preload_geometry
+from ..hardware import extraction_threads
 from ..image.encodings import ImageDecodeError
 from ..types import Features
 from ..weights import WeightsError
@@ -136,12 +138,14 @@ class FeatureExtractorNode(Node):
         self._transport = str(self._value("input_transport"))
         # every node-only value: the table's defaults under the start values (ros/params.py)
         self._node_conf: dict[str, Any] = {**P.node_defaults(), **initial.node}
+        threads = extraction_threads()
+        self.get_logger().info(f"extraction threads: {threads.threads} ({threads.reason})")
         try:
             self.pipeline = FeaturePipeline(PipelineConfig(
                 self.method, str(self._value("weights")) or None, str(self._value("device")),
                 str(self._value("precision")), initial.extractor,
                 str(self._node_conf["matcher.type"]), initial.matcher,
-                initial.lightglue, initial.verify))
+                initial.lightglue, initial.verify, extract_threads=threads.threads))
         except (ConfigError, WeightsError, FileNotFoundError, ValueError, ImportError,
                 RuntimeError) as exc:
             raise StartupError(f"cannot build method '{self.method}': {exc}") from exc
@@ -189,7 +193,6 @@ class FeatureExtractorNode(Node):
         self.create_timer(1.0, self._watchdog, clock=steady)
 
     def _warm_up(self) -> None:
-        preload_geometry()
         try:
             self.pipeline.warm_up()
         except Exception as exc:  # warm-up failure is not fatal; real frames will report it

@@ -46,6 +46,7 @@ import time
 from typing import Any
 
 import numpy as np
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
@@ -136,7 +137,7 @@ class VisualOdometryNode(Node):
             raise StartupError(str(exc)) from exc
 
     def _build_extractor(self, p: OdometryNodeConfig) -> None:
-        from ..hardware import AUTO_METHOD, choose_method
+        from ..hardware import AUTO_METHOD, choose_method, extraction_threads
         from ..registry import build_extractor, get_extractor_class
         from ..weights import WeightsError
 
@@ -145,6 +146,10 @@ class VisualOdometryNode(Node):
             choice = choose_method(p["device"])
             method = choice.method
             self.get_logger().info(f"method auto -> {method}: {choice.reason}")
+        threads = extraction_threads()
+        self._extract_threads = threads.threads
+        self.get_logger().info(f"extraction threads: {threads.threads} ({threads.reason})")
+        torch.set_num_threads(threads.threads)  # before the build: a backend sizes its pool
         try:
             cls = get_extractor_class(method, runtime=True)
             conf = {}
@@ -225,6 +230,7 @@ class VisualOdometryNode(Node):
     def _measure_loop(self) -> None:
         """Stage 1: decode, check and measure the pairs in arrival order (``measure``: features
         and stereo matches / depths), then hand each to stage 2, two waiting at most."""
+        torch.set_num_threads(self._extract_threads)
         while not self._stop.is_set():
             try:
                 pair = self._work.get(timeout=0.2)
@@ -245,7 +251,9 @@ class VisualOdometryNode(Node):
 
     def _update_loop(self) -> None:
         """Stage 2: advance the odometry frame by frame in stamp order, publish, and
-        acknowledge both images of every pair (whatever became of it)."""
+        acknowledge both images of every pair (whatever became of it). One torch thread:
+        the cores are the extraction's (``hardware.extraction_threads``)."""
+        torch.set_num_threads(1)
         while not self._stop.is_set():
             try:
                 pair, item = self._measured.get(timeout=0.2)

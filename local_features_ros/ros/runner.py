@@ -216,15 +216,14 @@ def write_params_file(flat: Mapping[str, Any], path: str | os.PathLike,
 
 # ----------------------------------------------------------------------------------- processes
 def ros_env(domain_id: int | None = None, base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Environment for node subprocesses: DDS on loopback only, one domain, single-thread BLAS
-    unless the caller set OMP_NUM_THREADS."""
+    """Environment for node subprocesses: DDS on loopback only, one domain. CPU threads are
+    left to the nodes (``hardware.extraction_threads``) unless the caller set OMP_NUM_THREADS."""
     env = dict(os.environ if base is None else base)
     env["ROS_LOCALHOST_ONLY"] = "1"
     env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     if domain_id is not None:
         env["ROS_DOMAIN_ID"] = str(int(domain_id))
     env.setdefault("ROS_DOMAIN_ID", str(random.randint(100, 199)))
-    env.setdefault("OMP_NUM_THREADS", "1")
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env
 

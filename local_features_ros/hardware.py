@@ -107,8 +107,8 @@ def extraction_threads(environ: dict[str, str] | None = None, cores: int | None 
 
     Why not all cores: the matching stage and the executor then preempt the network's threads
     in the middle of its parallel regions, and every such region waits for its slowest thread.
-    On two cores the node measured ~8 % more frames per second with one extraction thread than
-    with two (docs/benchmarks.md)."""
+    On two cores the node measured ~10 % more frames per second with one extraction thread than
+    with two (docs/benchmarks.md, "The node's rate")."""
     env = os.environ if environ is None else environ
     value = str(env.get("OMP_NUM_THREADS", "")).strip()
     if value:

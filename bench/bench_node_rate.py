@@ -21,7 +21,8 @@ and this process plays the camera:
 With each image the camera also publishes its ``camera_info`` (the datasets' intrinsics, scaled
 to the frame size), as a calibrated camera does, so the node runs its full default path:
 essential-matrix verification and ``~/relative_motion``. ``--no-camera-info`` leaves it out
-(fundamental-matrix verification, no motion).
+(fundamental-matrix verification, no motion). ``--overlay`` subscribes to ``~/overlay`` as rviz
+would, so the node also draws and publishes the overlay image of every frame.
 
 Every frame's outcome comes from the node's ``~/frame_done``; numbers are medians of what one run
 saw. They depend on the machine and its load: the header names the CPU and the node's
@@ -97,7 +98,7 @@ def cpu_s(pid: int) -> float:
 class Camera:
     """This process's side: publishes ``bgr8`` images and counts the node's answers."""
 
-    def __init__(self, domain: int, K: np.ndarray | None = None) -> None:
+    def __init__(self, domain: int, K: np.ndarray | None = None, overlay: bool = False) -> None:
         import rclpy
         from rclpy.executors import SingleThreadedExecutor
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -120,6 +121,12 @@ class Camera:
         self.node.create_subscription(
             Header, done_topic(), lambda m: self.outcomes.append((time.monotonic(), m.frame_id)),
             done_qos())
+        self.overlays = 0
+        if overlay:  # as rviz does: the node draws ~/overlay only while someone subscribes
+            self.node.create_subscription(
+                Image, "/feature_extractor/overlay",
+                lambda m: setattr(self, "overlays", self.overlays + 1),
+                QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE))
         self.executor = SingleThreadedExecutor(context=self.ctx)
         self.executor.add_node(self.node)
         self._Image = Image
@@ -231,6 +238,8 @@ def main() -> int:
     p.add_argument("--logs", default="out/bench_node_rate", help="node logs go here")
     p.add_argument("--no-camera-info", action="store_true",
                    help="publish images only (no K: fundamental matrix, no ~/relative_motion)")
+    p.add_argument("--overlay", action="store_true",
+                   help="subscribe to ~/overlay as rviz would (the node then draws it per frame)")
     args = p.parse_args()
     os.environ["ROS_LOCALHOST_ONLY"] = "1"
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
@@ -245,7 +254,8 @@ def main() -> int:
           f"{torch.__version__}, node extraction threads {threads.threads} ({threads.reason}); "
           f"live: {args.fps:g} fps for "
           f"{args.seconds:g} s; replay: {args.replay} frames, flow control; camera_info: "
-          f"{'no' if args.no_camera_info else 'yes'}")
+          f"{'no' if args.no_camera_info else 'yes'}; ~/overlay subscribed: "
+          f"{'yes' if args.overlay else 'no'}")
     print(f"{'method':10} {'size':>9} | {'live Hz':>7} {'kept':>6} {'dropped':>7} "
           f"{'RSS MB start->end':>18} | {'replay Hz':>9} {'ms/frame':>8} {'CPU ms/frame':>12}")
     for size_text in args.sizes.split(","):
@@ -253,7 +263,7 @@ def main() -> int:
         frames = load_frames(size, 20)
         for method in args.methods.split(","):
             domain = random.randint(100, 199)
-            cam = Camera(domain, None if args.no_camera_info else intrinsics(size))
+            cam = Camera(domain, None if args.no_camera_info else intrinsics(size), args.overlay)
             node = start_node(method, domain, logs / f"{method}_{size_text}.log")
             try:
                 cam.wait_for_node()

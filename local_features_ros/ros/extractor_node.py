@@ -2,20 +2,21 @@
 
 Processing model: the subscription callback only stores the message (``ros/inbox.py``: a
 latest-frame slot while live, a bounded FIFO when ``process_every_frame`` is true, e.g. for bag
-replay). Two worker threads, joined on shutdown, form a pipeline so the node's rate is that of
+replay). Three worker threads, joined on shutdown, form a pipeline so the node's rate is that of
 its slowest stage, not the sum of all: the *extract* stage decodes (``ros/frame_input.py``) and
 extracts (``FeaturePipeline.extract``) frame N+1 while the *publish* stage matches, verifies,
 tracks and steps loop closure for frame N (``FeaturePipeline.process_features``) and publishes it
-(``ros/frame_output.py``, ``ros/loop_closure.py``).
-One frame waits between them at most, and both take frames in order. OpenCV runs single-threaded
-here (its work is small per call), and so does torch in the publish stage
+(``ros/frame_output.py``, ``ros/loop_closure.py``), and the *output* stage draws frame N-1's
+overlay (only while someone subscribes to ``~/overlay``) and acknowledges it.
+One frame waits between two stages at most, and all take frames in order. OpenCV runs
+single-threaded here (its work is small per call), and so does torch in the publish stage
 (``FeaturePipeline.enter_frontend_thread``); the extract stage gets all cores but one
-(``hardware.extraction_threads``; ``OMP_NUM_THREADS`` wins), so that neither stage preempts the
-other's threads. Live, a frame
-that is overwritten before the extract stage takes it is counted as dropped, so outputs never lag
-behind the camera by a queue of stale frames. Every input image, whatever became of it, is
-acknowledged on ``~/frame_done`` once its outputs are published (``ros/flow_control.py``): a
-replaying source waits for these, so a recording is processed whole however slow the method.
+(``hardware.extraction_threads``; ``OMP_NUM_THREADS`` wins), so that the stages do not preempt
+each other's threads. Live, a frame that is overwritten before the extract stage takes it is
+counted as dropped, so outputs never lag behind the camera by a queue of stale frames. Every
+input image, whatever became of it, is acknowledged on ``~/frame_done`` once its outputs,
+overlay included, are published (``ros/flow_control.py``): a replaying source waits for these,
+so a recording is processed whole however slow the method.
 
 Robustness contract:
 - Bad input never kills the node: every decode error (unknown encoding, size/step mismatch,
@@ -45,7 +46,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import cv2
 import numpy as np
@@ -83,7 +84,7 @@ BAD_INPUT_LOG_PERIOD_S = 2.0
 
 @dataclass
 class _Extracted:
-    """A frame between the two stages: its features, or the outcome that ended it early."""
+    """A frame between stages 1 and 2: its features, or the outcome that ended it early."""
 
     msg: Any
     t0: float  # perf_counter when stage 1 took it
@@ -91,6 +92,15 @@ class _Extracted:
     image: np.ndarray | None = None
     feats: Features | None = None
     K: np.ndarray | None = None
+
+
+@dataclass
+class _Done:
+    """A frame between stages 2 and 3: its outcome and its overlay job (None: no overlay)."""
+
+    msg: Any
+    outcome: str
+    overlay: Callable[[], None] | None = None
 
 
 class FeatureExtractorNode(Node):
@@ -108,10 +118,11 @@ class FeatureExtractorNode(Node):
         except ConfigError as exc:
             raise StartupError(str(exc)) from exc
         self._warm_up()
-        # State shared by the executor thread and the two stages.
+        # State shared by the executor thread and the stages.
         self._extract_lock = threading.Lock()  # the extractor and its config
         self._frontend_lock = threading.Lock()  # matcher, verification, tracks, node config
         self._handoff: queue.Queue[_Extracted | None] = queue.Queue(maxsize=1)
+        self._outbox: queue.Queue[_Done | None] = queue.Queue(maxsize=1)
         self._inbox = FrameInbox(self._on_dropped)
         self._camera: CameraModel | None = None
         self._bad_log_time: dict[str, float] = {}
@@ -182,7 +193,8 @@ class FeatureExtractorNode(Node):
     def _start_worker(self) -> None:
         self._workers = [
             threading.Thread(target=self._extract_loop, name="feature_extract", daemon=False),
-            threading.Thread(target=self._publish_loop, name="feature_publish", daemon=False)]
+            threading.Thread(target=self._publish_loop, name="feature_publish", daemon=False),
+            threading.Thread(target=self._output_loop, name="feature_output", daemon=False)]
         for worker in self._workers:
             worker.start()
         # Wall-clock timers: with use_sim_time a replay's /clock stops at the end of the bag (or
@@ -258,41 +270,67 @@ class FeatureExtractorNode(Node):
                     break
                 item = _Extracted(msg, time.perf_counter(), outcome=self._bad_input(
                     "internal_error", f"{type(exc).__name__}: {exc}"))
-            if not self._hand_over(item):
+            if not self._hand_over(self._handoff, item):
                 break
-        self._hand_over(None, wait=False)
+        self._hand_over(self._handoff, None, wait=False)
 
-    def _hand_over(self, item: _Extracted | None, wait: bool = True) -> bool:
-        """Queue ``item`` for stage 2; False once the node is stopping."""
+    def _hand_over(self, to: queue.Queue, item: Any, wait: bool = True) -> bool:
+        """Queue ``item`` for the next stage; False once the node is stopping."""
         while True:
             try:
-                self._handoff.put(item, timeout=0.2 if wait else 0.0)
+                to.put(item, timeout=0.2 if wait else 0.0)
                 return True
             except queue.Full:
                 if not wait or self._stopping():
                     return False
 
     def _publish_loop(self) -> None:
-        """Stage 2: match, verify, track, publish, acknowledge -- in frame order."""
+        """Stage 2: match, verify, track, publish -- in frame order; the overlay and the
+        acknowledgement go on to stage 3."""
         self.pipeline.enter_frontend_thread()
         while True:
             try:
                 item = self._handoff.get(timeout=0.2)
             except queue.Empty:
                 if self._inbox.stopped and not self._workers[0].is_alive():
-                    return
+                    break
                 continue
             if item is None:
-                return
-            outcome = item.outcome
+                break
+            outcome, overlay = item.outcome, None
             if outcome is None:
                 try:
-                    outcome = self._publish(item)
+                    outcome, overlay = self._publish(item)
                 except Exception as exc:  # the stage must survive any frame
                     if self._stopping():
-                        return  # shutting down: publishers are gone, nothing to report
+                        break  # shutting down: publishers are gone, nothing to report
                     outcome = self._bad_input("internal_error", f"{type(exc).__name__}: {exc}")
-            self._acknowledge(item.msg, outcome)
+            if not self._hand_over(self._outbox, _Done(item.msg, outcome, overlay)):
+                break
+        self._hand_over(self._outbox, None, wait=False)
+
+    def _output_loop(self) -> None:
+        """Stage 3: draw and publish the overlay (only while someone subscribes), then
+        acknowledge -- in frame order, every frame. Drawing overlaps the next frame's matching
+        instead of adding to it."""
+        while True:
+            try:
+                done = self._outbox.get(timeout=0.2)
+            except queue.Empty:
+                if self._inbox.stopped and not self._workers[1].is_alive():
+                    return
+                continue
+            if done is None:
+                return
+            if done.overlay is not None:
+                try:
+                    done.overlay()
+                except Exception as exc:  # a display failure never stops the node
+                    if self._stopping():
+                        return
+                    self.get_logger().warning(f"overlay failed: {type(exc).__name__}: {exc}",
+                                              throttle_duration_sec=BAD_INPUT_LOG_PERIOD_S)
+            self._acknowledge(done.msg, done.outcome)
 
     def stop_worker(self) -> None:
         self._inbox.stop()
@@ -348,9 +386,9 @@ class FeatureExtractorNode(Node):
                     "extractor_error", f"{w}x{h} image: {type(exc).__name__}: {exc}"))
         return _Extracted(msg, t0, image=image, feats=feats, K=K)
 
-    def _publish(self, item: _Extracted) -> str:
+    def _publish(self, item: _Extracted) -> tuple[str, Callable[[], None] | None]:
         """Stage 2 for one frame: the pipeline's per-frame work (frontend, loop closure), then
-        outputs and statistics."""
+        outputs and statistics; returns the outcome and the overlay job for stage 3."""
         header, feats, K, t0 = item.msg.header, item.feats, item.K, item.t0
         with self._frontend_lock:
             conf = dict(self._node_conf)
@@ -361,14 +399,14 @@ class FeatureExtractorNode(Node):
         counts = self.outputs.publish(header, feats, result, K)
         stamp_ns = header.stamp.sec * 10**9 + header.stamp.nanosec
         latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
-        self.outputs.finish(header, item.image, feats, result, conf["publish_overlay"],
-                            t0)
+        overlay = self.outputs.overlay_job(header, item.image, feats, result,
+                                           conf["publish_overlay"], t0)
         if self._loops is not None:
             self._loops.report(result, header, self.outputs.publish_loops, self._stopping)
         self.stats.on_processed(FrameRecord(time.monotonic(), latency_ms,
                                             (time.perf_counter() - t0) * 1e3, len(feats),
                                             counts.matches, counts.inliers))
-        return PROCESSED
+        return PROCESSED, overlay
 
     # ------------------------------------------------------------------ timers
     def _publish_diagnostics(self) -> None:
@@ -399,7 +437,7 @@ class FeatureExtractorNode(Node):
 def main(args: list[str] | None = None) -> int:
     """The worker finishes its frame and the node logs its totals before shutdown
     (``ros/node_main.py``)."""
-    # The two stages share the cores with the network: OpenCV's calls (RANSAC, drawing, JPEG
+    # The stages share the cores with the network: OpenCV's calls (RANSAC, drawing, JPEG
     # decoding) are short, and its own thread pool would only compete with torch's.
     cv2.setNumThreads(1)
 

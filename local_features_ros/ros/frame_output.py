@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from geometry_msgs.msg import TransformStamped
@@ -92,19 +92,38 @@ class FrameOutputs:
                overlay: bool, t0: float) -> None:
         """``~/overlay`` when ``overlay`` and someone subscribes (``t0``: ``perf_counter`` when
         the frame's processing began, for the timing line); remember this frame."""
+        job = self.overlay_job(header, image, feats, result, overlay, t0)
+        if job is not None:
+            job()
+
+    def overlay_job(self, header: Any, image: np.ndarray, feats: Features, result: FrameResult,
+                    overlay: bool, t0: float) -> Callable[[], None] | None:
+        """As ``finish``, but the drawing and publishing are returned as a job for another
+        thread (None: no overlay this frame); this frame becomes the previous one now.
+
+        Why: drawing a 640x480 overlay takes ~5 ms, which a node that draws it in the thread
+        that matches frames adds to every frame while rviz shows it. The job holds everything
+        it needs (this frame's image, keypoints and matches, the previous keypoints, the
+        latency so far), so later frames do not change it."""
         kpts = feats.keypoints.numpy().reshape(-1, 2)
-        match = result.matches
-        if overlay and self.overlay.get_subscription_count() > 0:
-            canvas = draw_overlay(
-                image, kpts, feats.scores.numpy(), self._prev_kpts,
-                None if match is None else match.matches,
-                None if match is None else match.inliers,
-                OverlayInfo(self.method, (time.perf_counter() - t0) * 1e3,
-                            len(match) if match is not None else None,
-                            int(match.num_inliers) if match is not None else None,
-                            matcher=self.matcher))
-            self.overlay.publish(numpy_to_image_msg(canvas, "bgr8", header))
+        prev_kpts = self._prev_kpts
         self._prev_header, self._prev_kpts = header, kpts
+        if not overlay or self.overlay.get_subscription_count() == 0:
+            return None
+        match = result.matches
+        scores = feats.scores.numpy()
+        info = OverlayInfo(self.method, (time.perf_counter() - t0) * 1e3,
+                           len(match) if match is not None else None,
+                           int(match.num_inliers) if match is not None else None,
+                           matcher=self.matcher)
+
+        def job() -> None:
+            canvas = draw_overlay(image, kpts, scores, prev_kpts,
+                                  None if match is None else match.matches,
+                                  None if match is None else match.inliers, info)
+            self.overlay.publish(numpy_to_image_msg(canvas, "bgr8", header))
+
+        return job
 
     def publish_loops(self, header: Any, candidates: list, stamps: dict) -> None:
         self.loops.publish(loop_candidates_to_pointcloud2(header, candidates, stamps))

@@ -284,19 +284,21 @@ class FeatureExtractorNode(Node):
                 if not wait or self._stopping():
                     return False
 
+    def _take(self, source: queue.Queue, upstream: threading.Thread) -> Any:
+        """The next item the upstream stage queued in ``source``; None when that stage has
+        finished (its end marker, or it exited while the node stops)."""
+        while True:
+            try:
+                return source.get(timeout=0.2)
+            except queue.Empty:
+                if self._inbox.stopped and not upstream.is_alive():
+                    return None
+
     def _publish_loop(self) -> None:
         """Stage 2: match, verify, track, publish -- in frame order; the overlay and the
         acknowledgement go on to stage 3."""
         self.pipeline.enter_frontend_thread()
-        while True:
-            try:
-                item = self._handoff.get(timeout=0.2)
-            except queue.Empty:
-                if self._inbox.stopped and not self._workers[0].is_alive():
-                    break
-                continue
-            if item is None:
-                break
+        while (item := self._take(self._handoff, self._workers[0])) is not None:
             outcome, overlay = item.outcome, None
             if outcome is None:
                 try:
@@ -313,15 +315,7 @@ class FeatureExtractorNode(Node):
         """Stage 3: draw and publish the overlay (only while someone subscribes), then
         acknowledge -- in frame order, every frame. Drawing overlaps the next frame's matching
         instead of adding to it."""
-        while True:
-            try:
-                done = self._outbox.get(timeout=0.2)
-            except queue.Empty:
-                if self._inbox.stopped and not self._workers[1].is_alive():
-                    return
-                continue
-            if done is None:
-                return
+        while (done := self._take(self._outbox, self._workers[1])) is not None:
             if done.overlay is not None:
                 try:
                     done.overlay()

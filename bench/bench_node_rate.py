@@ -22,7 +22,8 @@ With each image the camera also publishes its ``camera_info`` (the datasets' int
 to the frame size), as a calibrated camera does, so the node runs its full default path:
 essential-matrix verification and ``~/relative_motion``. ``--no-camera-info`` leaves it out
 (fundamental-matrix verification, no motion). ``--overlay`` subscribes to ``~/overlay`` as rviz
-would, so the node also draws and publishes the overlay image of every frame.
+would, so the node also draws and publishes the overlay image of every frame. ``--set KEY=VALUE``
+starts every node with that parameter too (e.g. ``--set backend=openvino``).
 
 Every frame's outcome comes from the node's ``~/frame_done``; numbers are medians of what one run
 saw. They depend on the machine and its load: the header names the CPU and the node's
@@ -172,11 +173,14 @@ class Camera:
         self.rclpy.try_shutdown(context=self.ctx)
 
 
-def start_node(method: str, domain: int, log: Path) -> subprocess.Popen:
+def start_node(method: str, domain: int, log: Path, settings: list[str] | None = None
+               ) -> subprocess.Popen:
+    """The node as ``local-features run`` starts it, with ``settings`` (``KEY=VALUE``) on top."""
     from local_features_ros.ros.runner import build_plan, ros_env
 
     plan = build_plan(None, ["qos.depth=2", "qos_overrides./image.subscription.reliability="
-                             "reliable", "process_every_frame=false", "watchdog_timeout=0.0"],
+                             "reliable", "process_every_frame=false", "watchdog_timeout=0.0",
+                             *(settings or [])],
                       method=method, image="/image", synthetic=False)
     spec = next(p for p in plan.processes if p.role == "node")
     env = ros_env(domain)  # threads: the node's own choice unless OMP_NUM_THREADS is set
@@ -238,6 +242,9 @@ def main() -> int:
     p.add_argument("--logs", default="out/bench_node_rate", help="node logs go here")
     p.add_argument("--no-camera-info", action="store_true",
                    help="publish images only (no K: fundamental matrix, no ~/relative_motion)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a node parameter for every method, as `local-features run --set` "
+                        "(repeatable), e.g. backend=openvino")
     p.add_argument("--overlay", action="store_true",
                    help="subscribe to ~/overlay as rviz would (the node then draws it per frame)")
     args = p.parse_args()
@@ -255,7 +262,8 @@ def main() -> int:
           f"live: {args.fps:g} fps for "
           f"{args.seconds:g} s; replay: {args.replay} frames, flow control; camera_info: "
           f"{'no' if args.no_camera_info else 'yes'}; ~/overlay subscribed: "
-          f"{'yes' if args.overlay else 'no'}")
+          f"{'yes' if args.overlay else 'no'}"
+          + (f"; settings: {' '.join(args.set)}" if args.set else ""))
     print(f"{'method':10} {'size':>9} | {'live Hz':>7} {'kept':>6} {'dropped':>7} "
           f"{'RSS MB start->end':>18} | {'replay Hz':>9} {'ms/frame':>8} {'CPU ms/frame':>12}")
     for size_text in args.sizes.split(","):
@@ -264,7 +272,7 @@ def main() -> int:
         for method in args.methods.split(","):
             domain = random.randint(100, 199)
             cam = Camera(domain, None if args.no_camera_info else intrinsics(size), args.overlay)
-            node = start_node(method, domain, logs / f"{method}_{size_text}.log")
+            node = start_node(method, domain, logs / f"{method}_{size_text}.log", args.set)
             try:
                 cam.wait_for_node()
                 cam.spin(1.0)

@@ -365,8 +365,12 @@ def _pose_residuals_jacobian(x: np.ndarray, R0: np.ndarray, t0: np.ndarray, b1: 
     return r, J
 
 
+#: Iteration limit of ``_refine_pose`` (it converges in ~5-30 on real frame pairs).
+_REFINE_MAX_ITERS = 50
+
+
 def _refine_pose(R0: np.ndarray, t0: np.ndarray, p0: np.ndarray, p1: np.ndarray,
-                 scale: float, max_iters: int = 50) -> tuple[np.ndarray, np.ndarray]:
+                 scale: float) -> tuple[np.ndarray, np.ndarray]:
     """Minimise the robust Sampson error ``sum log(1 + (r / scale)^2)`` (Cauchy) over (R, unit
     t) from ``(R0, t0)``; falls back to the input when no step improves it.
 
@@ -390,40 +394,47 @@ def _refine_pose(R0: np.ndarray, t0: np.ndarray, p0: np.ndarray, p1: np.ndarray,
     pairs = _pair_products(x0, x1)
     inv_scale = 1.0 / float(scale)
 
-    def evaluate(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    def evaluate(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """Robust cost, scaled residuals and Jacobian at ``x``."""
         r, J = _pose_residuals_jacobian(x, R0, t0, b1, b2, x0, x1, pairs)
         r, J = r * inv_scale, J * inv_scale
-        return r, J, 0.5 * float(np.log1p(r * r).sum())
+        return 0.5 * float(np.log1p(r * r).sum()), r, J
 
-    x = np.zeros(5)
-    r, J, cost = evaluate(x)
-    if not np.isfinite(cost):
-        return R0, t0
-    damping = 1e-4
-    for _ in range(max_iters):
+    def normal_equations(r: np.ndarray, J: np.ndarray
+                         ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Gradient, normal matrix and its floored diagonal: once per accepted point (a
+        rejected step only shortens the next one)."""
         z = r * r
         g = J.T @ (r / (1.0 + z))
         # Curvature weights with the loss's second derivative (rho' + 2 z rho'', floored):
         # points far out on the loss get none, so the steps are Newton-like, not plain IRLS.
         A = J.T @ (J * np.maximum((1.0 - z) / (1.0 + z) ** 2, 1e-10)[:, None])
-        diag = np.maximum(np.diag(A), 1e-12)
+        return g, A, np.diag(np.maximum(np.diag(A), 1e-12))
+
+    x = np.zeros(5)
+    cost, r, J = evaluate(x)
+    if not np.isfinite(cost):
+        return R0, t0
+    g, A, diag = normal_equations(r, J)
+    damping = 1e-4
+    for _ in range(_REFINE_MAX_ITERS):
         try:
-            step = np.linalg.solve(A + damping * np.diag(diag), -g)
+            step = np.linalg.solve(A + damping * diag, -g)
         except np.linalg.LinAlgError:
             break
         # Converged: the next step would move the pose by under ~1e-7 rad (at the minimum,
         # rounding alone decides whether such a step lowers the cost).
         if not np.all(np.isfinite(step)) or np.abs(step).max() <= 1e-7:
             break
-        r_new, J_new, cost_new = evaluate(x + step)
+        cost_new, r, J = evaluate(x + step)
         if not (np.isfinite(cost_new) and cost_new < cost):
             damping *= 10.0  # too long a step: closer to gradient descent, shorter
             if damping > 1e8:
                 break
             continue
         x = x + step
-        decrease = cost - cost_new
-        r, J, cost = r_new, J_new, cost_new
+        decrease, cost = cost - cost_new, cost_new
+        g, A, diag = normal_equations(r, J)
         damping = max(damping * 0.1, 1e-9)
         if decrease <= 1e-8 * cost:  # as a generic solver's default tolerance
             break

@@ -90,6 +90,9 @@ class ThreadChoice:
     threads: int
     reason: str
 
+    def __str__(self) -> str:
+        return f"{self.threads} ({self.reason})"
+
 
 def cpu_cores() -> int:
     """Cores this process may run on (its CPU affinity, e.g. a container's or ``taskset``'s

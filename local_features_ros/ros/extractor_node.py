@@ -150,7 +150,7 @@ class FeatureExtractorNode(Node):
         # every node-only value: the table's defaults under the start values (ros/params.py)
         self._node_conf: dict[str, Any] = {**P.node_defaults(), **initial.node}
         threads = extraction_threads()
-        self.get_logger().info(f"extraction threads: {threads.threads} ({threads.reason})")
+        self.get_logger().info(f"extraction threads: {threads}")
         try:
             self.pipeline = FeaturePipeline(PipelineConfig(
                 self.method, str(self._value("weights")) or None, str(self._value("device")),

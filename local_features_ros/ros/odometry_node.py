@@ -148,7 +148,7 @@ class VisualOdometryNode(Node):
             self.get_logger().info(f"method auto -> {method}: {choice.reason}")
         threads = extraction_threads()
         self._extract_threads = threads.threads
-        self.get_logger().info(f"extraction threads: {threads.threads} ({threads.reason})")
+        self.get_logger().info(f"extraction threads: {threads}")
         torch.set_num_threads(threads.threads)  # before the build: a backend sizes its pool
         try:
             cls = get_extractor_class(method, runtime=True)
